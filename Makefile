@@ -1,0 +1,52 @@
+# b24pipe: two commands set everything up on a fresh machine.
+#   make run   - the pipeline (embedded Redis when REDIS_URL is unset)
+#   make test  - install what is needed, then ruff, mypy and pytest
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm simulator clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/b24pipe run
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy b24pipe ingress workers shared tests bench
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+simulator: $(STAMP)
+	$(BIN)/python -m tests.simulator
+
+bench: bench-ingress bench-workers bench-limiter bench-storm
+
+bench-ingress: $(STAMP)
+	$(BIN)/python -m bench.ingress
+
+bench-workers: $(STAMP)
+	$(BIN)/python -m bench.workers
+
+bench-limiter: $(STAMP)
+	$(BIN)/python -m bench.limiter
+
+bench-storm: $(STAMP)
+	$(BIN)/python -m bench.storm
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from b24pipe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""The `b24pipe` command: parses arguments, loads settings, runs one subcommand.
+
+Exit status: 0 success, 1 runtime failure, 2 bad arguments or configuration; errors are
+one line on stderr, never a traceback. Each subcommand lives in `b24pipe.commands.<name>`
+and exposes `register(subparsers)`, which adds its parser and sets `run(args, settings)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from b24pipe.commands import COMMANDS
+from b24pipe.errors import CommandError, UsageError
+from shared.settings import ConfigError, load_settings
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="b24pipe", description="Bitrix24 event pipeline")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for module in COMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        settings = load_settings()
+        result: int = args.run(args, settings)
+        return result
+    except (UsageError, ConfigError) as exc:
+        print(f"b24pipe: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"b24pipe: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

