@@ -12,12 +12,19 @@ digest -> `{"kind": "app"|"webhook"|"grace", "expires_at": unix seconds or 0}`.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import orjson
 
 from shared.crypto import TokenCipher
+
+
+def as_text(value: bytes | str) -> str:
+    """Redis answers bytes unless the client decodes; both are accepted everywhere."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class Status(StrEnum):
@@ -48,15 +55,13 @@ class Portal:
     last_used_at: int = 0
     reason: str = ""  # why the status is what it is (no secrets)
 
-    def to_hash(self) -> dict[str, str]:
+    def to_hash(self) -> dict[Any, str]:
+        """The Redis hash (keys typed Any: redis-py's mapping key type is invariant)."""
         return {key: str(value) for key, value in asdict(self).items()}
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Portal:
-        text = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()
-        }
+    def from_hash(cls, raw: Mapping[Any, Any]) -> Portal:
+        text = {as_text(k): as_text(v) for k, v in raw.items()}
         ints = {"user_id", "expires", "token_gen", "created_at", "updated_at", "last_used_at"}
         known = cls.__dataclass_fields__
         values: dict[str, object] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -16,6 +17,15 @@ _OPTIONS: dict[str, Any] = {
     "health_check_interval": 15,
     "retry_on_timeout": False,
 }
+
+
+def redacted(url: str) -> str:
+    """A Redis URL fit for messages: the password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def sync_redis(settings: Settings, **overrides: Any) -> redis.Redis:

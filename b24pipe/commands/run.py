@@ -1,18 +1,112 @@
-"""`b24pipe run` (not implemented yet)."""
+"""`b24pipe run`: the whole pipeline for local use, in one foreground process group.
+
+Starts an embedded Redis-compatible server with AOF under `./var/redis` when `REDIS_URL`
+is unset, generates a token key into `./var/token.key` when `B24PIPE_TOKEN_KEYS` is unset,
+then the ingress and the workers as child processes. Ctrl-C (or SIGTERM) stops them in
+order: ingress first (no new events), then workers (they finish their jobs), then Redis
+(which writes out its AOF). If a child dies, everything is stopped and the exit status is 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from b24pipe.errors import CommandError
+from shared.crypto import generate_key
+from shared.logs import configure_logging, log
+from shared.redisserver import LocalServer, ServerError, start_server
 from shared.settings import Settings
+
+logger = logging.getLogger("b24pipe.run")
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("run", help="run (not implemented yet)")
+    parser = subparsers.add_parser("run", help="ingress, workers and (embedded) Redis in the foreground")
+    parser.add_argument("--host", default="127.0.0.1", help="ingress listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--var", type=Path, default=Path("var"), help="state directory (default ./var)")
     parser.set_defaults(run=run)
 
 
+def token_key(var: Path) -> str:
+    """The key in ./var/token.key, created (owner-only) on first use."""
+    path = var / "token.key"
+    if not path.exists():
+        var.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generate_key() + "\n")
+    return path.read_text().strip()
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "b24pipe", *argv], env=env)
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    raise CommandError("run is not implemented yet")
+    configure_logging()
+    if not 0 < args.port < 65536:
+        raise CommandError(f"--port must be between 1 and 65535, not {args.port}")
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1")
+    env = dict(os.environ)
+    server: LocalServer | None = None
+    if settings.redis_url is None:
+        try:
+            server = start_server(args.var / "redis")
+        except ServerError as exc:
+            raise CommandError(str(exc)) from None
+        env["REDIS_URL"] = server.url
+        log(logger, logging.INFO, "embedded redis started", url=server.url, dir=str(args.var / "redis"))
+    if not settings.token_keys:
+        env["B24PIPE_TOKEN_KEYS"] = token_key(args.var)
+        log(logger, logging.INFO, "using generated token key", path=str(args.var / "token.key"))
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ingress = _spawn(["ingress", "--host", args.host, "--port", str(args.port)], env)
+    worker = _spawn(["worker", "--concurrency", str(args.workers)], env)
+    children = [ingress, worker]
+    log(logger, logging.INFO, "pipeline running", url=f"http://{args.host}:{args.port}/b24/events")
+    status = 0
+    try:
+        while not stopping:
+            dead = [child for child in children if child.poll() is not None]
+            if dead:
+                log(logger, logging.ERROR, "a component exited; stopping", code=dead[0].returncode)
+                status = 1
+                break
+            time.sleep(0.2)
+    finally:
+        for child in children:  # ingress first: no new events, then workers finish theirs
+            _stop(child)
+        if server is not None:
+            server.stop()
+        log(logger, logging.INFO, "pipeline stopped")
+    return status
