@@ -15,14 +15,13 @@ class Clock:
         self.offset = 0.0
         self._frozen_at: float | None = None  # real monotonic time when frozen
 
-    def _real_elapsed_hidden(self) -> float:
-        return 0.0 if self._frozen_at is None else time.monotonic() - self._frozen_at
-
     def monotonic(self) -> float:
-        return time.monotonic() + self.offset - self._real_elapsed_hidden()
+        base = self._frozen_at if self._frozen_at is not None else time.monotonic()
+        return base + self.offset
 
     def time(self) -> float:
-        return time.time() + self.offset - self._real_elapsed_hidden()
+        hidden = 0.0 if self._frozen_at is None else time.monotonic() - self._frozen_at
+        return time.time() - hidden + self.offset
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
@@ -31,7 +30,7 @@ class Clock:
         if frozen and self._frozen_at is None:
             self._frozen_at = time.monotonic()
         elif not frozen and self._frozen_at is not None:
-            self.offset -= self._real_elapsed_hidden()
+            self.offset -= time.monotonic() - self._frozen_at
             self._frozen_at = None
 
     @property
