@@ -105,6 +105,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(f"{portal.client_endpoint}{name}{query}")
     method = name.lower().removesuffix(".json")
     portal.stats.requests[method] += 1
+    bad_params: RestError | None = None
+    try:
+        params = await read_params(request)  # before any delay: the body is read while the client waits
+    except RestError as exc:
+        params, bad_params = {}, exc
     fault = portal.faults.take_rest_fault(method)
     if portal.faults.rest_delay:
         await asyncio.sleep(portal.faults.rest_delay)
@@ -114,13 +119,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
         portal.stats.statuses["502"] += 1
         return web.Response(status=502, text=HTML_PAGE, content_type="text/html")
     start = portal.clock.time()
-    call = Call(portal, 0, {})
+    call = Call(portal, 0, params)
     status: int = 200
     body: dict[str, Any] = {}
     try:
         if fault == "500":
             raise RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
-        call.params = await read_params(request)
+        if bad_params is not None:
+            raise bad_params
         if not portal.bucket.try_take(portal.clock.monotonic()):
             raise errors.query_limit()
         call.user_id = authenticate(sim, portal, bearer_or_field(request, call.params)).user_id
