@@ -8,7 +8,6 @@ Credentials match the suite's `base_env` (B24_CLIENT_ID / B24_CLIENT_SECRET).
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from shared.redisserver import free_port
 from tests.simulator.client import SimClient
 
 CLIENT_ID = "app.test.client"
 CLIENT_SECRET = "test-client-secret-value"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until_up(url: str, process: subprocess.Popen[bytes], deadline: float = 20.0) -> None:
