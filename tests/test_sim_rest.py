@@ -196,3 +196,16 @@ def test_introspection_counts_requests_per_method(
     assert stats["requests"] == {"user.admin": 3, "profile": 1}
     assert stats["statuses"] == {"200": 4}
     assert simulator.stats()["portals"][portal.member_id]["requests_total"] == 4
+
+
+def test_inbound_webhook_authenticates_by_path(
+    simulator: SimClient, portal: SimPortal, app: Installation
+) -> None:
+    url = simulator.add_webhook(portal.member_id, user_id=1)
+    assert url.startswith(portal.client_endpoint) and url.count("/") == portal.client_endpoint.count("/") + 2
+    added = simulator.rest(url, "crm.deal.add", {"fields": {"TITLE": "via webhook"}})
+    assert added.status == 200, added.body
+    got = simulator.rest(url, "crm.deal.get", {"id": added.body["result"]}).body["result"]
+    assert got["CREATED_BY_ID"] == "1"
+    forged = url.replace(url.rstrip("/").rsplit("/", 1)[1], "0" * 16)
+    assert simulator.rest(forged, "crm.deal.get", {"id": 1}).body["error"] == "invalid_token"

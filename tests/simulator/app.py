@@ -21,6 +21,7 @@ def make_app(sim: Simulator) -> web.Application:
         app.router.add_route(verb, "/rest/app.info.json", authserver.app_info)
         app.router.add_route(verb, "/rest/{method}", authserver.other_method)
         app.router.add_route(verb, "/p/{domain}/rest/{method}", rest.handle)
+        app.router.add_route(verb, "/p/{domain}/rest/{user}/{secret}/{method}", rest.handle)
     app.router.add_routes(control.routes)
     app.router.add_routes(sink.routes)
 

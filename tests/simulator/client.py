@@ -139,6 +139,10 @@ class SimClient:
     def auth_code(self, member_id: str, user_id: int | None = None) -> str:
         return str(self._post(f"/_sim/portals/{member_id}/code", {"user_id": user_id})["code"])
 
+    def add_webhook(self, member_id: str, user_id: int = 1) -> str:
+        """An inbound-webhook base URL (`.../rest/<user>/<secret>/`) acting as `user_id`."""
+        return str(self._post(f"/_sim/portals/{member_id}/webhooks", {"user_id": user_id})["url"])
+
     def expire_tokens(self, member_id: str) -> int:
         return int(self._post(f"/_sim/portals/{member_id}/expire", {})["expired"])
 

@@ -276,6 +276,18 @@ async def code(request: web.Request) -> web.Response:
     )
 
 
+@routes.post("/_sim/portals/{member_id}/webhooks")
+async def webhook(request: web.Request) -> web.Response:
+    portal = _portal(request)
+    try:
+        user_id = _typed(await _body(request), "user_id", int)
+    except BadInput as exc:
+        return _bad(str(exc))
+    if user_id not in portal.users:
+        return _bad("user_id must name one of the portal's users")
+    return json_response({"url": portal.add_webhook(user_id)})
+
+
 @routes.post("/_sim/portals/{member_id}/expire")
 async def expire(request: web.Request) -> web.Response:
     sim, portal = request.app[SIM], _portal(request)

@@ -118,6 +118,7 @@ class Portal:
         self.crm = CrmStore()
         self.bindings: list[Binding] = []
         self.offline = OfflineQueue()
+        self.webhooks: dict[str, int] = {}  # inbound-webhook secret -> the user it acts as
         self._next_binding = 1
 
     @property
@@ -131,6 +132,12 @@ class Portal:
     @property
     def installed(self) -> bool:
         return self.app is not None and self.app.installed
+
+    def add_webhook(self, user_id: int) -> str:
+        """An inbound webhook: its URL carries the user id and a secret instead of a token."""
+        secret = secrets.token_hex(8)
+        self.webhooks[secret] = user_id
+        return f"{self.client_endpoint}{user_id}/{secret}/"
 
     def next_handler_id(self) -> int:
         value = self._next_binding

@@ -71,6 +71,14 @@ def authenticate(sim: Simulator, portal: Portal, token: str | None) -> AccessGra
     return grant
 
 
+def webhook_user(portal: Portal, user: str, secret: str) -> int:
+    """Inbound webhooks authenticate by the path; a wrong pair is invalid_token, as on Bitrix24."""
+    user_id = portal.webhooks.get(secret)
+    if user_id is None or str(user_id) != user:
+        raise errors.invalid_token()
+    return user_id
+
+
 def execute(name: str, call: Call) -> Answer:
     """Run one method (also each command of a batch) with its scope and operating-time checks."""
     portal = call.portal
@@ -129,7 +137,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
             raise bad_params
         if not portal.bucket.try_take(portal.clock.monotonic()):
             raise errors.query_limit()
-        call.user_id = authenticate(sim, portal, bearer_or_field(request, call.params)).user_id
+        if "secret" in request.match_info:
+            call.user_id = webhook_user(portal, request.match_info["user"], request.match_info["secret"])
+        else:
+            call.user_id = authenticate(sim, portal, bearer_or_field(request, call.params)).user_id
         answer = run_batch(call, execute) if method == "batch" else execute(method, call)
         body = {"result": answer.result}
         if answer.next is not None:
