@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from importlib import resources
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -85,7 +86,7 @@ class TokenStore:
 
     async def load(self, member_id: str) -> Portal:
         """The portal record; raises when it cannot be called at all."""
-        raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys.portal(member_id))
+        raw = cast("dict[bytes, bytes]", await self._redis.hgetall(self._keys.portal(member_id)))
         if not raw:
             raise AuthRevoked("PORTAL_UNKNOWN", f"no portal record for {member_id}")
         portal = Portal.from_hash(raw)
