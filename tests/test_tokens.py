@@ -3,6 +3,8 @@ and the lock release that never frees someone else's lease."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis
 
 from shared.crypto import TokenCipher
@@ -37,7 +39,7 @@ def test_cas_saves_only_over_the_refresh_token_used(r: redis.Redis, keys: Keys, 
         args=[used.refresh_token, "1", "refresh_token", late.refresh_token],
     )
     assert int(lost) == -1
-    stored = Portal.from_hash(r.hgetall(keys.portal("m1")))
+    stored = Portal.from_hash(cast("dict[bytes, bytes]", r.hgetall(keys.portal("m1"))))
     assert stored.open_refresh(cipher) == "refresh-2"
     assert stored.token_gen == used.token_gen + 1
     assert int(r.get(keys.portals_version) or 0) == 1
