@@ -111,7 +111,7 @@ _contexts: dict[tuple[int, str], Context] = {}
 
 def context_for(settings: Settings) -> Context:
     runtime = Runtime.get()
-    key = (runtime.pid, settings.model_dump_json())
+    key = (runtime.pid, repr(settings.model_dump()))
     ctx = _contexts.get(key)
     if ctx is None:
         ctx = runtime.run(Context.build(settings, runtime))

@@ -15,6 +15,7 @@ its secret) nor tokens.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import random
 import threading
@@ -191,6 +192,20 @@ class Runtime:
         self._thread.start()
         self.session: aiohttp.ClientSession = self.run(self._open())
         self._redis: dict[str, aioredis.Redis] = {}
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Close the session and Redis pools (at exit: no half-open keep-alive sockets)."""
+        if self.pid != os.getpid() or not self.loop.is_running():
+            return
+
+        async def closing() -> None:
+            await self.session.close()
+            for client in self._redis.values():
+                await client.aclose()
+
+        asyncio.run_coroutine_threadsafe(closing(), self.loop).result(timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
     @staticmethod
     async def _open() -> aiohttp.ClientSession:
