@@ -123,7 +123,7 @@ class TokenStore:
                 return current
             if await self._redis.set(lock, holder, nx=True, px=int(self.lease * 1000)):
                 try:
-                    return await self._refresh_locked(used.member_id)
+                    return await self._refresh_locked(used)
                 finally:
                     await self._release(keys=[lock], args=[holder])
             if time.monotonic() > deadline:
@@ -131,8 +131,11 @@ class TokenStore:
             # Someone else is refreshing: wait for their pair (a refresh is rare and short).
             await asyncio.sleep(_WAIT_STEP)
 
-    async def _refresh_locked(self, member_id: str) -> Portal:
+    async def _refresh_locked(self, used: Portal) -> Portal:
+        member_id = used.member_id
         portal = await self.load(member_id)  # re-read under the lock: the truth now
+        if portal.refresh_token != used.refresh_token:
+            return portal  # refreshed by someone between our check and our lock
         if not portal.refresh_token:
             raise AuthRevoked("NO_REFRESH_TOKEN", "portal has no refresh token")
         secret = self._settings.secret()
