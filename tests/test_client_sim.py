@@ -36,12 +36,21 @@ def env(base_env: dict[str, str], simulator: SimClient, monkeypatch: pytest.Monk
     return values
 
 
-def _install(simulator: SimClient, r: redis.Redis, env: dict[str, str], plan: str, **options: Any) -> Installation:
+def _install(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str], plan: str, **options: Any
+) -> tuple[Installation, str]:
+    """A simulated portal, installed, with its record seeded as the install path writes it."""
     portal: SimPortal = simulator.create_portal(**options)
     pair = simulator.install(portal.member_id)
     cipher = TokenCipher([base64.b64decode(env["B24PIPE_TOKEN_KEYS"])])
-    seed(r, env["B24PIPE_NAMESPACE"], cipher, {**pair.__dict__, "member_id": portal.member_id, "domain": portal.domain}, plan)
-    return pair
+    seed(
+        r,
+        env["B24PIPE_NAMESPACE"],
+        cipher,
+        {**pair.__dict__, "member_id": portal.member_id, "domain": portal.domain},
+        plan,
+    )
+    return pair, portal.member_id
 
 
 def _stored(r: redis.Redis, env: dict[str, str], member_id: str) -> Portal:
@@ -63,9 +72,10 @@ def _caller(env: dict[str, str], member_id: str, rounds: int, out: Any) -> None:
             out.put((round_no, repr(exc)))
 
 
-def test_sixteen_processes_refresh_once_per_expiry(simulator: SimClient, r: redis.Redis, env: dict[str, str]) -> None:
-    pair = _install(simulator, r, env, "custom:50/200", drain=50, burst=200)
-    member = _stored(r, env, next(iter(m.decode() for m in r.smembers(Keys(env["B24PIPE_NAMESPACE"]).portals)))).member_id
+def test_sixteen_processes_refresh_once_per_expiry(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    pair, member = _install(simulator, r, env, "custom:50/200", drain=50, burst=200)
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_caller, args=(env, member, ROUNDS, out)) for _ in range(WORKERS)]
@@ -107,8 +117,7 @@ def test_eight_processes_use_the_rate_without_query_limit(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
     drain, burst = 20.0, 20
-    pair = _install(simulator, r, {**env}, f"custom:{drain:g}/{burst}", drain=drain, burst=burst)
-    member = next(iter(m.decode() for m in r.smembers(Keys(env["B24PIPE_NAMESPACE"]).portals)))
+    pair, member = _install(simulator, r, {**env}, f"custom:{drain:g}/{burst}", drain=drain, burst=burst)
     env = {**env, "B24PIPE_MAX_INPLACE_WAIT": "30"}
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
@@ -138,8 +147,7 @@ def logged() -> Iterator[io.StringIO]:
 def test_lost_pair_is_detected_marked_and_recovered(
     simulator: SimClient, r: redis.Redis, env: dict[str, str], logged: io.StringIO
 ) -> None:
-    pair = _install(simulator, r, env, "standard")
-    member = next(iter(m.decode() for m in r.smembers(Keys(env["B24PIPE_NAMESPACE"]).portals)))
+    pair, member = _install(simulator, r, env, "standard")
     b24 = client_for(load_settings(), None, member)
     assert b24.call("profile")["ID"]
     # A refresh whose answer never got saved (the process died): Bitrix24 has rotated the pair.
@@ -165,8 +173,7 @@ def test_lost_pair_is_detected_marked_and_recovered(
 
 
 def test_transient_faults_are_retried(simulator: SimClient, r: redis.Redis, env: dict[str, str]) -> None:
-    _install(simulator, r, env, "standard")
-    member = next(iter(m.decode() for m in r.smembers(Keys(env["B24PIPE_NAMESPACE"]).portals)))
+    _, member = _install(simulator, r, env, "standard")
     simulator.faults(member, rest_500=1, rest_html=1, rest_drop=1)
     assert client_for(load_settings(), None, member).call("profile")["ID"]
     assert simulator.stats(member)["statuses"].get("500", 0) >= 1
@@ -177,8 +184,7 @@ def test_a_method_near_its_operating_limit_is_paused(
 ) -> None:
     monkeypatch.setenv("B24PIPE_OPERATING_PAUSE_AT", "4")
     monkeypatch.setenv("B24PIPE_MAX_INPLACE_WAIT", "0")
-    _install(simulator, r, env, "standard", operating_limit=6, costs={"profile": 1})
-    member = next(iter(m.decode() for m in r.smembers(Keys(env["B24PIPE_NAMESPACE"]).portals)))
+    _, member = _install(simulator, r, env, "standard", operating_limit=6, costs={"profile": 1})
     b24 = client_for(load_settings(), None, member)
     with pytest.raises(OperatingLimit) as caught:
         for _ in range(20):
