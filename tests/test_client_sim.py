@@ -192,3 +192,20 @@ def test_a_method_near_its_operating_limit_is_paused(
     assert caught.value.after > 0
     assert simulator.stats(member)["operation_time_limit"] == 0
     assert b24.call("user.admin") is True  # other methods are unaffected
+
+
+def test_binding_is_repeatable_without_duplicates(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    from workers.binding import bind_portal
+
+    _, member = _install(simulator, r, env, "standard")
+    settings = load_settings(public_url="http://127.0.0.1:9")
+    first = bind_portal(settings, member, ["ONCRMDEALUPDATE"])
+    assert first is not None and "ONCRMDEALUPDATE" in first.bind
+    second = bind_portal(settings, member, ["ONCRMDEALUPDATE"])
+    assert second is not None and second.bind == () and second.unbind == ()
+    bound = client_for(settings, None, member).call("event.get")
+    ours = [b["event"] for b in bound if b["handler"] == "http://127.0.0.1:9/b24/events"]
+    assert sorted(ours) == sorted(set(ours)) and "ONCRMDEALUPDATE" in ours
+    assert bind_portal(load_settings(), member, []) is None  # no B24PIPE_PUBLIC_URL: skipped

@@ -16,7 +16,7 @@ from typing import Any
 from shared.events import LIFECYCLE_EVENTS
 from shared.logs import log
 from shared.settings import Settings
-from workers.client import B24, client_for
+from workers.client import B24, BATCH_MAX, client_for
 
 _log = logging.getLogger("b24pipe.binding")
 
@@ -47,12 +47,12 @@ def handler_url(settings: Settings) -> str | None:
 
 
 def bind_with(b24: B24, events: Iterable[str], url: str) -> Plan:
-    """Apply the plan through a client (one `event.get`, then one batch if anything changed)."""
+    """Apply the plan through a client (one `event.get`, then batches of 50 if anything changed)."""
     plan = binding_plan(b24.call("event.get"), events, url)
     commands = [("event.bind", {"event": name, "handler": url}) for name in plan.bind]
     commands += [("event.unbind", {"event": name, "handler": url}) for name in plan.unbind]
-    if commands:
-        b24.batch(commands).raise_first()
+    for start in range(0, len(commands), BATCH_MAX):
+        b24.batch(commands[start : start + BATCH_MAX]).raise_first()
     return plan
 
 
