@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     rate_plan: str = Field(default="standard", validation_alias=_env("B24PIPE_RATE_PLAN"))
     rate_scope: str = Field(default="shared", validation_alias=_env("B24PIPE_RATE_SCOPE"))
     max_inplace_wait: float = Field(default=5.0, ge=0, validation_alias=_env("B24PIPE_MAX_INPLACE_WAIT"))
+    operating_pause_at: float = Field(
+        default=420.0, gt=0, validation_alias=_env("B24PIPE_OPERATING_PAUSE_AT")
+    )
 
     @field_validator("handlers", "allowed_hosts", mode="before")
     @classmethod

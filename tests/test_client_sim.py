@@ -1,0 +1,211 @@
+"""The REST client against the Bitrix24 simulator, from real processes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+import redis
+
+from bench.limiter import seed, utilisation
+from shared.crypto import TokenCipher
+from shared.keys import Keys
+from shared.logs import configure_logging
+from shared.portals import Portal, Status
+from shared.settings import load_settings
+from tests.simulator.client import Installation, SimClient, SimPortal
+from workers.client import client_for
+from workers.errors import OperatingLimit, ReauthRequired
+
+ROUNDS = 4
+WORKERS = 16
+
+
+@pytest.fixture
+def env(base_env: dict[str, str], simulator: SimClient, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {**base_env, "B24_OAUTH_URL": simulator.base_url, "B24PIPE_HTTP_TIMEOUT": "2"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def _install(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str], plan: str, **options: Any
+) -> tuple[Installation, str]:
+    """A simulated portal, installed, with its record seeded as the install path writes it."""
+    portal: SimPortal = simulator.create_portal(**options)
+    pair = simulator.install(portal.member_id)
+    cipher = TokenCipher([base64.b64decode(env["B24PIPE_TOKEN_KEYS"])])
+    seed(
+        r,
+        env["B24PIPE_NAMESPACE"],
+        cipher,
+        {**pair.__dict__, "member_id": portal.member_id, "domain": portal.domain},
+        plan,
+    )
+    return pair, portal.member_id
+
+
+def _stored(r: redis.Redis, env: dict[str, str], member_id: str) -> Portal:
+    raw = cast("dict[bytes, bytes]", r.hgetall(Keys(env["B24PIPE_NAMESPACE"]).portal(member_id)))
+    return Portal.from_hash(raw)
+
+
+def _caller(env: dict[str, str], member_id: str, rounds: int, out: Any) -> None:
+    os.environ.update(env)
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    b24 = client_for(load_settings(), None, member_id)
+    go = f"{env['B24PIPE_NAMESPACE']}:test:round"
+    for round_no in range(1, rounds + 1):
+        while int(client.get(go) or 0) < round_no:
+            time.sleep(0.01)
+        try:
+            out.put((round_no, bool(b24.call("profile")["ID"])))
+        except Exception as exc:  # reported to the test, which fails on it
+            out.put((round_no, repr(exc)))
+
+
+def test_sixteen_processes_refresh_once_per_expiry(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    pair, member = _install(simulator, r, env, "custom:50/200", drain=50, burst=200)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_caller, args=(env, member, ROUNDS, out)) for _ in range(WORKERS)]
+    for proc in procs:
+        proc.start()
+    try:
+        for round_no in range(1, ROUNDS + 1):
+            before = simulator.stats(member)["refreshes"]
+            assert simulator.expire_tokens(member) >= 1
+            r.set(f"{env['B24PIPE_NAMESPACE']}:test:round", round_no)
+            results = [out.get(timeout=60) for _ in procs]
+            assert results == [(round_no, True)] * WORKERS
+            stats = simulator.stats(member)
+            assert stats["refreshes"] - before == 1
+            assert stats["refresh_reused"] == 0
+    finally:
+        for proc in procs:
+            proc.join(timeout=20)
+            if proc.exitcode is None:
+                proc.kill()
+    # The stored refresh token is the newest: one more refresh with it works.
+    stored = _stored(r, env, member)
+    cipher = TokenCipher([base64.b64decode(env["B24PIPE_TOKEN_KEYS"])])
+    assert stored.open_refresh(cipher) != pair.refresh_token
+    assert simulator.refresh(stored.open_refresh(cipher)).status == 200
+
+
+def _steady(env: dict[str, str], member_id: str, until: float, out: Any) -> None:
+    os.environ.update(env)
+    b24 = client_for(load_settings(), None, member_id)
+    done = []
+    while time.time() < until:
+        b24.call("profile")
+        done.append(time.time())
+    out.put(done)
+
+
+def test_eight_processes_use_the_rate_without_query_limit(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    drain, burst = 20.0, 20
+    pair, member = _install(simulator, r, {**env}, f"custom:{drain:g}/{burst}", drain=drain, burst=burst)
+    env = {**env, "B24PIPE_MAX_INPLACE_WAIT": "30"}
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    until = time.time() + 5
+    procs = [ctx.Process(target=_steady, args=(env, member, until, out)) for _ in range(8)]
+    for proc in procs:
+        proc.start()
+    times = sorted(t for _ in procs for t in out.get(timeout=60))
+    for proc in procs:
+        proc.join(timeout=20)
+    assert pair.access_token
+    assert simulator.stats(member)["query_limit_exceeded"] == 0
+    assert utilisation(times, drain, burst) >= 0.9
+
+
+@pytest.fixture
+def logged() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging("DEBUG")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    yield stream
+    logging.getLogger().handlers.clear()
+
+
+def test_lost_pair_is_detected_marked_and_recovered(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str], logged: io.StringIO
+) -> None:
+    pair, member = _install(simulator, r, env, "standard")
+    b24 = client_for(load_settings(), None, member)
+    assert b24.call("profile")["ID"]
+    # A refresh whose answer never got saved (the process died): Bitrix24 has rotated the pair.
+    assert simulator.refresh(pair.refresh_token).status == 200
+    simulator.expire_tokens(member)
+    with pytest.raises(ReauthRequired) as caught:
+        b24.call("profile")
+    stored = _stored(r, env, member)
+    assert stored.status is Status.REAUTH
+    with pytest.raises(ReauthRequired):
+        b24.call("profile")  # parked: no further refresh attempts
+    # The next token that arrives (install page, update, portals add) restores the portal.
+    fresh = simulator.user_tokens(member, pair.user_id)
+    cipher = TokenCipher([base64.b64decode(env["B24PIPE_TOKEN_KEYS"])])
+    stored.seal_tokens(cipher, fresh["access_token"], fresh["refresh_token"], int(time.time()) + 3600)
+    stored.status = Status.ACTIVE
+    r.hset(Keys(env["B24PIPE_NAMESPACE"]).portal(member), mapping=stored.to_hash())  # type: ignore[arg-type]
+    assert b24.call("profile")["ID"]
+    text = logged.getvalue() + repr(caught.value) + str(caught.value)
+    assert "refresh_failed" in text
+    for secret in (pair.access_token, pair.refresh_token, fresh["access_token"], env["B24_CLIENT_SECRET"]):
+        assert secret not in text
+
+
+def test_transient_faults_are_retried(simulator: SimClient, r: redis.Redis, env: dict[str, str]) -> None:
+    _, member = _install(simulator, r, env, "standard")
+    simulator.faults(member, rest_500=1, rest_html=1, rest_drop=1)
+    assert client_for(load_settings(), None, member).call("profile")["ID"]
+    assert simulator.stats(member)["statuses"].get("500", 0) >= 1
+
+
+def test_a_method_near_its_operating_limit_is_paused(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("B24PIPE_OPERATING_PAUSE_AT", "4")
+    monkeypatch.setenv("B24PIPE_MAX_INPLACE_WAIT", "0")
+    _, member = _install(simulator, r, env, "standard", operating_limit=6, costs={"profile": 1})
+    b24 = client_for(load_settings(), None, member)
+    with pytest.raises(OperatingLimit) as caught:
+        for _ in range(20):
+            b24.call("profile")
+    assert caught.value.after > 0
+    assert simulator.stats(member)["operation_time_limit"] == 0
+    assert b24.call("user.admin") is True  # other methods are unaffected
+
+
+def test_binding_is_repeatable_without_duplicates(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    from workers.binding import bind_portal
+
+    _, member = _install(simulator, r, env, "standard")
+    settings = load_settings(public_url="http://127.0.0.1:9")
+    first = bind_portal(settings, member, ["ONCRMDEALUPDATE"])
+    assert first is not None and "ONCRMDEALUPDATE" in first.bind
+    second = bind_portal(settings, member, ["ONCRMDEALUPDATE"])
+    assert second is not None and second.bind == () and second.unbind == ()
+    bound = client_for(settings, None, member).call("event.get")
+    ours = [b["event"] for b in bound if b["handler"] == "http://127.0.0.1:9/b24/events"]
+    assert sorted(ours) == sorted(set(ours)) and "ONCRMDEALUPDATE" in ours
+    assert bind_portal(load_settings(), member, []) is None  # no B24PIPE_PUBLIC_URL: skipped

@@ -1,0 +1,114 @@
+"""Pure parts of the REST client: parameter encoding, field diffs, error mapping, decisions."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.portals import Portal, Status
+from workers import errors
+from workers.binding import binding_plan
+from workers.operating import Report, pause_for, report_from
+from workers.params import changed_fields, http_build_query
+from workers.tokens import keepalive_due, needs_refresh
+from workers.transport import Answer, backoff, error_code, error_for
+
+_scalars = st.one_of(st.integers(), st.text(max_size=20), st.booleans())
+_keys = st.text(alphabet="ABCDEFGHIJ_xyz019", min_size=1, max_size=8)
+
+
+@given(st.dictionaries(_keys, st.one_of(_scalars, st.dictionaries(_keys, _scalars, max_size=3)), max_size=5))
+def test_http_build_query_round_trips_through_a_php_style_parser(params: dict[str, object]) -> None:
+    decoded = dict(parse_qsl(http_build_query(params), keep_blank_values=True))
+    for key, value in params.items():
+        if isinstance(value, dict):
+            for inner, leaf in value.items():
+                expected = ("1" if leaf else "0") if isinstance(leaf, bool) else str(leaf)
+                assert decoded[f"{key}[{inner}]"] == expected
+        else:
+            expected = ("1" if value else "0") if isinstance(value, bool) else str(value)
+            assert decoded[key] == expected
+
+
+def test_http_build_query_lists_and_none() -> None:
+    assert http_build_query({"a": [1, 2], "b": None}) == "a%5B0%5D=1&a%5B1%5D=2"
+
+
+@given(st.dictionaries(_keys, st.one_of(st.integers(), st.text(max_size=10), st.booleans()), max_size=6))
+def test_changed_fields_is_empty_against_bitrix_strings_of_the_same_values(wanted: dict[str, object]) -> None:
+    as_stored = {k: ("Y" if v else "N") if isinstance(v, bool) else str(v) for k, v in wanted.items()}
+    assert changed_fields(as_stored, wanted) == {}
+    assert changed_fields({}, {"TITLE": "x"}) == {"TITLE": "x"}
+    assert changed_fields({"OPPORTUNITY": "5"}, {"OPPORTUNITY": 6}) == {"OPPORTUNITY": 6}
+
+
+def test_error_mapping_follows_bitrix_codes() -> None:
+    def err(status: int, code: str) -> errors.B24Error:
+        return error_for(Answer(status, {"error": code, "error_description": "d"}, ""), "crm.deal.get")
+
+    assert isinstance(err(403, "insufficient_scope"), errors.ScopeMissing)
+    assert isinstance(err(403, "WRONG_AUTH_TYPE"), errors.AccessDenied)
+    assert isinstance(err(404, "ERROR_METHOD_NOT_FOUND"), errors.MethodNotFound)
+    assert isinstance(err(400, "ERROR_ARGUMENT"), errors.BadRequest)
+    assert isinstance(err(401, "NO_AUTH_FOUND"), errors.AuthRevoked)
+    assert isinstance(err(500, "PORTAL_DELETED"), errors.PortalDeleted)
+    assert err(500, "INTERNAL_SERVER_ERROR").retryable
+    assert not err(400, "").retryable
+    html = Answer(502, None, "")
+    assert error_code(html) == "HTML_ERROR_PAGE" and error_for(html, "m").retryable
+    assert error_code(Answer(200, {"result": 1}, "")) is None
+
+
+def test_error_texts_do_not_carry_tokens() -> None:
+    token = "a" * 70
+    text = str(
+        error_for(Answer(400, {"error": "X", "error_description": f"bad auth={token} {token}"}, ""), "m")
+    )
+    assert token not in text
+
+
+@given(st.integers(min_value=0, max_value=40))
+def test_backoff_is_bounded(attempt: int) -> None:
+    assert 0 <= backoff(attempt, base=0.5, cap=8) <= 8
+
+
+def test_operating_pause_decision() -> None:
+    assert pause_for(None, 100, 400) == 0
+    assert pause_for(Report(300, 200), 100, 400) == 0
+    assert pause_for(Report(450, 160), 100, 400) == 60
+    assert pause_for(Report(450, 90), 100, 400) == 0
+    # reset_at is moved from the server's clock to ours through the block's `finish`.
+    report = report_from({"operating": 450, "operating_reset_at": 1030, "finish": 1000}, now=50)
+    assert report == Report(450, 80)
+    assert report_from({"start": 1}, now=0) is None
+
+
+def test_refresh_decisions() -> None:
+    portal = Portal(member_id="m", domain="d", refresh_token="ct", expires=1000, updated_at=0)
+    assert needs_refresh(portal, 950) and not needs_refresh(portal, 900)
+    assert keepalive_due(portal, 30 * 86400)
+    assert not keepalive_due(Portal(member_id="m", domain="d", refresh_token="ct", updated_at=100), 200)
+    assert not keepalive_due(
+        Portal(member_id="m", domain="d", refresh_token="ct", updated_at=0, status=Status.REAUTH), 10**9
+    )
+
+
+def test_binding_plan_is_a_diff() -> None:
+    url = "https://app.example/b24/events"
+    existing = [
+        {"event": "ONCRMDEALUPDATE", "handler": url},
+        {"event": "ONCRMLEADADD", "handler": url},
+        {"event": "ONCRMLEADADD", "handler": "https://other.example/"},
+        {"event": "ONAPPUNINSTALL", "handler": url},
+    ]
+    plan = binding_plan(existing, ["ONCRMDEALUPDATE", "oncrmdealadd"], url)
+    assert plan.bind == ("ONAPPUPDATE", "ONCRMDEALADD")
+    assert plan.unbind == ("ONCRMLEADADD",)
+    again = binding_plan(
+        [*existing, *({"event": e, "handler": url} for e in plan.bind)],
+        ["ONCRMDEALUPDATE", "ONCRMDEALADD"],
+        url,
+    )
+    assert again.bind == ()

@@ -1,0 +1,102 @@
+"""The shared rate limiter: one leaky bucket per portal in Redis (see lua/ratelimit.lua).
+
+Bitrix24 counts requests per portal and source IP in a leaky bucket (standard plans drain
+2/s and hold 50, enterprise 5/s and 250). Every process that calls a portal reserves its
+slot in the same Redis bucket before sending, so together they never overfill Bitrix24's.
+A reservation says how long to sleep; short sleeps happen in place, longer ones raise
+`RateLimited(after)` without reserving, and the worker defers the job.
+
+The bucket we keep is a little smaller than Bitrix24's (`Plan.limit`): requests reserved
+in order can reach the server slightly out of order or bunched by network jitter, and the
+headroom absorbs that. It costs part of the burst, never part of the sustained rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import redis.asyncio as aioredis
+
+from shared.keys import Keys
+from workers.errors import RateLimited
+
+_CUSTOM = re.compile(r"^custom:(?P<drain>\d+(?:\.\d+)?)/(?P<burst>\d+)$")
+_NAMED = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
+
+
+class PlanError(ValueError):
+    """A rate plan that is neither a known name nor `custom:<drain>/<burst>`."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    drain: float  # requests per second the bucket drains
+    burst: int  # requests the bucket holds
+
+    @property
+    def limit(self) -> int:
+        """The bucket size we fill up to: Bitrix24's minus a headroom for network jitter."""
+        headroom = max(1, math.ceil(self.burst * 0.04))
+        return max(1, self.burst - headroom)
+
+
+def parse_plan(text: str) -> Plan:
+    """`standard`, `enterprise` or `custom:<drain>/<burst>` (e.g. `custom:20/100`)."""
+    name = text.strip().lower()
+    if name in _NAMED:
+        drain, burst = _NAMED[name]
+        return Plan(drain, burst)
+    match = _CUSTOM.match(name)
+    if match is None:
+        raise PlanError(f"rate plan {text!r} is not standard, enterprise or custom:<drain>/<burst>")
+    drain, burst = float(match["drain"]), int(match["burst"])
+    if drain <= 0 or burst < 1:
+        raise PlanError(f"rate plan {text!r} needs a positive drain and burst")
+    return Plan(drain, burst)
+
+
+def _script() -> str:
+    return resources.files("workers").joinpath("lua/ratelimit.lua").read_text(encoding="utf-8")
+
+
+class Limiter:
+    """Reservations in one portal's bucket. One instance per process and Redis client."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, scope: str = "shared") -> None:
+        self._script = redis.register_script(_script())
+        self._keys = keys
+        self._scope = scope
+
+    def key(self, member_id: str) -> str:
+        return self._keys.rate_bucket(member_id, self._scope)
+
+    async def reserve(self, member_id: str, plan: Plan, max_wait: float) -> float:
+        """Reserve the next slot; return the seconds to sleep before sending.
+
+        Raises `RateLimited(after)` (reserving nothing) when the wait would exceed `max_wait`."""
+        answer = await self._script(
+            keys=[self.key(member_id)], args=["take", plan.drain, plan.limit, max_wait]
+        )
+        wait = float(answer)
+        if wait < 0:
+            raise RateLimited(-wait)
+        return wait
+
+    async def acquire(self, member_id: str, plan: Plan, max_wait: float) -> float:
+        """Reserve and sleep until the slot is ours; return the time waited."""
+        wait = await self.reserve(member_id, plan, max_wait)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return wait
+
+    async def saturate(self, member_id: str, plan: Plan) -> None:
+        """Bitrix24 refused a request anyway (QUERY_LIMIT_EXCEEDED): treat the bucket as full,
+        so every process spaces its next requests at the drain rate."""
+        await self._script(keys=[self.key(member_id)], args=["full", plan.drain, plan.limit, 0])
+
+    async def level(self, member_id: str, plan: Plan) -> float:
+        return float(await self._script(keys=[self.key(member_id)], args=["peek", plan.drain, plan.limit, 0]))

@@ -1,0 +1,229 @@
+"""OAuth tokens of a portal: read from the encrypted store, refreshed single-flight.
+
+Bitrix24 refresh tokens work once: each refresh returns a new pair and kills the used one.
+Two processes refreshing the same portal at once, or a process that refreshes and dies
+before saving, lose the portal's authorization for good. Hence:
+
+- one refresh per portal at a time across every process and host: a Redis lock whose lease
+  outlives the HTTP timeout of the refresh request;
+- the new pair is saved with compare-and-set on the refresh token used (lua/token_cas.lua)
+  before anyone uses it; waiters re-read the record and use the new pair;
+- only `invalid_grant` marks the portal as needing re-authorization, and only if the stored
+  refresh token is still the one that was refused (someone else may have saved a newer one);
+- refresh near expiry or on `expired_token`, and a keep-alive refresh for portals idle long
+  enough that their refresh token would expire (`keepalive_due`); never on a schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from importlib import resources
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from shared.crypto import TokenCipher
+from shared.keys import Keys
+from shared.logs import log, security_event
+from shared.portals import Portal, Status
+from shared.settings import Settings
+from workers import restmetrics
+from workers.errors import ApiError, AuthRevoked, ReauthRequired
+from workers.transport import Transport, host_of
+
+_log = logging.getLogger("b24pipe.tokens")
+
+REFRESH_MARGIN = 60  # refresh an access token this many seconds before it expires
+KEEPALIVE_AFTER = 20 * 86400  # refresh tokens lived 28 days in older docs: stay well inside
+_WAIT_STEP = 0.05
+
+
+def _lua(name: str) -> str:
+    return resources.files("workers").joinpath(f"lua/{name}").read_text(encoding="utf-8")
+
+
+def needs_refresh(portal: Portal, now: float, margin: float = REFRESH_MARGIN) -> bool:
+    """The access token expires within `margin` seconds (0 = expiry unknown: wait for the 401)."""
+    return bool(portal.refresh_token) and portal.expires > 0 and portal.expires - now <= margin
+
+
+def keepalive_due(portal: Portal, now: float, after: float = KEEPALIVE_AFTER) -> bool:
+    """An active OAuth portal whose tokens were last renewed `after` seconds ago or more.
+
+    Any normal refresh renews `updated_at`, so only portals idle that long qualify."""
+    return (
+        portal.status is Status.ACTIVE
+        and bool(portal.refresh_token)
+        and not portal.webhook_url
+        and now - portal.updated_at >= after
+    )
+
+
+class TokenStore:
+    """The token side of one namespace, used by every client of this process."""
+
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, cipher: TokenCipher, transport: Transport
+    ) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._keys = Keys(settings.namespace)
+        self._cipher = cipher
+        self._transport = transport
+        self._cas = redis.register_script(_lua("token_cas.lua"))
+        self._release = redis.register_script(_lua("lock_release.lua"))
+        # The lease outlives the refresh request (and its connection setup) with room to save.
+        self.lease = settings.http_timeout * 2 + 5
+
+    @property
+    def cipher(self) -> TokenCipher:
+        return self._cipher
+
+    async def load(self, member_id: str) -> Portal:
+        """The portal record; raises when it cannot be called at all."""
+        raw = cast("dict[bytes, bytes]", await self._redis.hgetall(self._keys.portal(member_id)))
+        if not raw:
+            raise AuthRevoked("PORTAL_UNKNOWN", f"no portal record for {member_id}")
+        portal = Portal.from_hash(raw)
+        if portal.status is Status.REAUTH:
+            raise ReauthRequired("invalid_grant", "portal needs re-authorization")
+        if portal.status is Status.REVOKED:
+            raise AuthRevoked("PORTAL_REVOKED", "portal revoked")
+        return portal
+
+    async def update_fields(self, member_id: str, fields: dict[str, str]) -> None:
+        """Change non-token fields of the record (e.g. a moved endpoint); caches see the bump."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys.portal(member_id), mapping=fields)  # type: ignore[arg-type]
+            pipe.incr(self._keys.portals_version)
+            await pipe.execute()
+
+    async def fresh(self, member_id: str) -> Portal:
+        """The record with an access token that is not about to expire (refreshing if needed)."""
+        portal = await self.load(member_id)
+        if needs_refresh(portal, time.time()):
+            portal = await self.refresh(portal)
+        return portal
+
+    async def refresh(self, used: Portal) -> Portal:
+        """Make sure the pair `used` is replaced, single-flight; return the record to use.
+
+        If another process already replaced it, nothing is refreshed: its pair is returned."""
+        lock = self._keys.refresh_lock(used.member_id)
+        holder = secrets.token_hex(16)
+        deadline = time.monotonic() + self.lease * 2 + self._settings.http_timeout
+        while True:
+            current = await self.load(used.member_id)
+            if current.refresh_token != used.refresh_token:
+                return current
+            if await self._redis.set(lock, holder, nx=True, px=int(self.lease * 1000)):
+                try:
+                    return await self._refresh_locked(used)
+                finally:
+                    await self._release(keys=[lock], args=[holder])
+            if time.monotonic() > deadline:
+                raise ApiError("REFRESH_TIMEOUT", "another process holds the refresh lock")
+            # Someone else is refreshing: wait for their pair (a refresh is rare and short).
+            await asyncio.sleep(_WAIT_STEP)
+
+    async def _refresh_locked(self, used: Portal) -> Portal:
+        member_id = used.member_id
+        portal = await self.load(member_id)  # re-read under the lock: the truth now
+        if portal.refresh_token != used.refresh_token:
+            return portal  # refreshed by someone between our check and our lock
+        if not portal.refresh_token:
+            raise AuthRevoked("NO_REFRESH_TOKEN", "portal has no refresh token")
+        secret = self._settings.secret()
+        if not self._settings.client_id or not secret:
+            raise ApiError("NO_CLIENT_CREDENTIALS", "B24_CLIENT_ID/B24_CLIENT_SECRET are not set")
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": self._settings.client_id,
+            "client_secret": secret,
+            "refresh_token": portal.open_refresh(self._cipher),
+        }
+        answer = await self._transport.post(f"{self._settings.oauth_url}/oauth/token/", form=form)
+        payload = answer.payload or {}
+        if answer.status == 200 and payload.get("access_token") and payload.get("refresh_token"):
+            return await self._save(portal, payload)
+        code = str(payload.get("error") or f"HTTP_{answer.status}")
+        if code == "invalid_grant":
+            return await self._mark_reauth(portal)
+        restmetrics.REFRESHES.labels(outcome="error").inc()
+        security_event("refresh_failed", member_id=member_id, code=code, marked=False)
+        raise ApiError(code, "token refresh failed", status=answer.status)
+
+    async def _save(self, portal: Portal, payload: dict[str, object]) -> Portal:
+        now = int(time.time())
+        expires_in = int(str(payload.get("expires_in") or 3600))
+        fresh = replace(portal)
+        fresh.seal_tokens(
+            self._cipher, str(payload["access_token"]), str(payload["refresh_token"]), now + expires_in
+        )
+        fields = {
+            "access_token": fresh.access_token,
+            "refresh_token": fresh.refresh_token,
+            "expires": str(fresh.expires),
+            "updated_at": str(now),
+        }
+        endpoint = str(payload.get("client_endpoint") or "")
+        if endpoint and str(payload.get("member_id") or portal.member_id) == portal.member_id:
+            fields["client_endpoint"] = endpoint
+        gen = await self._cas(
+            keys=[self._keys.portal(portal.member_id), self._keys.portals_version],
+            args=[portal.refresh_token, "1", *[x for pair in fields.items() for x in pair]],
+        )
+        if int(gen) < 0:
+            # Cannot happen while we hold the lock, unless the lease ran out: the record moved on.
+            restmetrics.REFRESHES.labels(outcome="lost_race").inc()
+            security_event("refresh_failed", member_id=portal.member_id, code="cas_conflict", marked=False)
+            return await self.load(portal.member_id)
+        restmetrics.REFRESHES.labels(outcome="ok").inc()
+        log(_log, logging.INFO, "token refreshed", member_id=portal.member_id, token_gen=int(gen))
+        return await self.load(portal.member_id)
+
+    async def _mark_reauth(self, portal: Portal) -> Portal:
+        """invalid_grant: our refresh token is dead. Mark the portal, unless a newer pair was
+        saved meanwhile (then that pair is the answer, not a re-authorization)."""
+        fields = {
+            "status": str(Status.REAUTH),
+            "reason": "refresh token refused (invalid_grant): reinstall, update or portals add",
+            "updated_at": str(int(time.time())),
+        }
+        gen = await self._cas(
+            keys=[self._keys.portal(portal.member_id), self._keys.portals_version],
+            args=[portal.refresh_token, "0", *[x for pair in fields.items() for x in pair]],
+        )
+        if int(gen) < 0:
+            return await self.load(portal.member_id)
+        restmetrics.REFRESHES.labels(outcome="invalid_grant").inc()
+        restmetrics.REAUTH.inc()
+        security_event("refresh_failed", member_id=portal.member_id, code="invalid_grant", marked=True)
+        raise ReauthRequired("invalid_grant", "portal needs re-authorization")
+
+    async def keepalive(self, member_ids: Iterable[str]) -> list[str]:
+        """Refresh the portals among `member_ids` whose refresh token would otherwise expire."""
+        refreshed = []
+        now = time.time()
+        for member_id in member_ids:
+            try:
+                portal = await self.load(member_id)
+            except (AuthRevoked, ReauthRequired):
+                continue
+            if keepalive_due(portal, now):
+                await self.refresh(portal)
+                refreshed.append(member_id)
+        return refreshed
+
+
+def portal_hosts(portal: Portal) -> tuple[str, ...]:
+    """The hosts a portal's calls may go to: its verified domain and its REST endpoint's host."""
+    hosts = {portal.domain.lower().split(":")[0]} if portal.domain else set()
+    if portal.client_endpoint:
+        hosts.add(host_of(portal.client_endpoint))
+    return tuple(sorted(h for h in hosts if h))
