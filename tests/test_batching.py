@@ -67,7 +67,7 @@ def _normal(value: Any) -> Any:
     return str(value)
 
 
-_key = st.text(alphabet=st.characters(blacklist_characters="[]&=", blacklist_categories=("Cs",)), min_size=1,
+_key = st.text(alphabet=st.characters(exclude_characters="[]&=", categories=("L", "N", "P", "S", "Zs")), min_size=1,
                max_size=8)  # fmt: skip
 _leaf = st.none() | st.booleans() | st.integers() | st.text(max_size=12)
 _value = st.recursive(

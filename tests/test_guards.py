@@ -92,7 +92,7 @@ def test_expired_marks_suppress_nothing(
     _mark(settings, "crm.deal.update", {"id": 5})
     key = keys.echo_marks("m1", "deal:5", "ONCRMDEALUPDATE", WRITER)
     assert r.pttl(key) > (settings.echo_ttl - 5) * 1000
-    past = int(time.time() * 1000) - 1
+    past = str(int(time.time() * 1000) - 1)
     r.lset(key, 0, past)
     r.lset(key, 1, past)
     assert guard.consume(_event("ONCRMDEALUPDATE", 5, WRITER)) is False
@@ -236,7 +236,8 @@ def test_cycles_leave_the_window(
     with pytest.raises(LoopCut):
         breaker.check(_event("ONCRMDEALUPDATE", 5, 0))
     cycles = keys.chain_cycles("m1", "deal:5")
-    r.zadd(cycles, dict.fromkeys(r.zrange(cycles, 0, -1), 0))  # as if they happened long ago
+    members: list[bytes] = r.zrange(cycles, 0, -1)  # type: ignore[assignment]
+    r.zadd(cycles, dict.fromkeys(members, 0))  # as if they happened long ago
     breaker.check(_event("ONCRMDEALUPDATE", 5, 0))
     assert 0 < r.pttl(keys.chain("m1", "deal:5")) <= settings.loop_window * 1000
 

@@ -33,7 +33,7 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = [
         {"entityTypeId": "1032", "id": 1},
         "ONCRMDYNAMICITEMDELETE",
         {"FIELDS": {"ID": "1", "ENTITY_TYPE_ID": "1032"}},
-    ),  # fmt: skip
+    ),
     ("crm.item.update", {"entityTypeId": 2, "id": 5}, "ONCRMDEALUPDATE", {"FIELDS": {"ID": "5"}}),
     ("crm.item.update", {"entityTypeId": 1, "id": 6}, "ONCRMLEADUPDATE", {"FIELDS": {"ID": "6"}}),
     (
@@ -41,7 +41,7 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = [
         {"taskId": 44, "fields": {"TITLE": "t"}},
         "ONTASKUPDATE",
         {"FIELDS_BEFORE": {"ID": "44"}, "FIELDS_AFTER": {"ID": "44"}},
-    ),  # fmt: skip
+    ),
     ("tasks.task.complete", {"taskId": 44}, "ONTASKUPDATE", {"FIELDS_AFTER": {"ID": "44"}}),
     (
         "tasks.task.delete",
