@@ -149,6 +149,10 @@ class WriteMap:
         name = method.strip().lower()
         return name == "batch" or name in self._rules
 
+    def methods(self) -> frozenset[str]:
+        """Every write method the map knows (lower case)."""
+        return frozenset(self._rules)
+
     def events(self) -> frozenset[str]:
         """Every event name a known write can cause (the bounded set of metric labels)."""
         names = {rule.event for rule in self._rules.values()}
