@@ -92,12 +92,19 @@ class Keys:
         """Set: handlers that already succeeded for an event (retries are per event and handler)."""
         return f"{self.ns}:done:{event_id}"
 
-    # --- loop guards ---------------------------------------------------------------------
-    def echo_marks(self, member_id: str, entity: str) -> str:
-        return f"{self.ns}:echo:{member_id}:{entity}"
+    # --- loop guards (workers/guards.py, workers/coalesce.py) ----------------------------
+    def echo_marks(self, member_id: str, entity: str, event: str, writer: int) -> str:
+        """List: expiry times (ms) of our writes to `entity` whose `event` echo by `writer` is due."""
+        return f"{self.ns}:echo:{member_id}:{entity}:{event}:{writer}"
 
-    def latest(self, member_id: str, event: str, entity: str) -> str:
-        return f"{self.ns}:latest:{member_id}:{event}:{entity}"
+    def latest(self, member_id: str, event: str, entity: str, group: str) -> str:
+        """Hash: the coalescing group of one handler for (portal, event, entity): leader, latest."""
+        return f"{self.ns}:latest:{member_id}:{event}:{entity}:{group}"
 
     def chain(self, member_id: str, entity: str) -> str:
+        """String: the writer user of the pipeline's last write to an entity; lives one loop window."""
         return f"{self.ns}:chain:{member_id}:{entity}"
+
+    def chain_cycles(self, member_id: str, entity: str) -> str:
+        """Sorted set: event id -> time (ms) of write-echo-write cycles on an entity, in the window."""
+        return f"{self.ns}:chain:{member_id}:{entity}:cycles"

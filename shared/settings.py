@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         default=420.0, gt=0, validation_alias=_env("B24PIPE_OPERATING_PAUSE_AT")
     )
 
+    # --- loop guards and coalescing ------------------------------------------------------
+    echo_ttl: int = Field(default=900, ge=1, le=86400, validation_alias=_env("B24PIPE_ECHO_TTL"))
+    loop_bound: int = Field(default=10, ge=1, validation_alias=_env("B24PIPE_LOOP_BOUND"))
+    loop_window: int = Field(default=300, ge=1, le=86400, validation_alias=_env("B24PIPE_LOOP_WINDOW"))
+    coalesce_delay: float = Field(default=2.0, ge=0, le=3600, validation_alias=_env("B24PIPE_COALESCE_DELAY"))
+    coalesce_ttl: int = Field(default=3600, ge=10, validation_alias=_env("B24PIPE_COALESCE_TTL"))
+
     @field_validator("handlers", "allowed_hosts", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
