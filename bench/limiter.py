@@ -74,7 +74,7 @@ def seed(r: redis.Redis, ns: str, cipher: TokenCipher, pair: dict[str, Any], pla
         member_id=pair["member_id"], domain=pair["domain"], client_endpoint=pair["client_endpoint"], plan=plan
     )
     portal.seal_tokens(cipher, pair["access_token"], pair["refresh_token"], int(time.time()) + 3600)
-    r.hset(Keys(ns).portal(portal.member_id), mapping=portal.to_hash())  # type: ignore[arg-type]
+    r.hset(Keys(ns).portal(portal.member_id), mapping=portal.to_hash())
     r.sadd(Keys(ns).portals, portal.member_id)
 
 

@@ -164,7 +164,7 @@ def test_lost_pair_is_detected_marked_and_recovered(
     cipher = TokenCipher([base64.b64decode(env["B24PIPE_TOKEN_KEYS"])])
     stored.seal_tokens(cipher, fresh["access_token"], fresh["refresh_token"], int(time.time()) + 3600)
     stored.status = Status.ACTIVE
-    r.hset(Keys(env["B24PIPE_NAMESPACE"]).portal(member), mapping=stored.to_hash())  # type: ignore[arg-type]
+    r.hset(Keys(env["B24PIPE_NAMESPACE"]).portal(member), mapping=stored.to_hash())
     assert b24.call("profile")["ID"]
     text = logged.getvalue() + repr(caught.value) + str(caught.value)
     assert "refresh_failed" in text

@@ -16,7 +16,7 @@ from workers.tokens import _lua
 def _seed(r: redis.Redis, keys: Keys, cipher: TokenCipher) -> Portal:
     portal = Portal(member_id="m1", domain="p.example")
     portal.seal_tokens(cipher, "access-1", "refresh-1", 2000)
-    r.hset(keys.portal("m1"), mapping=portal.to_hash())  # type: ignore[arg-type]
+    r.hset(keys.portal("m1"), mapping=portal.to_hash())
     return portal
 
 
