@@ -290,7 +290,7 @@ class Worker:
         now = time.time()
         label = "job"
         try:
-            func_name, instance, args, kwargs = DefaultSerializer.loads(job.data)
+            func_name, instance, args, kwargs = DefaultSerializer.loads(_unpack(job.data))
             if func_name == RUN_EVENT and args and isinstance(args[0], dict):
                 label = registry.event_label(str(args[0].get("name", "")))
                 member = str(args[0].get("member_id", ""))
@@ -365,6 +365,14 @@ class Worker:
         )
         blob = zlib.compress(scrub(text).encode("utf-8"))
         return ("fail", job.id, job.queue, self.settings.failed_ttl, blob, "")
+
+
+def _unpack(data: bytes) -> bytes:
+    """RQ stores job data zlib-compressed (older jobs raw)."""
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        return data
 
 
 def _rand() -> float:
