@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _events(n: int) -> list[dict[str, Any]]:
     now = int(time.time())
     return [
-        Event(id=uuid.uuid4().hex, name="ONBENCHNOOP", member_id="bench", domain="bench.test", ts=now).model_dump(
-            mode="json"
-        )
+        Event(
+            id=uuid.uuid4().hex, name="ONBENCHNOOP", member_id="bench", domain="bench.test", ts=now
+        ).model_dump(mode="json")
         for _ in range(n)
     ]
 
@@ -69,7 +69,9 @@ def _round_rq(client: redis.Redis, events: list[dict[str, Any]]) -> tuple[float,
     context.install(context.WorkerContext(client, keys, settings, runs=1))
     noop.SEEN.clear()
     started = time.perf_counter()
-    SimpleWorker([Queue(keys.events_queue, connection=client)], connection=client).work(burst=True, logging_level="WARNING")
+    SimpleWorker([Queue(keys.events_queue, connection=client)], connection=client).work(
+        burst=True, logging_level="WARNING"
+    )
     elapsed = time.perf_counter() - started
     return len(events) / elapsed, *_check(events)
 
@@ -99,7 +101,9 @@ def _half_rate_wait(url: str, rate: float, seconds: float) -> float:
         "B24PIPE_TOKEN_KEYS": os.environ.get("B24PIPE_TOKEN_KEYS") or "A" * 43 + "=",
         "PYTHONPATH": str(ROOT),
     }
-    worker = subprocess.Popen([sys.executable, "-m", "b24pipe", "worker"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "b24pipe", "worker"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
     queue = Queue(keys.events_queue, connection=client)
     ids: list[str] = []
     try:
@@ -161,16 +165,22 @@ def main() -> int:
                 lost += side_lost
                 dup += side_dup
                 name = "rq SimpleWorker" if side is _round_rq else "b24pipe worker"
-                print(f"round {index + 1}: {name:16} {rate:8.0f} events/s  (lost {side_lost}, dup {side_dup})")
+                print(
+                    f"round {index + 1}: {name:16} {rate:8.0f} events/s  (lost {side_lost}, dup {side_dup})"
+                )
             client.flushdb()
         rq_best, b24_best = max(rq_rates), max(b24_rates)
         print(f"events: {n} per round, {rounds} rounds, alternating; one worker process each")
         print(f"plain RQ SimpleWorker: {rq_best:.0f} events/s (median {statistics.median(rq_rates):.0f})")
         print(f"b24pipe worker:        {b24_best:.0f} events/s (median {statistics.median(b24_rates):.0f})")
-        print(f"ratio: {b24_best / rq_best:.2f}x (median {statistics.median(b24_rates) / statistics.median(rq_rates):.2f}x)")
+        print(
+            f"ratio: {b24_best / rq_best:.2f}x (median {statistics.median(b24_rates) / statistics.median(rq_rates):.2f}x)"
+        )
         half = statistics.median(b24_rates) / 2
         p99 = _half_rate_wait(url, half, seconds)
-        print(f"p99 queue wait at half of the measured maximum ({half:.0f} events/s for {seconds:g}s): {p99 * 1000:.1f} ms")
+        print(
+            f"p99 queue wait at half of the measured maximum ({half:.0f} events/s for {seconds:g}s): {p99 * 1000:.1f} ms"
+        )
         print(f"lost: {lost}  duplicated: {dup}  ({'OK' if lost == dup == 0 else 'FAILED'})")
         client.flushdb()
         return 0 if lost == dup == 0 else 1

@@ -9,7 +9,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
 from shared.keys import Keys
-from tests.workerkit import enqueue, seen, start_worker, stop, wait_for, worker_env
+from tests.workerkit import enqueue, seen, start_worker, stop, text, wait_for, worker_env
 
 
 def test_burst_worker_runs_each_handler_once_and_keeps_rq_registries(
@@ -19,7 +19,9 @@ def test_burst_worker_runs_each_handler_once_and_keeps_rq_registries(
     async_id = enqueue(r, keys, "ONTESTASYNC")
     catch_all_id = enqueue(r, keys, "ONTESTCATCHALL")
     unhandled_id = enqueue(r, keys, "ONSOMETHINGNOBODYHANDLES")
-    plain = Queue(keys.events_queue, connection=r).enqueue("tests.worker_handlers.plain_job", f"{ns}:test:plain")
+    plain = Queue(keys.events_queue, connection=r).enqueue(
+        "tests.worker_handlers.plain_job", f"{ns}:test:plain"
+    )
 
     worker = start_worker(worker_env(base_env), "--burst")
     assert worker.wait(60) == 0, worker.stderr.read() if worker.stderr else ""
@@ -41,10 +43,12 @@ def test_burst_worker_runs_each_handler_once_and_keeps_rq_registries(
         assert job.started_at is not None and job.ended_at is not None
         assert r.ttl(job.key) > 0  # kept for RQ's result ttl, then gone
     assert not r.exists(keys.workers) or r.hlen(keys.workers) == 0  # deregistered on exit
-    assert not any(key.startswith(f"{ns}:inflight:".encode()) for key in r.keys(f"{ns}:*"))
+    assert not any(text(key).startswith(f"{ns}:inflight:") for key in r.keys(f"{ns}:*"))
 
 
-def test_lifecycle_queue_is_served_first(r: redis.Redis, keys: Keys, ns: str, base_env: dict[str, str]) -> None:
+def test_lifecycle_queue_is_served_first(
+    r: redis.Redis, keys: Keys, ns: str, base_env: dict[str, str]
+) -> None:
     for _ in range(20):
         enqueue(r, keys, "ONTESTRECORD", marker="event")
     lifecycle_id = enqueue(r, keys, "ONTESTRECORD", lifecycle=True, marker="lifecycle")
@@ -61,7 +65,7 @@ def test_worker_waits_for_new_jobs_and_stops_on_sigterm(
     worker = start_worker(worker_env(base_env))
     try:
         assert wait_for(lambda: r.hlen(keys.workers) == 1)
-        name = r.hkeys(keys.workers)[0].decode()
+        name = text(r.hkeys(keys.workers)[0])
         assert r.exists(f"rq:worker:{name}")  # visible to rq info
         enqueue(r, keys, "ONTESTRECORD")
         assert wait_for(lambda: len(seen(r, ns, "record")) == 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
@@ -74,20 +75,24 @@ def test_permanent_fails_at_once_and_the_stored_text_is_scrubbed(r: redis.Redis,
     job_id = enqueue(r, keys, "ONTESTPERM")
     assert wait_for(lambda: job_id in _failed(r, keys), timeout=30)
     assert len(seen(r, ns, "perm")) == 1
-    stored = zlib.decompress(r.hget(f"rq:job:{job_id}", "exc_info") or b"").decode()
+    stored = zlib.decompress(cast(bytes, r.hget(f"rq:job:{job_id}", "exc_info"))).decode()
     assert "Permanent" in stored or "refused" in stored
     assert "abcdefabcdefabcdefabcdefabcdef0123456789" not in stored
 
 
 @pytest.mark.usefixtures("worker")
-def test_rate_limited_handlers_are_deferred_without_using_an_attempt(r: redis.Redis, keys: Keys, ns: str) -> None:
+def test_rate_limited_handlers_are_deferred_without_using_an_attempt(
+    r: redis.Redis, keys: Keys, ns: str
+) -> None:
     job_id = enqueue(r, keys, "ONTESTRATE")
     assert wait_for(lambda: job_id in _finished(r, keys), timeout=30)
     assert [row[1] for row in seen(r, ns, "rate")] == [1, 1]  # ran twice, still attempt 1
 
 
 @pytest.mark.usefixtures("worker")
-def test_a_portal_needing_reauthorization_is_parked_until_released(r: redis.Redis, keys: Keys, ns: str) -> None:
+def test_a_portal_needing_reauthorization_is_parked_until_released(
+    r: redis.Redis, keys: Keys, ns: str
+) -> None:
     member = "member-reauth"
     r.hset(keys.portal(member), mapping={"member_id": member, "status": "reauth"})
     job_id = enqueue(r, keys, "ONTESTREAUTH", member_id=member)
@@ -111,6 +116,8 @@ def test_a_portal_needing_reauthorization_is_parked_until_released(r: redis.Redi
 def test_retry_after_goes_through_rqs_scheduled_registry(r: redis.Redis, keys: Keys, ns: str) -> None:
     job_id = enqueue(r, keys, "ONTESTPARTIAL")
     scheduled = f"rq:scheduled:{keys.events_queue}"
-    assert wait_for(lambda: r.zscore(scheduled, job_id) is not None or job_id in _finished(r, keys), timeout=30)
+    assert wait_for(
+        lambda: r.zscore(scheduled, job_id) is not None or job_id in _finished(r, keys), timeout=30
+    )
     assert wait_for(lambda: job_id in _finished(r, keys), timeout=30)
     assert r.zscore(scheduled, job_id) is None

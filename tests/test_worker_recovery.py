@@ -12,7 +12,17 @@ from rq import Queue
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
 from shared.keys import Keys
-from tests.workerkit import enqueue, enqueue_many, event_dict, seen, start_worker, stop, wait_for, worker_env
+from tests.workerkit import (
+    enqueue,
+    enqueue_many,
+    event_dict,
+    seen,
+    start_worker,
+    stop,
+    text,
+    wait_for,
+    worker_env,
+)
 
 
 def test_sigkill_mid_job_runs_the_job_again_on_another_worker(
@@ -29,12 +39,12 @@ def test_sigkill_mid_job_runs_the_job_again_on_another_worker(
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         killed_at = time.monotonic()
-        victim_name = r.hkeys(keys.workers)[0].decode()
+        victim_name = text(r.hkeys(keys.workers)[0])
         rescuer = start_worker(env)
         try:
             assert wait_for(lambda: r.llen(f"{ns}:test:slow-started") == 2, timeout=20)
             rerun_after = time.monotonic() - killed_at
-            runs = [row.decode().split("|")[1] for row in r.lrange(f"{ns}:test:slow-started", 0, -1)]
+            runs = [text(row).split("|")[1] for row in r.lrange(f"{ns}:test:slow-started", 0, -1)]
             assert runs[0] == str(victim.pid) and runs[1] == str(rescuer.pid)
             # bounded by the configured recovery time (3 s here), not RQ's 10-minute sweep;
             # the slack covers process start-up on a loaded machine

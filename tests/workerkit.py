@@ -24,13 +24,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def event_dict(name: str, member_id: str = "member-a", **data: Any) -> dict[str, Any]:
     return Event(
-        id=uuid.uuid4().hex, name=name, member_id=member_id, domain="a.bitrix24.test", data=data, ts=int(time.time())
+        id=uuid.uuid4().hex,
+        name=name,
+        member_id=member_id,
+        domain="a.bitrix24.test",
+        data=data,
+        ts=int(time.time()),
     ).model_dump(mode="json")
 
 
-def enqueue(r: redis.Redis, keys: Keys, name: str, member_id: str = "member-a", *, lifecycle: bool = False, **data: Any) -> str:
+def enqueue(
+    r: redis.Redis,
+    keys: Keys,
+    name: str,
+    member_id: str = "member-a",
+    *,
+    lifecycle: bool = False,
+    **data: Any,
+) -> str:
     queue = Queue(keys.lifecycle_queue if lifecycle else keys.events_queue, connection=r)
-    return str(queue.enqueue("workers.dispatch.run_event", event_dict(name, member_id, **data)).id)
+    job_id = str(queue.enqueue("workers.dispatch.run_event", event_dict(name, member_id, **data)).id)
+    r.hset(f"rq:job:{job_id}", "b24_member", member_id)  # what the ingress's enqueue writes too
+    return job_id
 
 
 def enqueue_many(r: redis.Redis, keys: Keys, events: list[dict[str, Any]]) -> list[str]:
@@ -38,6 +53,10 @@ def enqueue_many(r: redis.Redis, keys: Keys, events: list[dict[str, Any]]) -> li
     jobs = queue.enqueue_many(
         [Queue.prepare_data("workers.dispatch.run_event", args=(event,)) for event in events]
     )
+    with r.pipeline(transaction=False) as pipe:
+        for job, event in zip(jobs, events, strict=True):
+            pipe.hset(f"rq:job:{job.id}", "b24_member", event["member_id"])
+        pipe.execute()
     return [str(job.id) for job in jobs]
 
 
@@ -85,10 +104,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30, interval: float
     return condition()
 
 
+def text(value: bytes | str | None) -> str:
+    """A Redis reply as text (the test clients do not decode)."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def seen(r: redis.Redis, ns: str, what: str) -> list[tuple[str, int, int]]:
     """(event id, attempt, pid) for each run a test handler recorded."""
     rows = []
     for raw in r.lrange(f"{ns}:test:{what}", 0, -1):
-        event_id, attempt, pid = raw.decode().split("|")
+        event_id, attempt, pid = text(raw).split("|")
         rows.append((event_id, int(attempt), int(pid)))
     return rows

@@ -9,6 +9,10 @@ ahead: it is queued behind the horizon in the same cheap acknowledgement round t
 storm of 10,000 events costs the workers one Lua entry each, once, and then comes back at
 the rate the portal's limit allows, while other portals' jobs run as soon as they arrive.
 
+Jobs whose RQ hash names their portal (field `b24_member`, written by the ingress at
+enqueue: see shared/jobs.py) are deferred by `fetch.lua` without even leaving Redis, a few
+microseconds each; jobs without it are deferred by the worker after a look at the event.
+
 A job that was scheduled (it carries its slot) runs when its slot comes, so a deferred
 job is never pushed back again by the horizon its own deferral created.
 """

@@ -48,7 +48,7 @@ from shared.redisconn import sync_redis
 from shared.settings import Settings
 from workers import context, registry
 from workers.dispatch import RUN_EVENT
-from workers.fairness import should_wait_behind
+from workers.fairness import SKIP_MARGIN, should_wait_behind
 from workers.metrics import WorkerMetrics, parse_rq_time
 from workers.retry import Defer, GiveUp, Park, Policy, Reschedule, backoff
 from workers.scripts import Scripts
@@ -57,6 +57,7 @@ logger = logging.getLogger("b24pipe.worker")
 
 DEFAULT_RESULT_TTL = 500  # RQ's default: finished jobs stay visible this long
 FLUSH_EVERY = 0.1  # seconds between acknowledgement writes inside a long batch
+MAX_SKIP = 2000  # jobs of waiting portals one fetch may defer server-side (bounds the script's run time)
 IDLE_BLOCK = 1  # seconds one BLMOVE waits on an empty queue (also the longest shutdown delay when idle)
 _PERMANENT_JOB_ERRORS = (ValidationError, DeserializationError, ImportError, AttributeError)
 
@@ -233,7 +234,7 @@ class Worker:
 
     def _fetch(self, claimed: str | None) -> list[Taken]:
         now = time.time()
-        rows, horizons = self.scripts.fetch(
+        rows, horizons, skipped = self.scripts.fetch(
             keys=[self.inflight, self.keys.defer_horizon, *(f"rq:queue:{q}" for q in self.queue_names)],
             args=[
                 self.settings.fetch_batch,
@@ -243,9 +244,13 @@ class Worker:
                 self.registry_ttl,
                 claimed or "",
                 self.keys.events_queue,
+                MAX_SKIP,
+                SKIP_MARGIN,
                 *self.queue_names,
             ],
         )
+        if skipped:
+            self.metrics.deferrals.labels("other", "portal_waiting").inc(int(skipped))
         self.horizons = {
             horizons[i].decode(): float(horizons[i + 1])
             for i in range(0, len(horizons), 2)

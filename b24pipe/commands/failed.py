@@ -77,7 +77,9 @@ def _list(client: redis.Redis, keys: Keys, as_json: bool) -> int:
             if as_json:
                 sys.stdout.write(orjson.dumps(row).decode() + "\n")
             else:
-                print(f"{row['id']}  {row['queue']}  {row['event'] or row['function']}  {row['member_id']}  {row['failed_at']}  {row['error']}")
+                print(
+                    f"{row['id']}  {row['queue']}  {row['event'] or row['function']}  {row['member_id']}  {row['failed_at']}  {row['error']}"
+                )
     return 0
 
 
@@ -85,7 +87,9 @@ def _requeue(client: redis.Redis, keys: Keys, ids: list[str], every: bool) -> in
     if every == bool(ids):
         raise UsageError("failed requeue: give job IDs or --all (not both)")
     registries = _registries(client, keys)
-    wanted = [(registry, job_id) for registry in registries for job_id in registry.get_job_ids()] if every else []
+    wanted = (
+        [(registry, job_id) for registry in registries for job_id in registry.get_job_ids()] if every else []
+    )
     if not every:
         for job_id in ids:
             found = next((reg for reg in registries if client.zscore(reg.key, job_id) is not None), None)
