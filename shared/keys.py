@@ -92,6 +92,25 @@ class Keys:
         """Set: handlers that already succeeded for an event (retries are per event and handler)."""
         return f"{self.ns}:done:{event_id}"
 
+    def handler_attempts(self, event_id: str) -> str:
+        """Hash: handler id -> failed attempts so far, for handlers still to succeed."""
+        return f"{self.ns}:attempts:{event_id}"
+
+    def parked(self, member_id: str) -> str:
+        """List: job ids parked while the portal needs re-authorization (see workers.parking)."""
+        return f"{self.ns}:parked:{member_id}"
+
+    @property
+    def parked_portals(self) -> str:
+        """Set: member ids that have parked jobs."""
+        return f"{self.ns}:parked"
+
+    @property
+    def defer_horizon(self) -> str:
+        """Hash: member id -> unix time up to which its deferred jobs are already spread out
+        (`<member>:s` holds the spacing); fairness across portals (workers.fairness)."""
+        return f"{self.ns}:defer-horizon"
+
     # --- loop guards (workers/guards.py, workers/coalesce.py) ----------------------------
     def echo_marks(self, member_id: str, entity: str, event: str, writer: int) -> str:
         """List: expiry times (ms) of our writes to `entity` whose `event` echo by `writer` is due."""

@@ -1,0 +1,40 @@
+"""The RQ side of b24pipe. Applications import what handlers need from here:
+
+from workers import handler, Retry, Permanent
+"""
+
+from workers.errors import (
+    AccessDenied,
+    ApiError,
+    AuthRevoked,
+    B24Error,
+    BadRequest,
+    MethodNotFound,
+    OperatingLimit,
+    OutboundBlocked,
+    Permanent,
+    PortalDeleted,
+    RateLimited,
+    ReauthRequired,
+    Retry,
+    ScopeMissing,
+)
+from workers.registry import handler
+
+__all__ = [
+    "AccessDenied",
+    "ApiError",
+    "AuthRevoked",
+    "B24Error",
+    "BadRequest",
+    "MethodNotFound",
+    "OperatingLimit",
+    "OutboundBlocked",
+    "Permanent",
+    "PortalDeleted",
+    "RateLimited",
+    "ReauthRequired",
+    "Retry",
+    "ScopeMissing",
+    "handler",
+]

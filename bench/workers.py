@@ -1,0 +1,194 @@
+"""`make bench-workers`: b24pipe's worker against plain RQ SimpleWorker, same run.
+
+Both sides drain a queue pre-loaded with the same N no-op events (one RQ job per event,
+function workers.dispatch.run_event, a registered no-op handler), in alternating rounds,
+in this process. Printed: events/s for each side (best round), their ratio, lost and
+duplicated events (both must be 0), and the p99 queue wait (enqueue to start) of a
+`b24pipe worker` process fed at half of the measured maximum rate.
+
+Environment: BENCH_N (events per round, default 5000), BENCH_ROUNDS (default 3),
+BENCH_SECONDS (length of the half-rate run, default 6), REDIS_URL (else a local server).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Queue, SimpleWorker
+
+from bench import noop
+from shared.events import Event
+from shared.keys import Keys
+from shared.redisserver import start_server
+from shared.settings import load_settings
+from workers import context
+from workers.metrics import parse_rq_time
+from workers.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _events(n: int) -> list[dict[str, Any]]:
+    now = int(time.time())
+    return [
+        Event(
+            id=uuid.uuid4().hex, name="ONBENCHNOOP", member_id="bench", domain="bench.test", ts=now
+        ).model_dump(mode="json")
+        for _ in range(n)
+    ]
+
+
+def _preload(client: redis.Redis, queue_name: str, events: list[dict[str, Any]]) -> None:
+    queue = Queue(queue_name, connection=client)
+    for start in range(0, len(events), 1000):
+        chunk = events[start : start + 1000]
+        queue.enqueue_many([Queue.prepare_data("workers.dispatch.run_event", args=(e,)) for e in chunk])
+
+
+def _check(events: list[dict[str, Any]]) -> tuple[int, int]:
+    lost = sum(1 for e in events if noop.SEEN[e["id"]] == 0)
+    dup = sum(count - 1 for count in noop.SEEN.values() if count > 1)
+    return lost, dup
+
+
+def _round_rq(client: redis.Redis, events: list[dict[str, Any]]) -> tuple[float, int, int]:
+    ns = f"benchrq{uuid.uuid4().hex[:6]}"
+    keys = Keys(ns)
+    _preload(client, keys.events_queue, events)
+    settings = load_settings(namespace=ns)
+    context.install(context.WorkerContext(client, keys, settings, runs=1))
+    noop.SEEN.clear()
+    started = time.perf_counter()
+    SimpleWorker([Queue(keys.events_queue, connection=client)], connection=client).work(
+        burst=True, logging_level="WARNING"
+    )
+    elapsed = time.perf_counter() - started
+    return len(events) / elapsed, *_check(events)
+
+
+def _round_b24(client: redis.Redis, events: list[dict[str, Any]]) -> tuple[float, int, int]:
+    ns = f"benchb24{uuid.uuid4().hex[:6]}"
+    keys = Keys(ns)
+    _preload(client, keys.events_queue, events)
+    noop.SEEN.clear()
+    worker = Worker(load_settings(namespace=ns), client, burst=True)
+    started = time.perf_counter()
+    worker.work()
+    elapsed = time.perf_counter() - started
+    return len(events) / elapsed, *_check(events)
+
+
+def _half_rate_wait(url: str, rate: float, seconds: float) -> float:
+    """p99 enqueue-to-start wait of a worker process fed at `rate` events/s."""
+    ns = f"benchwait{uuid.uuid4().hex[:6]}"
+    keys = Keys(ns)
+    client = redis.Redis.from_url(url)
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "B24PIPE_NAMESPACE": ns,
+        "B24PIPE_HANDLERS": "bench.noop",
+        "B24PIPE_TOKEN_KEYS": os.environ.get("B24PIPE_TOKEN_KEYS") or "A" * 43 + "=",
+        "PYTHONPATH": str(ROOT),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "b24pipe", "worker"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
+    queue = Queue(keys.events_queue, connection=client)
+    ids: list[str] = []
+    try:
+        while not client.hlen(keys.workers):
+            time.sleep(0.05)
+        tick = 0.01
+        started = time.perf_counter()
+        sent = 0
+        while (elapsed := time.perf_counter() - started) < seconds:
+            due = int(elapsed * rate) - sent
+            if due > 0:
+                jobs = queue.enqueue_many(
+                    [Queue.prepare_data("workers.dispatch.run_event", args=(e,)) for e in _events(due)]
+                )
+                ids.extend(job.id for job in jobs)
+                sent += due
+            time.sleep(tick)
+        while len(queue) or client.zcard(f"rq:wip:{keys.events_queue}"):
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    waits = []
+    with client.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(f"rq:job:{job_id}", "enqueued_at", "started_at")
+        for enqueued, begun in pipe.execute():
+            if enqueued and begun:
+                waits.append(parse_rq_time(begun.decode()) - parse_rq_time(enqueued.decode()))
+    waits.sort()
+    return waits[min(len(waits) - 1, int(len(waits) * 0.99))] if waits else float("nan")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("rq").setLevel(logging.ERROR)
+    n = int(os.environ.get("BENCH_N", "5000"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    seconds = float(os.environ.get("BENCH_SECONDS", "6"))
+    server = None
+    url = os.environ.get("REDIS_URL")
+    tmp = tempfile.TemporaryDirectory(prefix="b24bench-")
+    if not url:
+        server = start_server(Path(tmp.name))
+        url = server.url
+        os.environ["REDIS_URL"] = url
+    try:
+        client = redis.Redis.from_url(url)
+        rq_rates: list[float] = []
+        b24_rates: list[float] = []
+        lost = dup = 0
+        for index in range(rounds):
+            events = _events(n)
+            order = (_round_rq, _round_b24) if index % 2 == 0 else (_round_b24, _round_rq)
+            for side in order:
+                rate, side_lost, side_dup = side(client, events)
+                (rq_rates if side is _round_rq else b24_rates).append(rate)
+                lost += side_lost
+                dup += side_dup
+                name = "rq SimpleWorker" if side is _round_rq else "b24pipe worker"
+                print(
+                    f"round {index + 1}: {name:16} {rate:8.0f} events/s  (lost {side_lost}, dup {side_dup})"
+                )
+            client.flushdb()
+        rq_best, b24_best = max(rq_rates), max(b24_rates)
+        print(f"events: {n} per round, {rounds} rounds, alternating; one worker process each")
+        print(f"plain RQ SimpleWorker: {rq_best:.0f} events/s (median {statistics.median(rq_rates):.0f})")
+        print(f"b24pipe worker:        {b24_best:.0f} events/s (median {statistics.median(b24_rates):.0f})")
+        print(
+            f"ratio: {b24_best / rq_best:.2f}x (median {statistics.median(b24_rates) / statistics.median(rq_rates):.2f}x)"
+        )
+        half = statistics.median(b24_rates) / 2
+        p99 = _half_rate_wait(url, half, seconds)
+        print(
+            f"p99 queue wait at half of the measured maximum ({half:.0f} events/s for {seconds:g}s): {p99 * 1000:.1f} ms"
+        )
+        print(f"lost: {lost}  duplicated: {dup}  ({'OK' if lost == dup == 0 else 'FAILED'})")
+        client.flushdb()
+        return 0 if lost == dup == 0 else 1
+    finally:
+        if server is not None:
+            server.stop()
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+-- One maintenance tick, run by every worker's heartbeat thread:
+-- 1. heartbeat: this worker's time in the workers hash, its RQ worker record, and the
+--    StartedJobRegistry scores of its in-flight jobs pushed forward (so RQ's own cleanup
+--    never takes a live job for abandoned);
+-- 2. recovery: a worker silent for more than ARGV[3] seconds is dead; its in-flight jobs go
+--    back to the front of their queues and its records are removed;
+-- 3. scheduled jobs that are due move back to their queues (what `rq worker --with-scheduler`
+--    would do), and stale fairness horizons are dropped.
+-- KEYS[1] workers hash, KEYS[2] defer-horizon hash.
+-- ARGV[1] this worker, ARGV[2] now, ARGV[3] dead after (s), ARGV[4] in-flight key prefix,
+-- ARGV[5] registry ttl, ARGV[6] promote limit, ARGV[7] RQ worker hash fields (queues csv),
+-- ARGV[8] RQ timestamp of now, ARGV[9] pid, ARGV[10] hostname, ARGV[11..] queue names.
+local me = ARGV[1]
+local now = tonumber(ARGV[2])
+local dead_after = tonumber(ARGV[3])
+local prefix = ARGV[4]
+local ttl = tonumber(ARGV[5])
+local limit = tonumber(ARGV[6])
+
+-- 1. heartbeat
+if me ~= '' then
+  redis.call('HSET', KEYS[1], me, now)
+  local wkey = 'rq:worker:' .. me
+  if redis.call('EXISTS', wkey) == 0 then
+    redis.call('HSET', wkey, 'birth', ARGV[8], 'queues', ARGV[7], 'pid', ARGV[9], 'hostname', ARGV[10],
+      'version', 'b24pipe', 'state', 'busy')
+  end
+  redis.call('HSET', wkey, 'last_heartbeat', ARGV[8])
+  redis.call('EXPIRE', wkey, math.ceil(dead_after) + 60)
+  redis.call('SADD', 'rq:workers', wkey)
+  for k = 11, #ARGV do
+    redis.call('SADD', 'rq:workers:' .. ARGV[k], wkey)
+  end
+  for _, id in ipairs(redis.call('LRANGE', prefix .. me, 0, -1)) do
+    local origin = redis.call('HGET', 'rq:job:' .. id, 'origin')
+    if origin then
+      redis.call('ZADD', 'rq:wip:' .. origin, 'XX', now + ttl, id .. ':' .. me)
+      redis.call('EXPIRE', 'rq:execution:' .. id .. ':' .. me, ttl)
+    end
+  end
+end
+
+-- 2. recovery of dead workers' in-flight jobs
+local recovered = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local name, beat = all[i], tonumber(all[i + 1])
+  if name ~= me and now - beat > dead_after then
+    local ikey = prefix .. name
+    local ids = redis.call('LRANGE', ikey, 0, -1)
+    for j = #ids, 1, -1 do
+      local id = ids[j]
+      local jkey = 'rq:job:' .. id
+      local origin = redis.call('HGET', jkey, 'origin')
+      if origin then
+        redis.call('ZREM', 'rq:wip:' .. origin, id .. ':' .. name)
+        redis.call('DEL', 'rq:execution:' .. id .. ':' .. name)
+        redis.call('ZREM', 'rq:executions:' .. id, name)
+        local status = redis.call('HGET', jkey, 'status')
+        if status == 'started' or status == 'queued' then
+          redis.call('HSET', jkey, 'status', 'queued')
+          redis.call('LPUSH', 'rq:queue:' .. origin, id)
+          recovered = recovered + 1
+        end
+      end
+    end
+    redis.call('DEL', ikey, 'rq:worker:' .. name)
+    redis.call('SREM', 'rq:workers', 'rq:worker:' .. name)
+    for k = 11, #ARGV do
+      redis.call('SREM', 'rq:workers:' .. ARGV[k], 'rq:worker:' .. name)
+    end
+    redis.call('HDEL', KEYS[1], name)
+  end
+end
+
+-- 3. due scheduled jobs back to their queues; stale fairness horizons dropped
+local promoted = 0
+for k = 11, #ARGV do
+  local queue = ARGV[k]
+  local skey = 'rq:scheduled:' .. queue
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', skey, '-inf', now, 'LIMIT', 0, limit)) do
+    redis.call('ZREM', skey, id)
+    local jkey = 'rq:job:' .. id
+    if redis.call('EXISTS', jkey) == 1 then
+      redis.call('HSET', jkey, 'status', 'queued')
+      redis.call('RPUSH', 'rq:queue:' .. queue, id)
+      promoted = promoted + 1
+    end
+  end
+end
+local horizons = redis.call('HGETALL', KEYS[2])
+for i = 1, #horizons, 2 do
+  local member = horizons[i]
+  if string.sub(member, -2) ~= ':s' and tonumber(horizons[i + 1]) < now - 60 then
+    redis.call('HDEL', KEYS[2], member, member .. ':s')
+  end
+end
+return {recovered, promoted}

@@ -1,0 +1,109 @@
+"""Worker metrics, kept in the long-lived worker process (b24pipe's worker never forks a
+child per job, so nothing is lost when a job ends), plus a collector that reads queue depth
+and oldest-job age from Redis at scrape time.
+
+Labels take only known values: event names that have a registered handler or are lifecycle
+events (anything else is "other"), fixed outcome names, and our two queue names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from shared.keys import Keys
+
+OUTCOMES = ("ok", "no_handler", "retry", "deferred", "parked", "failed")
+
+_WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter(
+            "b24pipe_worker_jobs_total",
+            "Jobs handled, by event and outcome",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.handler_seconds = Histogram(
+            "b24pipe_handler_duration_seconds",
+            "Handler run time",
+            ["event"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "b24pipe_queue_wait_seconds", "Enqueue to start", ["queue"], buckets=_WAIT_BUCKETS, registry=r
+        )
+        self.retries = Counter(
+            "b24pipe_worker_retries_total", "Handler retries scheduled", ["event"], registry=r
+        )
+        self.failures = Counter(
+            "b24pipe_worker_failures_total", "Jobs moved to the failed registry", ["event"], registry=r
+        )
+        self.deferrals = Counter(
+            "b24pipe_worker_deferrals_total",
+            "Jobs deferred without using an attempt",
+            ["event", "reason"],
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            "b24pipe_worker_jobs_in_progress", "Jobs taken and not yet acknowledged", registry=r
+        )
+        self.recovered = Counter(
+            "b24pipe_worker_recovered_total", "Jobs of dead workers put back", registry=r
+        )
+
+
+class QueueCollector(Collector):
+    """Depth and oldest-job age of each pipeline queue, read when Prometheus scrapes."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("b24pipe_queue_depth", "Jobs waiting in the queue", labels=["queue"])
+        age = GaugeMetricFamily(
+            "b24pipe_queue_oldest_age_seconds", "Age of the oldest waiting job", labels=["queue"]
+        )
+        now = time.time()
+        for name in self.keys.queues:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.llen(f"rq:queue:{name}")
+                pipe.lindex(f"rq:queue:{name}", 0)
+                length, first = pipe.execute()
+            depth.add_metric([name], float(length))
+            oldest = 0.0
+            if first:
+                stamp = self.client.hget(f"rq:job:{_text(first)}", "enqueued_at")
+                if stamp:
+                    oldest = max(0.0, now - parse_rq_time(_text(stamp)))
+            age.add_metric([name], oldest)
+        yield depth
+        yield age
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_rq_time(text: str) -> float:
+    """Unix time of an RQ timestamp ('2024-01-02T03:04:05.123456Z')."""
+    return datetime.fromisoformat(text).timestamp()
+
+
+def serve(metrics: WorkerMetrics, client: redis.Redis, keys: Keys, port: int) -> None:
+    """Expose the metrics (and the queue collector) on http://0.0.0.0:<port>/metrics."""
+    metrics.registry.register(QueueCollector(client, keys))
+    start_http_server(port, registry=metrics.registry)

@@ -1,0 +1,94 @@
+"""The handler registry: which business functions run for which Bitrix24 event.
+
+Applications register with `@handler("ONCRMDEALUPDATE")` (several handlers per event are
+fine; `@handler("*")` is a catch-all that sees every event) in modules named by
+`B24PIPE_HANDLERS`, which the worker imports at start. A handler's id is its module and
+qualified name: retries are tracked per (event, handler id), so the id must be stable
+across processes and restarts, which a module path is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from shared.events import LIFECYCLE_EVENTS as _LIFECYCLE
+
+CATCH_ALL = "*"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class HandlerImportError(Exception):
+    """A module named in B24PIPE_HANDLERS could not be imported (one line, no traceback)."""
+
+
+@dataclass(frozen=True)
+class Handler:
+    id: str
+    event: str
+    fn: Callable[..., Any]
+    is_async: bool
+
+
+_by_event: dict[str, list[Handler]] = {}
+
+
+def handler(event: str = CATCH_ALL) -> Callable[[F], F]:
+    """Register `fn(event, b24)` for the Bitrix24 event `event` (case-insensitive), or for
+    every event with "*". `async def` handlers are awaited and get an awaitable client."""
+    name = event.strip().upper()
+    if not name:
+        raise ValueError("handler(): the event name is empty")
+
+    def register(fn: F) -> F:
+        entry = Handler(
+            id=f"{fn.__module__}.{fn.__qualname__}",
+            event=name,
+            fn=fn,
+            is_async=inspect.iscoroutinefunction(fn),
+        )
+        bucket = _by_event.setdefault(name, [])
+        if all(existing.id != entry.id for existing in bucket):
+            bucket.append(entry)
+        return fn
+
+    return register
+
+
+def handlers_for(event_name: str) -> list[Handler]:
+    """The handlers of one event, specific ones first, then the catch-alls."""
+    name = event_name.upper()
+    return [*_by_event.get(name, ()), *(_by_event.get(CATCH_ALL, ()) if name != CATCH_ALL else ())]
+
+
+def registered_events() -> frozenset[str]:
+    """Event names with a specific handler: what `event.bind` registers, and metric labels."""
+    return frozenset(name for name, bucket in _by_event.items() if bucket and name != CATCH_ALL)
+
+
+def event_label(event_name: str) -> str:
+    """A metrics label that can only take known values (never a caller-chosen string)."""
+    name = event_name.upper()
+    if name in _by_event or name in _LIFECYCLE:
+        return name
+    return "other"
+
+
+def load_modules(modules: Iterable[str]) -> None:
+    """Import the handler modules; any failure becomes one line naming the module."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any import-time error is the user's configuration problem
+            raise HandlerImportError(
+                f"B24PIPE_HANDLERS: cannot import {module!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+def clear() -> None:
+    """Forget every registration (tests and benchmarks that register handlers in-process)."""
+    _by_event.clear()

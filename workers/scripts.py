@@ -1,0 +1,31 @@
+"""The worker's Lua scripts (workers/lua/*.lua), read from the package and registered once per
+Redis client: redis-py then calls them by SHA (EVALSHA) and reloads them if the server forgot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+
+def _source(name: str) -> str:
+    return resources.files("workers").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Scripts:
+    fetch: Script
+    ack: Script
+    maintain: Script
+    release: Script
+
+    @classmethod
+    def register(cls, client: redis.Redis) -> Scripts:
+        return cls(
+            fetch=client.register_script(_source("fetch")),
+            ack=client.register_script(_source("ack")),
+            maintain=client.register_script(_source("maintain")),
+            release=client.register_script(_source("release")),
+        )

@@ -1,0 +1,392 @@
+"""The b24pipe worker loop: RQ jobs, taken reliably and acknowledged in batches.
+
+Why not RQ's own worker: listening to several queues, RQ falls back to a bare BLPOP, so a
+worker killed right then loses the job, and a dead worker's jobs wait for RQ's 10-minute
+sweep; and RQ pays a dozen round trips per job. This loop keeps RQ's data model (one job per
+event, RQ's job hashes and registries, so `rq info`, `rq requeue` and rq-dashboard work) but:
+
+- takes up to B24PIPE_FETCH_BATCH jobs per round trip with `fetch.lua`: an atomic LMOVE of
+  each id into this worker's in-flight list (lifecycle queue first), registered as started;
+  when the queues are empty it blocks on BLMOVE (still a reliable move, into the same list);
+- acknowledges finished, failed, rescheduled, deferred and parked jobs together with
+  `ack.lua` (at least every 0.1 s, and at the end of each batch);
+- a heartbeat thread (`maintain.lua`) keeps this worker alive in `Keys.workers`, puts the
+  jobs of workers silent for 3/4 of B24PIPE_RECOVERY_AFTER back on their queues, and moves
+  due scheduled jobs back to their queues (no `rq worker --with-scheduler` needed);
+- SIGTERM/SIGINT: the current job finishes, taken-but-unstarted jobs go back to the front
+  of their queues, acknowledgements are written, then the worker exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+from rq.exceptions import DeserializationError
+from rq.serializers import DefaultSerializer
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+from rq.utils import import_attribute
+
+from shared.keys import Keys
+from shared.logs import log, scrub
+from shared.redisconn import sync_redis
+from shared.settings import Settings
+from workers import context, registry
+from workers.dispatch import RUN_EVENT
+from workers.fairness import SKIP_MARGIN, should_wait_behind
+from workers.metrics import WorkerMetrics, parse_rq_time
+from workers.retry import Defer, GiveUp, Park, Policy, Reschedule, backoff
+from workers.scripts import Scripts
+
+logger = logging.getLogger("b24pipe.worker")
+
+DEFAULT_RESULT_TTL = 500  # RQ's default: finished jobs stay visible this long
+FLUSH_EVERY = 0.1  # seconds between acknowledgement writes inside a long batch
+MAX_SKIP = 2000  # jobs of waiting portals one fetch may defer server-side (bounds the script's run time)
+IDLE_BLOCK = 1  # seconds one BLMOVE waits on an empty queue (also the longest shutdown delay when idle)
+_PERMANENT_JOB_ERRORS = (ValidationError, DeserializationError, ImportError, AttributeError)
+
+
+def rq_time(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def worker_name() -> str:
+    """Unique per process and never reused (an execution id in RQ's registries: no ':')."""
+    host = socket.gethostname().replace(":", "-")[:40]
+    return f"{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Taken:
+    """One job as `fetch.lua` returns it."""
+
+    id: str
+    queue: str
+    data: bytes
+    timeout: int
+    enqueued_at: float | None
+    result_ttl: int
+    attempts: int
+    runs: int
+    slot: float | None
+
+    @classmethod
+    def from_row(cls, row: list[Any], default_timeout: int) -> Taken:
+        job_id, queue, data, timeout, enqueued, result_ttl, attempts, runs, slot = row
+        return cls(
+            id=job_id.decode(),
+            queue=queue.decode(),
+            data=data,
+            timeout=int(timeout) if timeout else default_timeout,
+            enqueued_at=parse_rq_time(enqueued.decode()) if enqueued else None,
+            result_ttl=int(result_ttl) if result_ttl else DEFAULT_RESULT_TTL,
+            attempts=int(attempts) if attempts else 0,
+            runs=int(runs),
+            slot=float(slot) if slot else None,
+        )
+
+
+Ack = tuple[str, str, str, str | float | int, str | float | bytes, str]
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis | None = None,
+        *,
+        burst: bool = False,
+        metrics: WorkerMetrics | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client or sync_redis(settings)
+        self.keys = Keys(settings.namespace)
+        self.name = name or worker_name()
+        self.burst = burst
+        self.metrics = metrics or WorkerMetrics()
+        self.scripts = Scripts.register(self.client)
+        self.queue_names = list(self.keys.queues)
+        self.inflight = self.keys.inflight(self.name)
+        self.policy = Policy(settings.max_attempts, settings.retry_base, settings.retry_max)
+        self.registry_ttl = settings.job_timeout + settings.recovery_after + 60
+        self.dead_after = settings.recovery_after * 0.75
+        self.tick = max(0.2, min(5.0, settings.recovery_after / 8))
+        self.stopping = threading.Event()
+        self.horizons: dict[str, float] = {}
+        self._acks: list[Ack] = []
+        self._last_flush = time.monotonic()
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._maintainer: threading.Thread | None = None
+        self._maintainer_stop = threading.Event()
+        self.processed = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        """Warm shutdown: finish the current job, give the rest back, exit."""
+        self.stopping.set()
+
+    def work(self) -> int:
+        """Serve the queues until stopped (or, with burst, until they are empty)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        ctx = context.WorkerContext(self.client, self.keys, self.settings, metrics=self.metrics)
+        context.install(ctx)
+        self._maintain(self.client)  # registered and alive before taking anything
+        self._maintainer = threading.Thread(
+            target=self._maintenance_loop, name="b24pipe-heartbeat", daemon=True
+        )
+        self._maintainer.start()
+        log(logger, logging.INFO, "worker started", worker=self.name, queues=",".join(self.queue_names))
+        try:
+            self._loop(ctx)
+        finally:
+            self._flush()
+            self._maintainer_stop.set()
+            self._maintainer.join(timeout=10)
+            self._deregister()
+            ctx.close()
+            log(logger, logging.INFO, "worker stopped", worker=self.name, processed=self.processed)
+        return 0
+
+    def _deregister(self) -> None:
+        wkey = f"rq:worker:{self.name}"
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hdel(self.keys.workers, self.name)
+            pipe.delete(wkey)
+            pipe.srem("rq:workers", wkey)
+            for queue in self.queue_names:
+                pipe.srem(f"rq:workers:{queue}", wkey)
+            pipe.execute()
+
+    # --- maintenance (heartbeat thread) ---------------------------------------------------
+    def _maintenance_loop(self) -> None:
+        client = sync_redis(self.settings)
+        try:
+            while not self._maintainer_stop.wait(self.tick):
+                try:
+                    self._maintain(client)
+                except redis.RedisError as exc:
+                    log(logger, logging.WARNING, "heartbeat failed", worker=self.name, error=str(exc))
+        finally:
+            client.close()
+
+    def _maintain(self, client: redis.Redis) -> None:
+        now = time.time()
+        script = self.scripts.maintain if client is self.client else Scripts.register(client).maintain
+        recovered, _promoted = script(
+            keys=[self.keys.workers, self.keys.defer_horizon],
+            args=[
+                self.name,
+                now,
+                self.dead_after,
+                self.keys.inflight(""),
+                self.registry_ttl,
+                1000,
+                ",".join(self.queue_names),
+                rq_time(now),
+                os.getpid(),
+                socket.gethostname(),
+                *self.queue_names,
+            ],
+            client=client,
+        )
+        if recovered:
+            self.metrics.recovered.inc(int(recovered))
+            log(
+                logger,
+                logging.WARNING,
+                "recovered jobs of a dead worker",
+                worker=self.name,
+                jobs=int(recovered),
+            )
+
+    # --- the loop --------------------------------------------------------------------------
+    def _loop(self, ctx: context.WorkerContext) -> None:
+        events_key = f"rq:queue:{self.keys.events_queue}"
+        while not self.stopping.is_set():
+            jobs = self._fetch(None)
+            if not jobs:
+                if self.burst:
+                    return
+                claimed = self.client.blmove(events_key, self.inflight, IDLE_BLOCK, "LEFT", "RIGHT")
+                if claimed is None:
+                    continue
+                jobs = self._fetch(claimed.decode() if isinstance(claimed, bytes) else str(claimed))
+            self._run_batch(jobs, ctx)
+
+    def _fetch(self, claimed: str | None) -> list[Taken]:
+        now = time.time()
+        rows, horizons, skipped = self.scripts.fetch(
+            keys=[self.inflight, self.keys.defer_horizon, *(f"rq:queue:{q}" for q in self.queue_names)],
+            args=[
+                self.settings.fetch_batch,
+                self.name,
+                now,
+                rq_time(now),
+                self.registry_ttl,
+                claimed or "",
+                self.keys.events_queue,
+                MAX_SKIP,
+                SKIP_MARGIN,
+                *self.queue_names,
+            ],
+        )
+        if skipped:
+            self.metrics.deferrals.labels("other", "portal_waiting").inc(int(skipped))
+        self.horizons = {
+            horizons[i].decode(): float(horizons[i + 1])
+            for i in range(0, len(horizons), 2)
+            if not horizons[i].endswith(b":s")
+        }
+        jobs = [Taken.from_row(row, self.settings.job_timeout) for row in rows]
+        self.metrics.in_progress.set(len(jobs))
+        return jobs
+
+    def _run_batch(self, jobs: list[Taken], ctx: context.WorkerContext) -> None:
+        for position, job in enumerate(jobs):
+            if self.stopping.is_set():
+                for rest in reversed(jobs[position:]):
+                    self._acks.append(("back", rest.id, rest.queue, "", "", ""))
+                break
+            self._acks.append(self._run_one(job, ctx))
+            self.processed += 1
+            self.metrics.in_progress.dec()
+            if time.monotonic() - self._last_flush >= FLUSH_EVERY:
+                self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._acks:
+            return
+        now = time.time()
+        args: list[Any] = [self.name, now, rq_time(now)]
+        for entry in self._acks:
+            args.extend(entry)
+        self.scripts.ack(keys=[self.inflight, self.keys.defer_horizon, self.keys.parked_portals], args=args)
+        self._acks.clear()
+        self._last_flush = time.monotonic()
+
+    # --- one job ---------------------------------------------------------------------------
+    def _function(self, name: str) -> Callable[..., Any]:
+        found = self._functions.get(name)
+        if found is None:
+            found = self._functions[name] = import_attribute(name)
+        return found
+
+    def _run_one(self, job: Taken, ctx: context.WorkerContext) -> Ack:
+        now = time.time()
+        label = "job"
+        try:
+            func_name, instance, args, kwargs = DefaultSerializer.loads(_unpack(job.data))
+            if func_name == RUN_EVENT and args and isinstance(args[0], dict):
+                label = registry.event_label(str(args[0].get("name", "")))
+                member = str(args[0].get("member_id", ""))
+                if should_wait_behind(self.horizons.get(member), job.slot, now):
+                    self.metrics.deferrals.labels(label, "portal_waiting").inc()
+                    return ("defer", job.id, job.queue, member, 0, "skip")
+            if job.enqueued_at is not None:
+                self.metrics.queue_wait.labels(job.queue).observe(max(0.0, now - job.enqueued_at))
+            ctx.runs = job.runs
+            function = getattr(instance, func_name) if instance is not None else self._function(func_name)
+            outcome = self._call(function, args, kwargs, job)
+        except Reschedule as exc:
+            self.metrics.retries.labels(label).inc()
+            self.metrics.jobs.labels(label, "retry").inc()
+            return ("sched", job.id, job.queue, time.time() + exc.after, "", "")
+        except Defer as exc:
+            self.metrics.deferrals.labels(
+                label, "rate_limited" if exc.rate_limited else "operating_limit"
+            ).inc()
+            self.metrics.jobs.labels(label, "deferred").inc()
+            if exc.rate_limited and job.slot is None:
+                self.horizons[exc.member_id] = max(self.horizons.get(exc.member_id, 0.0), now + 2 * exc.after)
+                return ("defer", job.id, job.queue, exc.member_id, exc.after, "first")
+            return ("defer", job.id, job.queue, exc.member_id, exc.after, "again")
+        except Park as exc:
+            self.metrics.jobs.labels(label, "parked").inc()
+            log(
+                logger,
+                logging.WARNING,
+                "job parked: portal needs re-authorization",
+                job=job.id,
+                member_id=exc.member_id,
+            )
+            return (
+                "park",
+                job.id,
+                job.queue,
+                exc.member_id,
+                self.keys.portal(exc.member_id),
+                self.keys.parked(exc.member_id),
+            )
+        except GiveUp as exc:
+            return self._fail(job, label, str(exc))
+        except Exception as exc:  # any other job error: generic retry with backoff, then failed
+            text = "".join(traceback.format_exception(exc))
+            attempts = job.attempts + 1
+            if isinstance(exc, _PERMANENT_JOB_ERRORS) or attempts >= self.settings.max_attempts:
+                return self._fail(job, label, text)
+            self.metrics.retries.labels(label).inc()
+            self.metrics.jobs.labels(label, "retry").inc()
+            delay = backoff(attempts, self.policy, _rand())
+            return ("sched", job.id, job.queue, time.time() + delay, str(attempts), "")
+        self.metrics.jobs.labels(label, outcome if outcome == "no_handler" else "ok").inc()
+        return ("ok", job.id, job.queue, job.result_ttl, "", "")
+
+    def _call(self, function: Callable[..., Any], args: Any, kwargs: Any, job: Taken) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return function(*args, **kwargs)
+        with UnixSignalDeathPenalty(job.timeout, JobTimeoutException, job_id=job.id):  # type: ignore[no-untyped-call]
+            return function(*args, **kwargs)
+
+    def _fail(self, job: Taken, label: str, text: str) -> Ack:
+        self.metrics.failures.labels(label).inc()
+        self.metrics.jobs.labels(label, "failed").inc()
+        log(
+            logger,
+            logging.WARNING,
+            "job failed",
+            job=job.id,
+            queue=job.queue,
+            error=scrub(text.strip().splitlines()[-1]),
+        )
+        blob = zlib.compress(scrub(text).encode("utf-8"))
+        return ("fail", job.id, job.queue, self.settings.failed_ttl, blob, "")
+
+
+def _unpack(data: bytes) -> bytes:
+    """RQ stores job data zlib-compressed (older jobs raw)."""
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        return data
+
+
+def _rand() -> float:
+    return random.random()
+
+
+def release_parked(client: redis.Redis, keys: Keys, member_id: str) -> int:
+    """Put a portal's parked jobs back on their queues. The token code calls this whenever a
+    portal becomes active again (new token from an update event, the install page or
+    `portals add`) after setting its status to active. Returns how many jobs were released."""
+    script = Scripts.register(client).release
+    return int(script(keys=[keys.parked(member_id), keys.parked_portals], args=[member_id]))
