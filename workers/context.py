@@ -4,18 +4,15 @@ The b24pipe worker installs one `WorkerContext` at start. A job run by any other
 (plain `rq worker` is allowed to serve our queues) gets one built lazily from the
 environment, so `run_event` behaves the same everywhere.
 
-The `b24` seam: `make_client(event)` and `make_async_client(event)` build the REST client a
-handler gets. They point at `workers.client` once it exists; until then (and whenever no
-client is configured) they return a placeholder whose every method raises a clear
-`B24Error`, so a handler that calls REST fails loudly instead of silently doing nothing.
+`make_client(event)` and `make_async_client(event)` build the REST client (`workers.client`)
+a handler gets. Async handlers run on the client's own loop thread (`run_coroutine`), so the
+keep-alive connections of one process serve every job, sync or async.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -24,45 +21,23 @@ from shared.events import Event
 from shared.keys import Keys
 from shared.redisconn import sync_redis
 from shared.settings import Settings, load_settings
-from workers.errors import B24Error
+from workers.client import B24, AsyncB24, async_client_for, client_for, run_async
 from workers.metrics import WorkerMetrics
 
 
-class _UnconfiguredClient:
-    """Placeholder `b24`: every REST method raises, naming what is missing."""
-
-    def __init__(self, event: Event) -> None:
-        self.member_id = event.member_id
-
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        def unavailable(*args: Any, **kwargs: Any) -> Any:
-            raise B24Error(
-                "CLIENT_NOT_CONFIGURED", f"b24.{method}: no REST client is configured in this build"
-            )
-
-        return unavailable
+def make_client(event: Event) -> B24:
+    """The `b24` a synchronous handler gets: the REST client bound to `event`'s portal."""
+    return client_for(current().settings, None, event.member_id)
 
 
-ClientFactory = Callable[[Event], object]
-
-_sync_factory: ClientFactory = _UnconfiguredClient
-_async_factory: ClientFactory = _UnconfiguredClient
-
-
-def set_client_factories(sync: ClientFactory, async_: ClientFactory) -> None:
-    """Point the seam at the real REST client (called once at worker start)."""
-    global _sync_factory, _async_factory
-    _sync_factory, _async_factory = sync, async_
+def make_async_client(event: Event) -> AsyncB24:
+    """The `b24` an `async def` handler gets (awaitable methods, run through `run_handler`)."""
+    return async_client_for(current().settings, None, event.member_id)
 
 
-def make_client(event: Event) -> object:
-    """The `b24` a synchronous handler gets for `event`'s portal."""
-    return _sync_factory(event)
-
-
-def make_async_client(event: Event) -> object:
-    """The `b24` an `async def` handler gets (awaitable methods)."""
-    return _async_factory(event)
+def run_coroutine(coro: Any) -> Any:
+    """Run an async handler on the loop thread its client lives on (one per process), and wait."""
+    return run_async(current().settings, coro)
 
 
 @dataclass
@@ -72,18 +47,6 @@ class WorkerContext:
     settings: Settings
     runs: int = 0  # how many times the current job has been taken; 0 = unknown (not our worker)
     metrics: WorkerMetrics | None = None
-    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """One event loop per worker process for `async def` handlers (not one per job)."""
-        if self._loop is None or self._loop.is_closed():
-            self._loop = asyncio.new_event_loop()
-        return self._loop
-
-    def close(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.close()
 
 
 _current: WorkerContext | None = None

@@ -24,13 +24,13 @@ RUN_EVENT = "workers.dispatch.run_event"
 _GIVEN_UP = -1  # attempts-hash value of a handler that failed for good (not run again)
 
 
-def _call(handler: registry.Handler, event: Event, ctx: context.WorkerContext) -> None:
+def _call(handler: registry.Handler, event: Event) -> None:
     if handler.is_async:
-        ctx.loop.run_until_complete(handler.fn(event, context.make_async_client(event)))
+        context.run_coroutine(handler.fn(event, context.make_async_client(event)))
         return
     result = handler.fn(event, context.make_client(event))
     if inspect.isawaitable(result):
-        ctx.loop.run_until_complete(result)
+        context.run_coroutine(result)
 
 
 def _prior_state(ctx: context.WorkerContext, event_id: str) -> tuple[set[str], dict[str, int]]:
@@ -74,7 +74,7 @@ def run_event(event_dict: dict[str, Any]) -> str:
         started = time.perf_counter()
         error: Exception | None = None
         try:
-            _call(entry, event.model_copy(update={"attempt": prior + 1}), ctx)
+            _call(entry, event.model_copy(update={"attempt": prior + 1}))
         except Exception as exc:  # every handler failure is classified, none escapes
             error = exc
         if ctx.metrics is not None:

@@ -162,7 +162,6 @@ class Worker:
             self._maintainer_stop.set()
             self._maintainer.join(timeout=10)
             self._deregister()
-            ctx.close()
             log(logger, logging.INFO, "worker stopped", worker=self.name, processed=self.processed)
         return 0
 
