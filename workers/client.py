@@ -35,11 +35,13 @@ from shared.portals import Portal
 from shared.settings import ConfigError, Settings, require_token_keys
 from workers import restmetrics
 from workers.errors import ApiError, B24Error, BadRequest, OperatingLimit, RateLimited
+from workers.guards import EchoMarker
 from workers.operating import OperatingWindow, report_from
 from workers.params import changed_fields, http_build_query
 from workers.ratelimit import Limiter, Plan, PlanError, parse_plan
 from workers.tokens import TokenStore, portal_hosts
 from workers.transport import Answer, Runtime, Transport, backoff, error_code, error_for, host_of
+from workers.writemap import Echo
 
 _log = logging.getLogger("b24pipe.client")
 
@@ -75,6 +77,7 @@ class Context:
     operating: OperatingWindow
     transport: Transport
     default_plan: Plan
+    echoes: EchoMarker
 
     @classmethod
     async def build(cls, settings: Settings, runtime: Runtime) -> Context:
@@ -95,6 +98,7 @@ class Context:
             operating=OperatingWindow(aredis, keys, settings.operating_pause_at),
             transport=transport,
             default_plan=plan,
+            echoes=EchoMarker(aredis, settings),
         )
 
     def plan_of(self, portal: Portal) -> Plan:
@@ -220,6 +224,7 @@ class AsyncB24:
         transient = 0
         rereads = 0
         refreshed = False
+        echoes: list[Echo] | None = None
         while True:
             for name in methods:
                 pause = await ctx.operating.pause(self.member_id, name)
@@ -237,6 +242,8 @@ class AsyncB24:
                 raise RateLimited(exc.after, method=method) from None
             restmetrics.LIMITER_WAIT.observe(waited)
             url, body, hosts = self._prepare(portal, method, params)
+            if echoes is None:  # marked before the write is sent: its echo may beat the answer
+                echoes = await ctx.echoes.mark(self.member_id, portal.user_id or None, method, params)
             label = restmetrics.method_label(method)
             started = time.perf_counter()
             try:
@@ -290,6 +297,7 @@ class AsyncB24:
                     continue
             if code == "OVERLOAD_LIMIT":
                 security_event("limit_hit", member_id=self.member_id, method=method, code=code)
+            await ctx.echoes.release(self.member_id, portal.user_id or None, echoes or [])
             raise error
 
     def _prepare(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -21,7 +22,9 @@ from shared.events import Event
 from shared.keys import Keys
 from shared.redisconn import sync_redis
 from shared.settings import Settings, load_settings
+from workers import registry
 from workers.client import B24, AsyncB24, async_client_for, client_for, run_async
+from workers.guards import EchoGuard, LoopBreaker
 from workers.metrics import WorkerMetrics
 
 
@@ -47,6 +50,14 @@ class WorkerContext:
     settings: Settings
     runs: int = 0  # how many times the current job has been taken; 0 = unknown (not our worker)
     metrics: WorkerMetrics | None = None
+
+    @cached_property
+    def echo_guard(self) -> EchoGuard:
+        return EchoGuard(self.redis, self.settings, known_events=registry.registered_events())
+
+    @cached_property
+    def loop_breaker(self) -> LoopBreaker:
+        return LoopBreaker(self.redis, self.settings, known_events=registry.registered_events())
 
 
 _current: WorkerContext | None = None

@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.events import Event
 from workers import context, registry
+from workers.guards import LoopCut
 from workers.retry import Action, Defer, GiveUp, HandlerResult, Park, Policy, Reschedule, classify, combine
 
 RUN_EVENT = "workers.dispatch.run_event"
@@ -56,6 +57,12 @@ def run_event(event_dict: dict[str, Any]) -> str:
     handlers = registry.handlers_for(event.name)
     if not handlers:
         return "no_handler"
+    if ctx.runs <= 1 and not event.is_lifecycle and ctx.echo_guard.consume(event):
+        return "echo"  # the echo of our own write: one mark used up, nothing dispatched
+    try:
+        ctx.loop_breaker.check(event)
+    except LoopCut as cut:
+        raise GiveUp(str(cut)) from None
 
     settings = ctx.settings
     policy = Policy(settings.max_attempts, settings.retry_base, settings.retry_max)
