@@ -30,6 +30,13 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+try:  # yarl (an aiohttp dependency) has a C unquoter, 10x faster than urllib's
+    from yarl._quoting import _Unquoter
+
+    _fast_unquote = _Unquoter(plus=True)
+except (ImportError, TypeError):  # pragma: no cover - an older or changed yarl
+    _fast_unquote = None
+
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 
@@ -50,41 +57,70 @@ class FormError(ValueError):
 
 def _int_key(key: str) -> int | None:
     """The integer PHP makes of a key ("5" -> 5, "05" stays a string), or None."""
-    if len(key) <= 20 and _INT_KEY.fullmatch(key):
+    if key and (key[0].isdigit() or key[0] == "-") and len(key) <= 20 and _INT_KEY.fullmatch(key):
         value = int(key)
         if -_INT_MAX - 1 <= value <= _INT_MAX:
             return value
     return None
 
 
-class _Array:
-    """A PHP array under construction: ordered keys plus the next free integer index."""
+class _Tree:
+    """PHP arrays under construction, as plain dicts with string keys.
 
-    __slots__ = ("items", "next_index")
+    PHP appends (`a[]`) at one past the largest integer key the array ever had; that
+    index is computed when an array first sees an append and kept up to date after."""
+
+    __slots__ = ("containers", "next_index", "root")
 
     def __init__(self) -> None:
-        self.items: dict[str, Any] = {}
-        self.next_index = 0
+        self.root: dict[str, Any] = {}
+        self.containers = [self.root]  # keeps ids in next_index unique while we build
+        self.next_index: dict[int, int] = {}
 
-    def slot(self, key: str | None) -> str:
+    def key(self, node: dict[str, Any], key: str | None) -> str:
+        """The key an index names in `node` (the next free integer for an append)."""
+        tracked = self.next_index.get(id(node))
         if key is None:
-            key = str(self.next_index)
-            self.next_index += 1
-            return key
-        number = _int_key(key)
-        if number is not None and number >= self.next_index:
-            self.next_index = number + 1
+            if tracked is None:
+                tracked = max((n + 1 for n in map(_int_key, node) if n is not None), default=0)
+            self.next_index[id(node)] = tracked + 1
+            return str(tracked)
+        if tracked is not None:
+            number = _int_key(key)
+            if number is not None and number >= tracked:
+                self.next_index[id(node)] = number + 1
         return key
 
-    def export(self) -> dict[str, Any] | list[Any]:
-        out = {key: value.export() if isinstance(value, _Array) else value for key, value in self.items.items()}
-        if all(key == str(position) for position, key in enumerate(out)):
-            return list(out.values())
-        return out
+    def child(self, node: dict[str, Any], key: str) -> dict[str, Any]:
+        found = node.get(key)
+        if type(found) is dict:
+            return found
+        fresh: dict[str, Any] = {}
+        node[key] = fresh
+        self.containers.append(fresh)
+        return fresh
+
+
+def _export(node: dict[str, Any]) -> dict[str, Any] | list[Any]:
+    """Lists where PHP's json_encode would make them: keys exactly 0..n-1 in order."""
+    for key, value in node.items():
+        if type(value) is dict:
+            node[key] = _export(value)
+    if "0" in node and all(key == str(position) for position, key in enumerate(node)):
+        return list(node.values())
+    return node
+
+
+_SIMPLE_NAME = re.compile(r"([^\[ .]+)((?:\[[^\[\] ][^\[\]]*\])*)")
+_INDEX = re.compile(r"\[([^\]]*)\]")
 
 
 def _split_name(name: str) -> tuple[str, list[str | None]] | None:
     """PHP's reading of a decoded key: base name and bracket indexes (None = append)."""
+    simple = _SIMPLE_NAME.fullmatch(name)
+    if simple is not None:  # the common case: word[word][word]
+        base, brackets = simple.groups()
+        return base, _INDEX.findall(brackets) if brackets else []
     name = name.lstrip(" ")
     open_at = name.find("[")
     base = name if open_at < 0 else name[:open_at]
@@ -114,6 +150,20 @@ def _split_name(name: str) -> tuple[str, list[str | None]] | None:
         pos = close + 1
 
 
+def _decode_utf8(part: str) -> str:
+    """Percent-decode one name or value of a UTF-8 body (already text)."""
+    if "%" not in part and "+" not in part:
+        return part
+    if _fast_unquote is None:
+        return _decode(part.encode(), "utf-8")
+    decoded: str = _fast_unquote(part)
+    # yarl keeps escapes that are not valid UTF-8 as they were; a `%` in the output that
+    # no `%25` explains is one of those
+    if "%" in decoded and decoded.count("%") != part.count("%25"):
+        raise FormError("form field is not valid utf-8")
+    return decoded
+
+
 def _decode(raw: bytes, charset: str) -> str:
     if b"+" in raw:
         raw = raw.replace(b"+", b" ")
@@ -125,17 +175,28 @@ def _decode(raw: bytes, charset: str) -> str:
         raise FormError(f"form field is not valid {charset}") from None
 
 
+def _fields(body: bytes, charset: str) -> list[tuple[str, str]]:
+    """The decoded (name, value) pairs of a body, in order; `a` alone is ("a", "")."""
+    if charset != "utf-8":
+        pairs = [pair.partition(b"=") for pair in body.split(b"&") if pair]
+        return [(_decode(name, charset), _decode(value, charset)) for name, _, value in pairs]
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        raise FormError("form body is not valid utf-8") from None
+    parts = [pair.partition("=") for pair in text.split("&") if pair]
+    return [(_decode_utf8(name), _decode_utf8(value)) for name, _, value in parts]
+
+
 def parse_form(body: bytes, *, max_keys: int, max_depth: int, charset: str = "utf-8") -> dict[str, Any]:
     """Decode a PHP-style form body into nested data (see the module docstring)."""
     if _BAD_ESCAPE.search(body):
         raise FormError("form body has an invalid percent-escape")
-    pairs = [pair for pair in body.split(b"&") if pair]
-    if len(pairs) > max_keys:
+    fields = _fields(body, charset)
+    if len(fields) > max_keys:
         raise FormError(f"form has more than {max_keys} fields")
-    root = _Array()
-    for pair in pairs:
-        raw_name, _, raw_value = pair.partition(b"=")
-        name = _decode(raw_name, charset)
+    tree = _Tree()
+    for name, value in fields:
         if "\x00" in name:
             raise FormError("form field name contains a NUL byte")
         split = _split_name(name)
@@ -144,18 +205,13 @@ def parse_form(body: bytes, *, max_keys: int, max_depth: int, charset: str = "ut
         base, indexes = split
         if len(indexes) >= max_depth:
             raise FormError(f"form nesting is deeper than {max_depth} levels")
-        value = _decode(raw_value, charset)
-        node = root
-        key = node.slot(base)
+        node = tree.root
+        key = base
         for index in indexes:
-            child = node.items.get(key)
-            if not isinstance(child, _Array):
-                child = _Array()
-                node.items[key] = child
-            node = child
-            key = node.slot(index)
-        node.items[key] = value
-    out = root.export()
+            node = tree.child(node, key)
+            key = tree.key(node, index)
+        node[key] = value
+    out = _export(tree.root)
     return out if isinstance(out, dict) else {str(i): v for i, v in enumerate(out)}
 
 

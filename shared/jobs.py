@@ -85,14 +85,10 @@ def description(event: Event) -> str:
     return f"{FUNC_NAME}({event.name} member={event.member_id} id={event.id})"
 
 
-def script_call(
-    keys: Keys, template: JobTemplate, event: Event, now: datetime | None = None
-) -> tuple[str, list[str], list[str | int | bytes]]:
-    """(job id, KEYS, ARGV) of one enqueue.lua call for `event` on the template's queue."""
-    job_id = str(uuid.uuid4())
+def job_fields(event: Event, now: datetime | None = None) -> list[str | bytes]:
+    """The per-event fields of the job hash, flattened (field, value, ...)."""
     stamp = rq_time(now or datetime.now(UTC))
-    argv: list[str | int | bytes] = [template.dedupe_window, job_id, *template.static]
-    argv += (
+    return [
         "created_at",
         stamp,
         "enqueued_at",
@@ -101,9 +97,25 @@ def script_call(
         description(event),
         "data",
         job_data(event.model_dump(mode="json")),
-    )
-    script_keys = [keys.dedupe(event.id), RQ_JOB_PREFIX + job_id, template.queue_key, RQ_QUEUES]
-    return job_id, script_keys, argv
+    ]
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def script_keys(keys: Keys, template: JobTemplate, event_id: str, job_id: str) -> list[str]:
+    """KEYS of enqueue.lua, in its order."""
+    return [keys.dedupe(event_id), RQ_JOB_PREFIX + job_id, template.queue_key, RQ_QUEUES]
+
+
+def script_call(
+    keys: Keys, template: JobTemplate, event: Event, now: datetime | None = None
+) -> tuple[str, list[str], list[str | int | bytes]]:
+    """(job id, KEYS, ARGV) of one enqueue.lua call for `event` on the template's queue."""
+    job_id = new_job_id()
+    argv: list[str | int | bytes] = [template.dedupe_window, job_id, *template.static, *job_fields(event, now)]
+    return job_id, script_keys(keys, template, event.id, job_id), argv
 
 
 def queue_for(keys: Keys, event: Event) -> str:
