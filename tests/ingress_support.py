@@ -1,0 +1,101 @@
+"""Helpers for the ingress tests: seeding portals, building Bitrix24-shaped bodies, serving."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+import redis
+from aiohttp.test_utils import TestClient, TestServer
+
+from ingress.app import create_app
+from shared.crypto import digest
+from shared.keys import Keys
+from shared.portals import AcceptedToken, Portal, Status
+from shared.settings import Settings
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+OK = {"status": "ok", "message": "event accepted"}
+INVALID_TOKEN = {"status": "error", "error": "invalid_application_token"}
+UNAVAILABLE = {"status": "error", "error": "unavailable"}
+
+
+def seed_portal(
+    r: redis.Redis, keys: Keys, member_id: str, token: str, kind: str = "app", status: Status = Status.ACTIVE
+) -> None:
+    portal = Portal(member_id=member_id, domain=f"{member_id}.bitrix24.ru", status=status)
+    r.hset(keys.portal(member_id), mapping=portal.to_hash())
+    r.sadd(keys.portals, member_id)
+    r.hset(keys.app_tokens(member_id), digest(token), AcceptedToken(kind).encode())
+    r.incr(keys.portals_version)
+
+
+def body(
+    member_id: str | None,
+    token: str | None,
+    event: str | None = "ONCRMDEALUPDATE",
+    entity: int = 759,
+    ts: int = 1736405807,
+    **auth: str,
+) -> str:
+    fields: list[tuple[str, str]] = []
+    if event is not None:
+        fields.append(("event", event))
+    fields += [("event_handler_id", "201"), ("data[FIELDS][ID]", str(entity)), ("ts", str(ts))]
+    fields.append(("auth[domain]", f"{member_id}.bitrix24.ru"))
+    if member_id is not None:
+        fields.append(("auth[member_id]", member_id))
+    if token is not None:
+        fields.append(("auth[application_token]", token))
+    fields += [(f"auth[{name}]", value) for name, value in auth.items()]
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in fields)
+
+
+@asynccontextmanager
+async def serve(settings: Settings, **options: Any) -> AsyncIterator[TestClient[Any, Any]]:
+    """The real app on a real port (aiohttp's TestServer), startup and cleanup included."""
+    app = create_app(settings, **options)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+def queued(r: redis.Redis, queue: str) -> list[bytes]:
+    return [bytes(job_id) for job_id in r.lrange(f"rq:queue:{queue}", 0, -1)]
+
+
+def wait_http(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"ingress exited early with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise AssertionError("ingress did not start listening")
+
+
+@contextlib.contextmanager
+def ingress_process(env: dict[str, str], port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "b24pipe", "ingress", "--host", "127.0.0.1", "--port", str(port), *args],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_http(port, process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
