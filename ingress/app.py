@@ -1,0 +1,225 @@
+"""The ingress application: routes, and the event path parse → validate → check → enqueue.
+
+`create_app(settings)` builds an aiohttp app whose startup opens Redis, starts the token
+cache's version poller and the enqueuer; cleanup writes out held jobs and closes. Answers
+are the contract's (DESIGN §2), byte for byte, pre-encoded once.
+
+Lifecycle hook points (wired by the lead): `app[LIFECYCLE_KEY]` is a
+`ingress.hooks.LifecycleHandler` (default: `Refuse`); `app[ENQUEUER_KEY]` is the
+`Enqueuer` it may call (`await enqueuer.enqueue(event, queue)`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import redis.asyncio as aioredis
+from orjson import dumps
+from aiohttp import web
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from ingress.batcher import Enqueuer, Unavailable
+from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, LifecycleHandler, Refuse, answer
+from ingress.metrics import IngressMetrics
+from ingress.tokencheck import TokenCache, Verdict
+from shared.delivery import Delivery
+from shared.formparse import FormError, parse_body
+from shared.jobs import queue_for
+from shared.keys import Keys
+from shared.logs import mask, security_event
+from shared.redisconn import async_redis, durability_problems
+from shared.settings import Settings
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+LIFECYCLE_KEY = web.AppKey("lifecycle", LifecycleHandler)
+ENQUEUER_KEY = web.AppKey("enqueuer", Enqueuer)
+METRICS_KEY = web.AppKey("metrics", IngressMetrics)
+TOKENS_KEY = web.AppKey("tokens", TokenCache)
+REDIS_KEY = web.AppKey("redis", aioredis.Redis)
+
+OK = b'{"status":"ok","message":"event accepted"}'
+_ERROR_STATUS = {"invalid_request": 400, "payload_too_large": 413, "unsupported_media_type": 415}
+
+
+def _error(code: str, detail: str) -> web.Response:
+    return answer(_ERROR_STATUS[code], dumps({"status": "error", "error": code, "detail": detail}))
+
+
+def _validation_detail(exc: ValidationError) -> str:
+    """First problem as `location: message`, never the offending value (may be a secret)."""
+    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"[:200]
+
+
+class EventPath:
+    """POST /b24/events, with the per-process state it needs bound once."""
+
+    def __init__(self, app: web.Application) -> None:
+        settings = app[SETTINGS_KEY]
+        self.app = app
+        self.keys = Keys(settings.namespace)
+        self.max_body = settings.max_body_bytes
+        self.max_keys = settings.max_form_keys
+        self.max_depth = settings.max_form_depth
+        self.max_inflight = settings.max_inflight
+        self.inflight = 0
+        self.metrics = app[METRICS_KEY]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        metrics = self.metrics
+        if self.inflight >= self.max_inflight:
+            metrics.request("", "overloaded")
+            metrics.reject("overloaded")
+            return answer(503, UNAVAILABLE)
+        self.inflight += 1
+        metrics.inflight.inc()
+        started = time.perf_counter()
+        try:
+            return await self._handle(request)
+        finally:
+            self.inflight -= 1
+            metrics.inflight.dec()
+            metrics.latency.observe(time.perf_counter() - started)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        metrics = self.metrics
+        remote = request.remote or ""
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return self._refuse("", "too_large", "payload_too_large", f"body exceeds {self.max_body} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse("", "too_large", "payload_too_large", f"body exceeds {self.max_body} bytes")
+        try:
+            payload = parse_body(
+                body, request.content_type, request.charset, max_keys=self.max_keys, max_depth=self.max_depth
+            )
+            delivery = Delivery.model_validate(payload)
+        except FormError as exc:
+            outcome = "unsupported" if exc.code == "unsupported_media_type" else "invalid"
+            return self._refuse("", outcome, exc.code, exc.detail, remote)
+        except ValidationError as exc:
+            return self._refuse("", "invalid", "invalid_request", _validation_detail(exc), remote)
+
+        name = delivery.event
+        lifecycle = self.app[LIFECYCLE_KEY]
+        if name == "ONAPPINSTALL":
+            metrics.request(name, "lifecycle")
+            return await lifecycle.on_install(delivery, remote)
+        if name == "ONAPPUPDATE":
+            metrics.request(name, "lifecycle")
+            return await lifecycle.on_update(delivery, remote)
+
+        member_id = delivery.auth.member_id
+        token = delivery.auth.application_token
+        try:
+            decision = await self.app[TOKENS_KEY].check(member_id, token)
+        except RedisError:
+            return self._unavailable(name)
+        if decision.verdict is Verdict.REJECT:
+            reason = decision.reason.value if decision.reason else "rejected"
+            metrics.request(name, "rejected")
+            metrics.reject(reason)
+            security_event(
+                "token_rejected", reason=reason, member_id=member_id, event=name, token=mask(token), remote=remote
+            )
+            return answer(401, INVALID_TOKEN)
+        if decision.verdict is Verdict.QUARANTINE:
+            metrics.request(name, "quarantined")
+            return await lifecycle.quarantine(delivery, remote)
+
+        event = delivery.to_event()
+        try:
+            fresh = await self.app[ENQUEUER_KEY].enqueue(event, queue_for(self.keys, event))
+        except Unavailable:
+            return self._unavailable(name)
+        metrics.request(name, "accepted" if fresh else "duplicate")
+        return answer(200, OK)
+
+    def _refuse(self, name: str, outcome: str, code: str, detail: str, remote: str = "") -> web.Response:
+        self.metrics.request(name, outcome)
+        self.metrics.reject(code)
+        if code == "invalid_request":
+            security_event("invalid_request", detail=detail, remote=remote)
+        return _error(code, detail)
+
+    def _unavailable(self, name: str) -> web.Response:
+        self.metrics.request(name, "unavailable")
+        self.metrics.reject("unavailable")
+        return answer(503, UNAVAILABLE)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return answer(200, b'{"status":"ok"}')
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis answers and is configured to keep what we acknowledge."""
+    client = request.app[REDIS_KEY]
+    try:
+        config: dict[str, str] = {}
+        for name in ("appendonly", "appendfsync", "maxmemory-policy"):
+            config.update({_text(k): _text(v) for k, v in (await client.config_get(name)).items()})
+    except (RedisError, OSError) as exc:
+        return answer(503, dumps({"status": "error", "problems": [f"redis: {type(exc).__name__}"]}))
+    problems = durability_problems(config)
+    if problems:
+        return answer(503, dumps({"status": "error", "problems": problems}))
+    return answer(200, b'{"status":"ok"}')
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS_KEY].render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def install_page(request: web.Request) -> web.Response:
+    return await request.app[LIFECYCLE_KEY].on_install_page(request)
+
+
+async def _startup(app: web.Application) -> None:
+    settings = app[SETTINGS_KEY]
+    client = async_redis(settings)
+    keys = Keys(settings.namespace)
+    app[REDIS_KEY] = client
+    tokens = TokenCache(client, keys)
+    app[TOKENS_KEY] = tokens
+    enqueuer = Enqueuer(client, keys, settings, on_batch=app[METRICS_KEY].batch_size.observe)
+    app[ENQUEUER_KEY] = enqueuer
+    enqueuer.start()
+    await tokens.start()  # never fails on Redis: until it answers, requests get 503
+
+
+async def _cleanup(app: web.Application) -> None:
+    await app[ENQUEUER_KEY].close()
+    await app[TOKENS_KEY].stop()
+    await app[REDIS_KEY].aclose()
+
+
+def create_app(
+    settings: Settings, *, lifecycle: LifecycleHandler | None = None, extra_events: Iterable[str] = ()
+) -> web.Application:
+    """The ingress app. `lifecycle` may also be set later through `app[LIFECYCLE_KEY]`."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS_KEY] = settings
+    app[LIFECYCLE_KEY] = lifecycle or Refuse()
+    app[METRICS_KEY] = IngressMetrics(extra_events)
+    path = EventPath(app)
+    app.router.add_post("/b24/events", path.handle)
+    app.router.add_post("/b24/install", install_page)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    app.on_startup.append(_startup)
+    app.on_cleanup.append(_cleanup)
+    return app

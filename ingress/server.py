@@ -1,0 +1,111 @@
+"""Running the ingress: one process, or N processes sharing a port (SO_REUSEPORT).
+
+Each process is a complete, independent ingress (its own event loop, Redis connections,
+token cache and enqueuer); the kernel spreads connections over their sockets. The parent
+only starts the children, restarts one that dies, forwards SIGTERM and waits.
+
+SIGTERM (or SIGINT) in a serving process: the listening socket closes (no new requests),
+requests already read finish (their jobs are written out or answered 503 within the
+enqueue timeout), the enqueuer flushes what it holds, then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from multiprocessing.process import BaseProcess
+
+from aiohttp import web
+
+from shared.logs import configure_logging, log
+from shared.settings import Settings, load_settings
+
+_logger = logging.getLogger("b24pipe.ingress.server")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client at import time
+
+
+async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return."""
+    from ingress.app import create_app  # after PROMETHEUS_MULTIPROC_DIR is set
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.enqueue_timeout + 2)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=2048)
+    await site.start()
+    log(_logger, logging.INFO, "ingress listening", host=host, port=port, pid=os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log(_logger, logging.INFO, "ingress stopping: draining", pid=os.getpid())
+    await runner.cleanup()
+    log(_logger, logging.INFO, "ingress stopped", pid=os.getpid())
+
+
+def _child(host: str, port: int) -> None:
+    configure_logging()
+    asyncio.run(serve(load_settings(), host, port, reuse_port=True))
+
+
+def run(settings: Settings, host: str, port: int, processes: int) -> int:
+    """Serve with `processes` processes; returns the exit status."""
+    if processes <= 1:
+        asyncio.run(serve(settings, host, port))
+        return 0
+    own_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        own_dir = tempfile.mkdtemp(prefix="b24pipe-metrics-")
+        os.environ[MULTIPROC_ENV] = own_dir
+    try:
+        return _supervise(host, port, processes)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _supervise(host: str, port: int, processes: int) -> int:
+    from prometheus_client.multiprocess import mark_process_dead
+
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> BaseProcess:
+        child = context.Process(target=_child, args=(host, port), name="b24pipe-ingress", daemon=False)
+        child.start()
+        return child
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+
+    children = [start() for _ in range(processes)]
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping:
+        time.sleep(0.2)
+        for index, child in enumerate(children):
+            if not stopping and not child.is_alive():
+                log(_logger, logging.WARNING, "ingress process died; restarting", exitcode=child.exitcode)
+                if child.pid is not None:
+                    mark_process_dead(child.pid)
+                children[index] = start()
+    status = 0
+    for child in children:
+        child.join()
+        if child.pid is not None:
+            mark_process_dead(child.pid)
+        status = status or (0 if child.exitcode == 0 else 1)
+    return status

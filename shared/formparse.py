@@ -1,0 +1,218 @@
+"""Decoding an event body: PHP-style bracket forms (what Bitrix24 sends) and JSON.
+
+Bitrix24 posts `application/x-www-form-urlencoded` bodies built by PHP's
+`http_build_query`: nested values as bracket keys (`data[FIELDS][ID]=5`, brackets
+percent-encoded on the wire), lists as `a[]=x&a[]=y` or `a[0]=x`. The decoder follows
+PHP's own rules (`php_register_variable_ex`) so that what PHP would see is what we see:
+
+- a key is percent-decoded (`+` is a space) before its brackets are read;
+- in the base name (before the first `[`) spaces and dots become `_`; an empty base
+  name drops the pair; a `[` without a closing `]` becomes `_` and ends the brackets;
+- text after a `]` that does not open another `[` is ignored;
+- `[]` appends at the next integer index; canonical integer strings are integer keys;
+- a later pair wins over an earlier one, a scalar being replaced by an array and back.
+
+The result is what PHP's `json_encode` of that array would give: an array whose keys are
+exactly 0..n-1 in order is a list, every other array an object with string keys; every
+leaf is a string. JSON bodies decode to the same shapes.
+
+Bounds (pair count, nesting depth) are enforced here; the body size is the caller's (it
+has the body before we do). Any malformed input raises `FormError`, and nothing else:
+the property tests hold the parser to that.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import orjson
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_INT_KEY = re.compile(r"-?[1-9][0-9]*|0")
+_INT_MAX = 2**63 - 1
+
+
+class FormError(ValueError):
+    """The body cannot be decoded. `code` is the contract's error code, `detail` says why
+    in one line that never repeats the body (it may carry secrets)."""
+
+    def __init__(self, detail: str, code: str = "invalid_request") -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _int_key(key: str) -> int | None:
+    """The integer PHP makes of a key ("5" -> 5, "05" stays a string), or None."""
+    if len(key) <= 20 and _INT_KEY.fullmatch(key):
+        value = int(key)
+        if -_INT_MAX - 1 <= value <= _INT_MAX:
+            return value
+    return None
+
+
+class _Array:
+    """A PHP array under construction: ordered keys plus the next free integer index."""
+
+    __slots__ = ("items", "next_index")
+
+    def __init__(self) -> None:
+        self.items: dict[str, Any] = {}
+        self.next_index = 0
+
+    def slot(self, key: str | None) -> str:
+        if key is None:
+            key = str(self.next_index)
+            self.next_index += 1
+            return key
+        number = _int_key(key)
+        if number is not None and number >= self.next_index:
+            self.next_index = number + 1
+        return key
+
+    def export(self) -> dict[str, Any] | list[Any]:
+        out = {key: value.export() if isinstance(value, _Array) else value for key, value in self.items.items()}
+        if all(key == str(position) for position, key in enumerate(out)):
+            return list(out.values())
+        return out
+
+
+def _split_name(name: str) -> tuple[str, list[str | None]] | None:
+    """PHP's reading of a decoded key: base name and bracket indexes (None = append)."""
+    name = name.lstrip(" ")
+    open_at = name.find("[")
+    base = name if open_at < 0 else name[:open_at]
+    base = base.replace(" ", "_").replace(".", "_")
+    if not base:
+        return None
+    if open_at < 0:
+        return base, []
+    indexes: list[str | None] = []
+    pos = open_at
+    while True:
+        start = pos + 1
+        probe = start + 1 if name[start : start + 1] == " " else start
+        if name[probe : probe + 1] == "]":
+            indexes.append(None)
+            close = probe
+        else:
+            close = name.find("]", probe)
+            if close < 0:
+                if not indexes:
+                    # not an index: the `[` and what follows belong to the base name
+                    return f"{base}_{name[start:]}", []
+                return base, indexes
+            indexes.append(name[start:close])
+        if name[close + 1 : close + 2] != "[":
+            return base, indexes
+        pos = close + 1
+
+
+def _decode(raw: bytes, charset: str) -> str:
+    if b"+" in raw:
+        raw = raw.replace(b"+", b" ")
+    if b"%" in raw:
+        raw = unquote_to_bytes(raw)
+    try:
+        return raw.decode(charset)
+    except UnicodeDecodeError:
+        raise FormError(f"form field is not valid {charset}") from None
+
+
+def parse_form(body: bytes, *, max_keys: int, max_depth: int, charset: str = "utf-8") -> dict[str, Any]:
+    """Decode a PHP-style form body into nested data (see the module docstring)."""
+    if _BAD_ESCAPE.search(body):
+        raise FormError("form body has an invalid percent-escape")
+    pairs = [pair for pair in body.split(b"&") if pair]
+    if len(pairs) > max_keys:
+        raise FormError(f"form has more than {max_keys} fields")
+    root = _Array()
+    for pair in pairs:
+        raw_name, _, raw_value = pair.partition(b"=")
+        name = _decode(raw_name, charset)
+        if "\x00" in name:
+            raise FormError("form field name contains a NUL byte")
+        split = _split_name(name)
+        if split is None:
+            continue
+        base, indexes = split
+        if len(indexes) >= max_depth:
+            raise FormError(f"form nesting is deeper than {max_depth} levels")
+        value = _decode(raw_value, charset)
+        node = root
+        key = node.slot(base)
+        for index in indexes:
+            child = node.items.get(key)
+            if not isinstance(child, _Array):
+                child = _Array()
+                node.items[key] = child
+            node = child
+            key = node.slot(index)
+        node.items[key] = value
+    out = root.export()
+    return out if isinstance(out, dict) else {str(i): v for i, v in enumerate(out)}
+
+
+def _check_json(value: Any, max_keys: int, max_depth: int) -> None:
+    """Walk a decoded JSON document once, counting leaves and levels."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node  # type: ignore[assignment]
+        else:
+            count += 1
+            if count > max_keys:
+                raise FormError(f"JSON body has more than {max_keys} values")
+            continue
+        if depth >= max_depth and len(children) > 0:
+            raise FormError(f"JSON nesting is deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def parse_json(body: bytes, *, max_keys: int, max_depth: int, charset: str = "utf-8") -> dict[str, Any]:
+    """Decode a JSON object body under the same bounds as a form."""
+    if charset not in ("utf-8", "utf8"):
+        try:
+            body = body.decode(charset).encode()
+        except UnicodeDecodeError:
+            raise FormError(f"JSON body is not valid {charset}") from None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise FormError(f"JSON body is malformed at position {exc.pos}") from None
+    if not isinstance(value, dict):
+        raise FormError("JSON body must be an object")
+    _check_json(value, max_keys, max_depth)
+    return value
+
+
+def _charset(charset: str | None) -> str:
+    if not charset:
+        return "utf-8"
+    try:
+        name = codecs.lookup(charset).name
+    except LookupError:
+        raise FormError(f"unknown charset {charset[:40]!r}", code="unsupported_media_type") from None
+    return "utf-8" if name == "utf-8" else name
+
+
+def parse_body(
+    body: bytes, content_type: str, charset: str | None, *, max_keys: int, max_depth: int
+) -> dict[str, Any]:
+    """Decode an event body by its content type; other types raise `unsupported_media_type`."""
+    if content_type == FORM:
+        return parse_form(body, max_keys=max_keys, max_depth=max_depth, charset=_charset(charset))
+    if content_type == JSON:
+        return parse_json(body, max_keys=max_keys, max_depth=max_depth, charset=_charset(charset))
+    shown = content_type[:60] or "none"
+    raise FormError(f"content type {shown!r} is not supported; use {FORM} or {JSON}", "unsupported_media_type")
