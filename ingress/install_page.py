@@ -33,7 +33,11 @@ _FAILED = """<!DOCTYPE html>
 </html>
 """
 
-_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def finished() -> web.Response:
@@ -43,4 +47,6 @@ def finished() -> web.Response:
 
 def refused(status: int, message: str) -> web.Response:
     """The install was not stored. `message` is one of this package's fixed texts."""
-    return web.Response(status=status, text=_FAILED.format(message=message), content_type="text/html", headers=_HEADERS)
+    return web.Response(
+        status=status, text=_FAILED.format(message=message), content_type="text/html", headers=_HEADERS
+    )

@@ -31,10 +31,13 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from ingress import install_page
+from ingress.batcher import Unavailable
+from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, answer
 from shared import portalstore as store
 from shared.crypto import TokenCipher, digest
 from shared.delivery import Delivery, DeliveryAuth
 from shared.events import Event
+from shared.jobs import queue_for
 from shared.keys import Keys
 from shared.logs import log, mask, security_event
 from shared.oauth import OAuthClient, Refuted, Unreachable, Verified
@@ -47,11 +50,11 @@ from workers.lifecycle import first_delay, schedule_reverify
 _logger = logging.getLogger("b24pipe.ingress.lifecycle")
 
 ACCEPTED_BODY = b'{"status":"ok","message":"event accepted"}'
-UNAUTHORIZED_BODY = b'{"status":"error","error":"invalid_application_token"}'
-UNAVAILABLE_BODY = b'{"status":"error","error":"unavailable"}'
 
 
 class Enqueuer(Protocol):
+    """The ingress's batching enqueuer (`ingress.batcher.Enqueuer`): raises `Unavailable`."""
+
     async def enqueue(self, event: Event, queue: str) -> bool: ...
 
 
@@ -62,15 +65,11 @@ class Outcome(Enum):
     UNAVAILABLE = "unavailable"  # not stored: Redis failed
 
 
-def _json(status: int, body: bytes) -> web.Response:
-    return web.Response(status=status, body=body, content_type="application/json")
-
-
 _RESPONSES = {
     Outcome.STORED: (200, ACCEPTED_BODY),
     Outcome.PENDING: (200, ACCEPTED_BODY),
-    Outcome.REFUSED: (401, UNAUTHORIZED_BODY),
-    Outcome.UNAVAILABLE: (503, UNAVAILABLE_BODY),
+    Outcome.REFUSED: (401, INVALID_TOKEN),
+    Outcome.UNAVAILABLE: (503, UNAVAILABLE),
 }
 
 
@@ -95,7 +94,7 @@ def page_delivery(form: dict[str, str], query: dict[str, str], now: int) -> Deli
         application_token=form.get("APPLICATION_TOKEN") or None,
         access_token=form.get("AUTH_ID") or None,
         refresh_token=form.get("REFRESH_ID") or None,
-        expires_in=expires_in,  # type: ignore[arg-type]
+        expires_in=expires_in,
         domain=query.get("DOMAIN") or None,
         status=form.get("status") or None,
     )
@@ -124,15 +123,15 @@ class Lifecycle:
 
     async def on_install(self, delivery: Delivery, remote: str) -> web.Response:
         outcome = await self._adopt(delivery, remote, version=None, grace=False)
-        return _json(*_RESPONSES[outcome])
+        return answer(*_RESPONSES[outcome])
 
     async def on_update(self, delivery: Delivery, remote: str) -> web.Response:
         version = str(delivery.data.get("VERSION") or "")
         if not version:
             self._refused(delivery, remote, "update names no VERSION")
-            return _json(*_RESPONSES[Outcome.REFUSED])
+            return answer(*_RESPONSES[Outcome.REFUSED])
         outcome = await self._adopt(delivery, remote, version=version, grace=True)
-        return _json(*_RESPONSES[outcome])
+        return answer(*_RESPONSES[outcome])
 
     async def on_install_page(self, request: web.Request) -> web.Response:
         now = int(time.time())
@@ -141,7 +140,9 @@ class Lifecycle:
             form = {key: value for key, value in posted.items() if isinstance(value, str)}
             delivery = page_delivery(form, dict(request.query), now)
         except (ValidationError, ValueError):
-            security_event("install_refused", source="install_page", remote=request.remote or "", reason="malformed")
+            security_event(
+                "install_refused", source="install_page", remote=request.remote or "", reason="malformed"
+            )
             return install_page.refused(400, "The installation request is malformed.")
         outcome = await self._adopt(delivery, request.remote or "", version=None, grace=False)
         if outcome in (Outcome.STORED, Outcome.PENDING):
@@ -161,12 +162,19 @@ class Lifecycle:
         try:
             held = await store.arun(self._redis, plan)
         except RedisError:
-            return _json(*_RESPONSES[Outcome.UNAVAILABLE])
+            return answer(*_RESPONSES[Outcome.UNAVAILABLE])
         if not held:
             security_event("quarantine_full", member_id=member_id, remote=remote, event=delivery.event)
-            return _json(*_RESPONSES[Outcome.UNAVAILABLE])
-        log(_logger, logging.INFO, "event quarantined", member_id=member_id, event=delivery.event, event_id=event.id)
-        return _json(*_RESPONSES[Outcome.PENDING])
+            return answer(*_RESPONSES[Outcome.UNAVAILABLE])
+        log(
+            _logger,
+            logging.INFO,
+            "event quarantined",
+            member_id=member_id,
+            event=delivery.event,
+            event_id=event.id,
+        )
+        return answer(*_RESPONSES[Outcome.PENDING])
 
     # --- the shared flow -----------------------------------------------------------------
 
@@ -189,8 +197,14 @@ class Lifecycle:
                 self._refused(delivery, remote, result.reason)
                 return Outcome.REFUSED
             return await self._store_pending(delivery, remote, result, tokens, version, grace)
-        except RedisError as exc:
-            log(_logger, logging.ERROR, "lifecycle store failed", member_id=auth.member_id, error=type(exc).__name__)
+        except (RedisError, Unavailable) as exc:
+            log(
+                _logger,
+                logging.ERROR,
+                "lifecycle store failed",
+                member_id=auth.member_id,
+                error=type(exc).__name__,
+            )
             return Outcome.UNAVAILABLE
 
     async def _store_verified(
@@ -201,7 +215,9 @@ class Lifecycle:
             self._redis, store.load_portal(self._keys, member_id) + store.load_pending(self._keys, member_id)
         )
         portal = store.verified_portal(existing, result.info, tokens, self._cipher, self._settings.oauth_url)
-        grace_until = int(time.time()) + self._settings.token_grace if grace and self._settings.token_grace else 0
+        grace_until = (
+            int(time.time()) + self._settings.token_grace if grace and self._settings.token_grace else 0
+        )
         token_digest = digest(tokens.application_token) if tokens.application_token else ""
         changed = await store.arun(
             self._redis, store.commit_verified(self._keys, portal, token_digest, grace_until, pending)
@@ -224,8 +240,7 @@ class Lifecycle:
     async def _release(self, member_id: str) -> None:
         raw = await store.arun(self._redis, store.quarantine_read(self._keys, member_id))
         for event in store.quarantined_events(raw):
-            queue = self._keys.lifecycle_queue if event.is_lifecycle else self._keys.events_queue
-            await self._enqueuer.enqueue(event, queue)
+            await self._enqueuer.enqueue(event, queue_for(self._keys, event))
         await store.arun(self._redis, store.quarantine_trim(self._keys, member_id, len(raw)))
 
     async def _store_pending(
@@ -244,17 +259,27 @@ class Lifecycle:
             self._refused(delivery, remote, f"unverifiable: {result.reason}")
             return Outcome.REFUSED
         now = int(time.time())
-        portal = Portal(member_id=member_id, domain=auth.domain or "", status=Status.PENDING, app_version=version or "")
+        portal = Portal(
+            member_id=member_id, domain=auth.domain or "", status=Status.PENDING, app_version=version or ""
+        )
         portal.seal_tokens(self._cipher, tokens.access_token, tokens.refresh_token, tokens.expires)
         pending = store.PendingInstall(
-            portal=portal, token_digest=digest(tokens.application_token), version=version, grace=grace, first_seen=now
+            portal=portal,
+            token_digest=digest(tokens.application_token),
+            version=version,
+            grace=grace,
+            first_seen=now,
         )
         item = orjson.dumps(delivery.to_event().model_dump(mode="json"))
         await store.arun(
             self._redis,
             store.save_pending(self._keys, pending)
             + store.quarantine_push(
-                self._keys, member_id, item, max(1, self._settings.quarantine_max), self._settings.quarantine_ttl
+                self._keys,
+                member_id,
+                item,
+                max(1, self._settings.quarantine_max),
+                self._settings.quarantine_ttl,
             ),
         )
         await asyncio.to_thread(self._schedule, member_id)

@@ -29,7 +29,9 @@ from shared.outbound import HostPolicy, OutboundRefused, Resolver, system_resolv
 from shared.settings import Settings
 
 # Bitrix24 error codes that mean "this token will never work again".
-_DEAD_TOKEN = frozenset({"invalid_token", "NO_AUTH_FOUND", "invalid_grant", "invalid_client", "PORTAL_DELETED"})
+_DEAD_TOKEN = frozenset(
+    {"invalid_token", "NO_AUTH_FOUND", "invalid_grant", "invalid_client", "PORTAL_DELETED"}
+)
 _ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -103,7 +105,9 @@ def parse_app_info(body: object) -> AppInfo | Refuted:
     result = body.get("result") if isinstance(body, dict) else None
     install = result.get("install") if isinstance(result, dict) else None
     if not isinstance(result, dict) or not isinstance(install, dict):
-        return Refuted(_error_code(body) if isinstance(body, dict) and "error" in body else "malformed app.info")
+        return Refuted(
+            _error_code(body) if isinstance(body, dict) and "error" in body else "malformed app.info"
+        )
     try:
         user_id = int(result.get("user_id") or 0)
     except (TypeError, ValueError):
@@ -121,7 +125,9 @@ def parse_app_info(body: object) -> AppInfo | Refuted:
     )
 
 
-def judge(info: AppInfo, *, client_id: str, member_id: str, domain: str, version: str | None) -> Refuted | None:
+def judge(
+    info: AppInfo, *, client_id: str, member_id: str, domain: str, version: str | None
+) -> Refuted | None:
     """None when `info` vouches for this request; otherwise the first reason it does not."""
     if info.client_id != client_id:
         return Refuted("app.info names another client_id")
@@ -158,7 +164,9 @@ class OAuthClient:
         self._resolve = resolve
         self._timeout = aiohttp.ClientTimeout(total=settings.http_timeout)
 
-    async def _post(self, url: str, form: dict[str, str], portal_hosts: tuple[str, ...]) -> _Answer | Unreachable:
+    async def _post(
+        self, url: str, form: dict[str, str], portal_hosts: tuple[str, ...]
+    ) -> _Answer | Unreachable:
         """POST a form (secrets in the body), after the host policy allowed the URL.
 
         Raises `OutboundRefused` when the policy refuses it."""
@@ -253,7 +261,9 @@ class OAuthClient:
             expires=_int(body.get("expires")),
         )
 
-    async def uninstall_confirmed(self, access_token: str, refresh_token: str) -> bool | Refreshed | Unreachable:
+    async def uninstall_confirmed(
+        self, access_token: str, refresh_token: str
+    ) -> bool | Refreshed | Unreachable:
         """Does Bitrix24 confirm these tokens no longer work (the app was uninstalled)?
 
         True: confirmed (app.info or the refresh was refused with a dead-token code, or

@@ -17,7 +17,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import redis
@@ -26,15 +25,14 @@ import redis.asyncio as aioredis
 from shared.crypto import TokenCipher
 from shared.events import Event
 from shared.keys import Keys
+from shared.lua import source
 from shared.oauth import AppInfo
 from shared.portals import AcceptedToken, Portal, Status
 
 T = TypeVar("T")
 U = TypeVar("U")
 
-_LUA_DIR = Path(__file__).parent
-_LUA_NAMES = ("set_token", "drop_pending", "quarantine_push")
-_LUA = {name: (_LUA_DIR / f"portalstore_{name}.lua").read_text(encoding="utf-8") for name in _LUA_NAMES}
+_LUA = {name: source(f"portalstore_{name}") for name in ("set_token", "drop_pending", "quarantine_push")}
 
 
 @dataclass(frozen=True)
@@ -66,6 +64,11 @@ class Plan(Generic[T]):
         cut = len(self.ops)
         first, second = self.parse, other.parse
         return Plan(self.ops + other.ops, lambda replies: (first(replies[:cut]), second(replies[cut:])))
+
+
+def chain(*plans: Plan[Any]) -> Plan[None]:
+    """Several plans in one transaction, their results ignored."""
+    return Plan(tuple(op for plan in plans for op in plan.ops))
 
 
 def _cmd(*args: str | int | bytes) -> Cmd:
@@ -115,7 +118,9 @@ def _text(value: bytes | str) -> str:
 
 
 def load_portal(keys: Keys, member_id: str) -> Plan[Portal | None]:
-    return Plan((_cmd("HGETALL", keys.portal(member_id)),), lambda r: Portal.from_hash(r[0]) if r[0] else None)
+    return Plan(
+        (_cmd("HGETALL", keys.portal(member_id)),), lambda r: Portal.from_hash(r[0]) if r[0] else None
+    )
 
 
 def load_tokens(keys: Keys, member_id: str) -> Plan[dict[str, AcceptedToken]]:
@@ -213,7 +218,9 @@ def commit_verified(
         set_app_token(keys, portal.member_id, token_digest, grace_until) if token_digest else Plan((), _false)
     )
     cleanup: Plan[None] = (
-        drop_pending(keys, portal.member_id, pending.token_digest, quarantine=pending.token_digest != token_digest)
+        drop_pending(
+            keys, portal.member_id, pending.token_digest, quarantine=pending.token_digest != token_digest
+        )
         if pending is not None
         else Plan(())
     )
@@ -278,14 +285,18 @@ def save_pending(keys: Keys, pending: PendingInstall) -> Plan[None]:
         (
             _cmd("DEL", keys.pending_install(member_id)),
             _cmd("HSET", keys.pending_install(member_id), *_flat(pending.to_hash())),
-            _cmd("HSETNX", keys.app_tokens(member_id), pending.token_digest, AcceptedToken("pending").encode()),
+            _cmd(
+                "HSETNX", keys.app_tokens(member_id), pending.token_digest, AcceptedToken("pending").encode()
+            ),
             _cmd("INCR", keys.portals_version),
         )
     )
 
 
 def count_attempt(keys: Keys, member_id: str) -> Plan[int]:
-    return Plan((_cmd("HINCRBY", keys.pending_install(member_id), "pending_attempts", 1),), lambda r: int(r[0]))
+    return Plan(
+        (_cmd("HINCRBY", keys.pending_install(member_id), "pending_attempts", 1),), lambda r: int(r[0])
+    )
 
 
 def drop_pending(keys: Keys, member_id: str, token_digest: str, *, quarantine: bool) -> Plan[None]:
@@ -353,7 +364,9 @@ def revoke(keys: Keys, member_id: str, reason: str) -> Plan[None]:
                 ),
             ),
             _cmd("HINCRBY", keys.portal(member_id), "token_gen", 1),
-            _cmd("DEL", keys.app_tokens(member_id), keys.pending_install(member_id), keys.quarantine(member_id)),
+            _cmd(
+                "DEL", keys.app_tokens(member_id), keys.pending_install(member_id), keys.quarantine(member_id)
+            ),
             _cmd("INCR", keys.portals_version),
         )
     )
@@ -399,5 +412,9 @@ def purge_sync(client: redis.Redis, keys: Keys, member_id: str) -> None:
     """Find the portal's data keys with SCAN, then delete everything in one transaction.
 
     Synchronous only: the worker (uninstall with CLEAN=1) and the CLI purge; the ingress never does."""
-    found = [key for pattern in data_patterns(keys, member_id) for key in client.scan_iter(match=pattern, count=1000)]
+    found = [
+        key
+        for pattern in data_patterns(keys, member_id)
+        for key in client.scan_iter(match=pattern, count=1000)
+    ]
     run(client, purge(keys, member_id, found))

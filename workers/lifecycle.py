@@ -53,13 +53,15 @@ def first_delay() -> float:
 def next_delay(attempt: int, first_seen: float, now: float, settings: Settings) -> float | None:
     """Seconds until attempt `attempt + 1`, or None when it would come after the pending
     install's quarantine expired (then waiting longer helps nobody: give up)."""
-    delay = min(settings.retry_max, BACKOFF_BASE * 2**attempt)
+    delay = min(settings.retry_max, BACKOFF_BASE * 2.0**attempt)
     if now + delay - first_seen > settings.quarantine_ttl:
         return None
     return delay
 
 
-def schedule_reverify(connection: redis.Redis, keys: Keys, member_id: str, delay: float, attempt: int) -> None:
+def schedule_reverify(
+    connection: redis.Redis, keys: Keys, member_id: str, delay: float, attempt: int
+) -> None:
     Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
         timedelta(seconds=delay), REVERIFY, member_id, attempt, description=f"reverify_install({member_id})"
     )
@@ -132,7 +134,9 @@ def _adopt(
     )
     security_event("install_verified", member_id=member_id, domain=portal.domain, after_pending=True)
     if changed:
-        security_event("token_changed", member_id=member_id, replaced=existing is not None, grace_until=grace_until)
+        security_event(
+            "token_changed", member_id=member_id, replaced=existing is not None, grace_until=grace_until
+        )
     raw = store.run(connection, store.quarantine_read(keys, member_id))
     events = store.quarantined_events(raw)
     for event in events:
@@ -144,7 +148,13 @@ def _adopt(
 def _give_up(connection: redis.Redis, keys: Keys, pending: store.PendingInstall, reason: str) -> str:
     member_id = pending.portal.member_id
     store.run(connection, store.drop_pending(keys, member_id, pending.token_digest, quarantine=True))
-    security_event("install_refused", member_id=member_id, domain=pending.portal.domain, reason=reason, after_pending=True)
+    security_event(
+        "install_refused",
+        member_id=member_id,
+        domain=pending.portal.domain,
+        reason=reason,
+        after_pending=True,
+    )
     return f"refused: {reason}"
 
 
@@ -168,7 +178,9 @@ def confirm_uninstall(event_dict: dict[str, Any], attempt: int = 1) -> str:
         holder = secrets.token_hex(16)
         lease_ms = int((settings.http_timeout * 3 + 5) * 1000)
         if not connection.set(lock, holder, nx=True, px=lease_ms):
-            return _retry_confirm(connection, keys, settings, event_dict, attempt, "token refresh in progress")
+            return _retry_confirm(
+                connection, keys, settings, event_dict, attempt, "token refresh in progress"
+            )
         try:
             result = _check_tokens(connection, keys, settings, cipher, member_id)
         finally:
@@ -226,15 +238,24 @@ def _save_refreshed(
 
 
 def _retry_confirm(
-    connection: redis.Redis, keys: Keys, settings: Settings, event_dict: dict[str, Any], attempt: int, why: str
+    connection: redis.Redis,
+    keys: Keys,
+    settings: Settings,
+    event_dict: dict[str, Any],
+    attempt: int,
+    why: str,
 ) -> str:
     member_id = str(event_dict.get("member_id", ""))
     if attempt >= settings.max_attempts:
         security_event("uninstall_unconfirmed", member_id=member_id, reason=f"gave up: {why}")
         return f"unconfirmed: gave up ({why})"
-    delay = min(settings.retry_max, BACKOFF_BASE * 2**attempt)
+    delay = min(settings.retry_max, BACKOFF_BASE * 2.0**attempt)
     Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
-        timedelta(seconds=delay), CONFIRM, event_dict, attempt + 1, description=f"confirm_uninstall({member_id})"
+        timedelta(seconds=delay),
+        CONFIRM,
+        event_dict,
+        attempt + 1,
+        description=f"confirm_uninstall({member_id})",
     )
     return f"cannot tell yet ({why}), retry in {delay:g}s"
 
@@ -243,7 +264,7 @@ def _release(connection: redis.Redis, lock: str, holder: str) -> None:
     """Delete the lock only if it is still ours (its lease may have run out)."""
     with connection.pipeline() as pipe:
         try:
-            pipe.watch(lock)
+            pipe.watch(lock)  # type: ignore[no-untyped-call]
             if pipe.get(lock) == holder.encode():
                 pipe.multi()
                 pipe.delete(lock)
