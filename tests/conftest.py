@@ -21,6 +21,8 @@ from shared.keys import Keys
 from shared.redisserver import LocalServer, start_server
 from shared.settings import Settings, load_settings
 
+pytest_plugins = ["tests.simulator.fixture"]
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -1,0 +1,66 @@
+"""Fault switches of one portal, set through the control API.
+
+Counted faults (`rest_500`, `rest_html`, `rest_drop`) hit the next N REST requests (of
+`fault_methods` only, when given) and then switch themselves off, so a test gets exactly
+the failures it asked for. Per portal, so tests sharing one simulator never see each
+other's faults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+RestFault = Literal["500", "html", "drop"]
+
+
+@dataclass
+class Faults:
+    rest_500: int = 0  # next N requests: HTTP 500 INTERNAL_SERVER_ERROR
+    rest_html: int = 0  # next N requests: an HTML 502 page instead of JSON
+    rest_drop: int = 0  # next N requests: connection closed without an answer
+    rest_delay: float = 0.0  # seconds added before every REST answer
+    fault_methods: list[str] = field(default_factory=list)
+    oauth_down: bool = False  # the authorization server answers 503 with an HTML page
+    oauth_delay: float = 0.0  # seconds before the authorization server answers
+    event_reorder: bool = False  # deliver events queued within `reorder_window` in reverse order
+    reorder_window: float = 0.2
+    event_duplicate: bool = False  # every event is delivered twice
+    echo_before_answer: bool = False  # events of a REST write arrive before its answer
+    event_delay: float = 0.0  # seconds before each event delivery
+    event_timeout: float = 5.0  # a handler slower than this has lost the event
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply a partial update; unknown names or wrong types raise ValueError, changing nothing."""
+        known = {f.name: f for f in fields(self)}
+        current = asdict(self)
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown fault {name!r}")
+            expected = type(current[name])
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ValueError(f"fault {name!r} must be {expected.__name__}")
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ValueError(f"fault {name!r} must not be negative")
+            current[name] = value
+        for name, value in current.items():
+            setattr(self, name, value)
+
+    def take_rest_fault(self, method: str) -> RestFault | None:
+        if self.fault_methods and method not in self.fault_methods:
+            return None
+        if self.rest_drop:
+            self.rest_drop -= 1
+            return "drop"
+        if self.rest_html:
+            self.rest_html -= 1
+            return "html"
+        if self.rest_500:
+            self.rest_500 -= 1
+            return "500"
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

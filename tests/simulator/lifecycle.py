@@ -1,0 +1,154 @@
+"""Install, update and uninstall of the app on a portal, as Bitrix24 performs them.
+
+Install: tokens for the installing admin, a fresh `application_token`, ONAPPINSTALL (with
+access and refresh token) POSTed to the installation handler, and the install page's POST.
+Update: a new `application_token` and ONAPPUPDATE. Uninstall: every token revoked first,
+then ONAPPUNINSTALL (no tokens, `data[CLEAN]`), then the bindings are gone.
+Lifecycle events go to handlers bound with event.bind and, unless `lifecycle_to_handler` was
+switched off at install, to the installation handler URL as well.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import urlencode
+
+from tests.simulator.events import Outgoing, auth_block, event_form
+from tests.simulator.oauth import TokenPair
+from tests.simulator.portal import AppInstall, Portal
+from tests.simulator.state import Simulator
+
+
+def _pair_info(portal: Portal, pair: TokenPair, app: AppInstall) -> dict[str, Any]:
+    return {
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "expires": pair.expires,
+        "expires_in": pair.expires_in,
+        "user_id": pair.user_id,
+        "application_token": app.application_token,
+        "member_id": portal.member_id,
+        "domain": portal.domain,
+        "client_endpoint": portal.client_endpoint,
+        "server_endpoint": portal.server_endpoint,
+        "version": app.version,
+        "scope": ",".join(portal.scope),
+    }
+
+
+def _lifecycle_targets(portal: Portal, event: str) -> list[tuple[str, int]]:
+    targets = [(b.handler, b.id) for b in portal.online_targets(event)]
+    app = portal.app
+    if (
+        app
+        and app.handler_url
+        and app.lifecycle_to_handler
+        and app.handler_url not in [t[0] for t in targets]
+    ):
+        targets.append((app.handler_url, portal.next_handler_id()))
+    return targets
+
+
+def _install_page(portal: Portal, app: AppInstall, pair: TokenPair) -> Outgoing:
+    form = {
+        "AUTH_ID": pair.access_token,
+        "AUTH_EXPIRES": str(pair.expires_in),
+        "REFRESH_ID": pair.refresh_token,
+        "SERVER_ENDPOINT": portal.server_endpoint,
+        "member_id": portal.member_id,
+        "status": portal.status,
+        "PLACEMENT": "DEFAULT",
+        "PLACEMENT_OPTIONS": "{}",
+        "APPLICATION_TOKEN": app.application_token,
+        "APPLICATION_SCOPE": ",".join(portal.scope),
+    }
+    query = urlencode(
+        {"DOMAIN": portal.domain, "PROTOCOL": "0", "LANG": app.language, "APP_SID": secrets.token_hex(16)}
+    )
+    return Outgoing(app.install_url or "", "INSTALL_PAGE", 0, form, kind="install_page", query=query)
+
+
+async def install(
+    sim: Simulator,
+    portal: Portal,
+    *,
+    user_id: int,
+    version: int,
+    handler_url: str | None,
+    install_url: str | None,
+    bind_events: list[str],
+    lifecycle_to_handler: bool,
+) -> dict[str, Any]:
+    app = portal.install(
+        version=version,
+        handler_url=handler_url,
+        install_url=install_url,
+        installer_id=user_id,
+        lifecycle_to_handler=lifecycle_to_handler,
+    )
+    pair = sim.tokens.issue(portal.member_id, user_id, portal.clock.time(), portal.token_ttl)
+    if handler_url:
+        for event in bind_events:
+            portal.bind(event, handler_url, 0, False, None)
+    outgoing: list[Outgoing] = []
+    if handler_url:
+        handler_id = portal.next_handler_id()
+        data = {"VERSION": str(version), "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": app.language}
+        auth = auth_block(portal, access=pair.access_token, refresh=pair.refresh_token, user_id=user_id)
+        outgoing.append(
+            Outgoing(
+                handler_url,
+                "ONAPPINSTALL",
+                handler_id,
+                event_form(portal, "ONAPPINSTALL", handler_id, data, auth),
+            )
+        )
+    if install_url:
+        outgoing.append(_install_page(portal, app, pair))
+    deliveries = await sim.sender.send_now(portal, outgoing)
+    return _pair_info(portal, pair, app) | {"deliveries": deliveries}
+
+
+async def update(sim: Simulator, portal: Portal, version: int | None) -> dict[str, Any]:
+    app = portal.app
+    assert app is not None
+    previous = app.version
+    app.version = version if version is not None else previous + 1
+    app.application_token = secrets.token_hex(16)
+    pair = sim.tokens.issue(portal.member_id, app.installer_id, portal.clock.time(), portal.token_ttl)
+    data = {"VERSION": str(app.version), "PREVIOUS_VERSION": str(previous), "LANGUAGE_ID": app.language}
+    outgoing = []
+    for url, handler_id in _lifecycle_targets(portal, "ONAPPUPDATE"):
+        auth = auth_block(
+            portal, access=pair.access_token, refresh=pair.refresh_token, user_id=app.installer_id
+        )
+        outgoing.append(
+            Outgoing(
+                url, "ONAPPUPDATE", handler_id, event_form(portal, "ONAPPUPDATE", handler_id, data, auth)
+            )
+        )
+    deliveries = await sim.sender.send_now(portal, outgoing)
+    return _pair_info(portal, pair, app) | {"previous_version": previous, "deliveries": deliveries}
+
+
+async def uninstall(sim: Simulator, portal: Portal, clean: bool) -> dict[str, Any]:
+    app = portal.app
+    assert app is not None
+    sim.tokens.revoke_portal(portal.member_id)
+    app.installed = False
+    data = {"LANGUAGE_ID": app.language, "CLEAN": "1" if clean else "0"}
+    outgoing = []
+    for url, handler_id in _lifecycle_targets(portal, "ONAPPUNINSTALL"):
+        auth = auth_block(portal, access=None, refresh=None, user_id=None)
+        outgoing.append(
+            Outgoing(
+                url,
+                "ONAPPUNINSTALL",
+                handler_id,
+                event_form(portal, "ONAPPUNINSTALL", handler_id, data, auth),
+            )
+        )
+    portal.bindings.clear()
+    deliveries = await sim.sender.send_now(portal, outgoing)
+    return {"member_id": portal.member_id, "clean": clean, "deliveries": deliveries}

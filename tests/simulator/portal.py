@@ -1,0 +1,199 @@
+"""One simulated Bitrix24 portal: identity, plan, users, the app's installation, its data.
+
+All mutable per-portal state lives here (bucket, clock, faults, bindings, offline queue,
+statistics), so tests that each create their own portal are isolated from one another
+inside one shared simulator process.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.simulator.bucket import LeakyBucket
+from tests.simulator.clock import Clock
+from tests.simulator.crm import CrmStore
+from tests.simulator.faults import Faults
+from tests.simulator.offline import OfflineQueue
+from tests.simulator.operating import OperatingTime
+
+PLANS: dict[str, tuple[float, float]] = {"standard": (2.0, 50.0), "enterprise": (5.0, 250.0)}
+
+
+@dataclass
+class User:
+    id: int
+    admin: bool
+    name: str = ""
+    last_name: str = ""
+
+
+@dataclass
+class AppInstall:
+    version: int
+    application_token: str
+    handler_url: str | None
+    install_url: str | None
+    installer_id: int
+    lifecycle_to_handler: bool = True
+    language: str = "en"
+    installed: bool = True
+
+
+@dataclass
+class Binding:
+    id: int
+    event: str
+    handler: str
+    auth_type: int = 0
+    offline: bool = False
+    connector: str | None = None
+
+    def as_api(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "event": self.event,
+            "handler": self.handler,
+            "auth_type": str(self.auth_type),
+            "offline": 1 if self.offline else 0,
+        }
+        if self.connector:
+            answer["connector_id"] = self.connector
+        return answer
+
+
+@dataclass(frozen=True)
+class Change:
+    """An entity changed; who did it decides the event's auth block (None: a robot)."""
+
+    event: str
+    entity_id: str
+    user_id: int | None
+    auth_connector: str | None = None
+
+
+@dataclass
+class Stats:
+    requests: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    refreshes: int = 0
+    refresh_reused: int = 0
+    events_sent: int = 0
+    events_failed: int = 0
+    deliveries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5000))
+
+
+class Portal:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        member_id: str,
+        domain: str,
+        drain: float,
+        burst: float,
+        users: list[User],
+        scope: list[str],
+        token_ttl: int,
+        status: str = "L",
+        offline_extended: bool = True,
+    ) -> None:
+        self.base_url = base_url
+        self.member_id = member_id
+        self.domain = domain
+        self.old_domains: list[str] = []
+        self.users = {user.id: user for user in users}
+        self.scope = scope
+        self.token_ttl = token_ttl
+        self.status = status
+        self.offline_extended = offline_extended
+        self.clock = Clock()
+        self.bucket = LeakyBucket(drain, burst, self.clock.monotonic())
+        self.operating = OperatingTime()
+        self.faults = Faults()
+        self.stats = Stats()
+        self.app: AppInstall | None = None
+        self.crm = CrmStore()
+        self.bindings: list[Binding] = []
+        self.offline = OfflineQueue()
+        self._next_binding = 1
+
+    @property
+    def client_endpoint(self) -> str:
+        return f"{self.base_url}/p/{self.domain}/rest/"
+
+    @property
+    def server_endpoint(self) -> str:
+        return f"{self.base_url}/rest/"
+
+    @property
+    def installed(self) -> bool:
+        return self.app is not None and self.app.installed
+
+    def next_handler_id(self) -> int:
+        value = self._next_binding
+        self._next_binding += 1
+        return value
+
+    def bind(self, event: str, handler: str, auth_type: int, offline: bool, connector: str | None) -> Binding:
+        binding = Binding(self.next_handler_id(), event.upper(), handler, auth_type, offline, connector)
+        self.bindings.append(binding)
+        return binding
+
+    def install(
+        self,
+        *,
+        version: int,
+        handler_url: str | None,
+        install_url: str | None,
+        installer_id: int,
+        lifecycle_to_handler: bool,
+    ) -> AppInstall:
+        self.app = AppInstall(
+            version, secrets.token_hex(16), handler_url, install_url, installer_id, lifecycle_to_handler
+        )
+        return self.app
+
+    def online_targets(self, event: str) -> list[Binding]:
+        return [b for b in self.bindings if b.event == event and not b.offline]
+
+    def queue_offline(self, change: Change, data: dict[str, Any]) -> None:
+        """Offline rules: latest record per object; a matching auth_connector hides the app's own write."""
+        for binding in self.bindings:
+            if not binding.offline or binding.event != change.event:
+                continue
+            if binding.connector and change.auth_connector == binding.connector:
+                continue
+            self.offline.put(change.event, change.entity_id, data, change.user_id, self.clock.time())
+            return
+
+    def snapshot(self) -> dict[str, Any]:
+        """Introspection for tests and benchmarks."""
+        stats = self.stats
+        return {
+            "member_id": self.member_id,
+            "domain": self.domain,
+            "installed": self.installed,
+            "requests": dict(stats.requests),
+            "requests_total": sum(stats.requests.values()),
+            "statuses": dict(stats.statuses),
+            "errors": dict(stats.errors),
+            "query_limit_exceeded": stats.errors.get("QUERY_LIMIT_EXCEEDED", 0),
+            "operation_time_limit": stats.errors.get("OPERATION_TIME_LIMIT", 0),
+            "refreshes": stats.refreshes,
+            "refresh_reused": stats.refresh_reused,
+            "events_sent": stats.events_sent,
+            "events_failed": stats.events_failed,
+            "bucket_level": round(self.bucket.level_at(self.clock.monotonic()), 6),
+            "bucket": {
+                "drain": self.bucket.drain,
+                "burst": self.bucket.burst,
+                "foreign_rate": self.bucket.foreign_rate,
+            },
+            "clock": {"offset": self.clock.offset, "frozen": self.clock.frozen, "time": self.clock.time()},
+            "bindings": [b.as_api() | {"id": b.id} for b in self.bindings],
+            "offline_queue": len(self.offline.records),
+            "faults": self.faults.as_dict(),
+        }

@@ -1,0 +1,143 @@
+"""The portal's REST endpoint: `/p/<domain>/rest/<method>.json`.
+
+Order of checks, as on Bitrix24: the portal's address (a renamed portal answers 302 to its
+new one), injected faults, the leaky bucket (503 QUERY_LIMIT_EXCEEDED, auth or not), the
+token (401 NO_AUTH_FOUND / invalid_token / expired_token), the method (404), its scope
+(403 insufficient_scope), its operating time (429 OPERATION_TIME_LIMIT). Writes' events are
+sent after the answer, or before it when the portal's `echo_before_answer` fault is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tests.simulator import errors, eventapi  # noqa: F401  (eventapi registers event.* methods)
+from tests.simulator.batch import run_batch
+from tests.simulator.errors import RestError
+from tests.simulator.events import change_deliveries
+from tests.simulator.methods import Answer, Call, lookup
+from tests.simulator.oauth import AccessGrant
+from tests.simulator.phpform import parse_str
+from tests.simulator.portal import Portal
+from tests.simulator.state import Simulator
+from tests.simulator.timeblock import time_block
+
+SIM: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
+HTML_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+async def read_params(request: web.Request) -> dict[str, Any]:
+    """Query string plus a form or JSON body, bracket keys nested as PHP does."""
+    params: dict[str, Any] = parse_str(request.query_string)
+    raw = await request.read()
+    if raw:
+        if request.content_type == "application/json":
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise RestError(400, "INVALID_REQUEST", "Body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise RestError(400, "INVALID_REQUEST", "JSON body must be an object")
+            params |= body
+        else:
+            params |= parse_str(raw.decode("utf-8", "replace"))
+    return params
+
+
+def bearer_or_field(request: web.Request, params: dict[str, Any]) -> str | None:
+    token = params.pop("auth", None)
+    header = request.headers.get("Authorization", "")
+    if not token and header.lower().startswith("bearer "):
+        token = header[7:].strip()
+    return str(token) if token else None
+
+
+def authenticate(sim: Simulator, portal: Portal, token: str | None) -> AccessGrant:
+    if not token:
+        raise errors.no_auth()
+    grant = sim.tokens.access.get(token)
+    if grant is None or grant.member_id != portal.member_id or not portal.installed:
+        raise errors.invalid_token()
+    if grant.expires_at <= portal.clock.time():
+        raise errors.expired_token()
+    return grant
+
+
+def execute(name: str, call: Call) -> Answer:
+    """Run one method (also each command of a batch) with its scope and operating-time checks."""
+    portal = call.portal
+    scope, fn = lookup(name)
+    if scope and scope not in portal.scope:
+        raise errors.insufficient_scope()
+    now = portal.clock.time()
+    if portal.operating.blocked(name, now):
+        raise errors.operation_time_limit()
+    try:
+        return fn(call)
+    finally:
+        portal.operating.charge(name, now, portal.operating.cost(name))
+
+
+def _drop(request: web.Request) -> web.Response:
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    sim = request.app[SIM]
+    domain, name = request.match_info["domain"], request.match_info["method"]
+    portal = sim.domains.get(domain)
+    if portal is None:
+        return web.Response(
+            status=404, text="<html><body>Portal not found</body></html>", content_type="text/html"
+        )
+    if portal.domain != domain:
+        query = f"?{request.query_string}" if request.query_string else ""
+        raise web.HTTPFound(f"{portal.client_endpoint}{name}{query}")
+    method = name.lower().removesuffix(".json")
+    portal.stats.requests[method] += 1
+    fault = portal.faults.take_rest_fault(method)
+    if portal.faults.rest_delay:
+        await asyncio.sleep(portal.faults.rest_delay)
+    if fault == "drop":
+        return _drop(request)
+    if fault == "html":
+        portal.stats.statuses["502"] += 1
+        return web.Response(status=502, text=HTML_PAGE, content_type="text/html")
+    start = portal.clock.time()
+    call = Call(portal, 0, {})
+    status: int = 200
+    body: dict[str, Any] = {}
+    try:
+        if fault == "500":
+            raise RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+        call.params = await read_params(request)
+        if not portal.bucket.try_take(portal.clock.monotonic()):
+            raise errors.query_limit()
+        call.user_id = authenticate(sim, portal, bearer_or_field(request, call.params)).user_id
+        answer = run_batch(call, execute) if method == "batch" else execute(method, call)
+        body = {"result": answer.result}
+        if answer.next is not None:
+            body["next"] = answer.next
+        if answer.total is not None:
+            body["total"] = answer.total
+    except RestError as exc:
+        status, body = exc.status, dict(exc.body())
+        portal.stats.errors[exc.code or "(empty)"] += 1
+    portal.stats.statuses[str(status)] += 1
+    body["time"] = time_block(portal, method, start, portal.operating.cost(method))
+    outgoing = [item for change in call.changes for item in change_deliveries(portal, sim.tokens, change)]
+    if outgoing and portal.faults.echo_before_answer:
+        await sim.sender.send_now(portal, outgoing)
+    elif outgoing:
+        sim.sender.enqueue(portal, outgoing)
+    return json_response(body, status)

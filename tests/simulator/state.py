@@ -1,0 +1,35 @@
+"""The simulator's whole state: portals by member id and domain, the token book, the sender."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tests.simulator.events import EventSender
+from tests.simulator.oauth import TokenBook
+from tests.simulator.portal import Portal
+
+
+@dataclass
+class Simulator:
+    base_url: str
+    client_id: str
+    client_secret: str
+    token_ttl: int
+    portals: dict[str, Portal] = field(default_factory=dict)
+    domains: dict[str, Portal] = field(default_factory=dict)  # current and former domains
+    tokens: TokenBook = field(default_factory=TokenBook)
+    sender: EventSender = field(default_factory=EventSender)
+
+    def add_portal(self, portal: Portal) -> None:
+        self.portals[portal.member_id] = portal
+        self.domains[portal.domain] = portal
+
+    def rename(self, portal: Portal, domain: str) -> None:
+        portal.old_domains.append(portal.domain)
+        portal.domain = domain
+        self.domains[domain] = portal
+
+    def reset(self) -> None:
+        self.portals.clear()
+        self.domains.clear()
+        self.tokens = TokenBook()
