@@ -4,7 +4,9 @@ installs, the bounded quarantine, revocation and purge isolation; sync and async
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
+from typing import Any
 
 import orjson
 import redis
@@ -15,8 +17,6 @@ from shared.crypto import TokenCipher, digest, generate_key
 from shared.keys import Keys
 from shared.oauth import AppInfo
 from shared.portals import AcceptedToken, Portal, Status
-
-import base64
 
 CIPHER = TokenCipher([base64.b64decode(generate_key())])
 
@@ -44,8 +44,8 @@ def test_verified_install_stores_sealed_tokens_and_digest_only(r: redis.Redis, k
     portal = store.verified_portal(None, _info(), tokens, CIPHER, "https://oauth.example")
     changed = store.run(r, store.commit_verified(keys, portal, digest(tokens.application_token), 0, None))
     assert changed is True
-    raw = {**r.hgetall(keys.portal("m1")), **r.hgetall(keys.app_tokens("m1"))}
-    blob = b" ".join(list(raw.keys()) + list(raw.values()))
+    raw: dict[Any, Any] = {**r.hgetall(keys.portal("m1")), **r.hgetall(keys.app_tokens("m1"))}
+    blob = b" ".join([*raw.keys(), *raw.values()])
     for secret in (b"access-secret-1", b"refresh-secret-1", b"apptoken-secret-1"):
         assert secret not in blob
     stored = store.run(r, store.load_portal(keys, "m1"))

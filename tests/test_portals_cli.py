@@ -65,10 +65,9 @@ def test_add_show_list_revoke_purge(
     tokens = store.run(r, store.load_tokens(keys, "m1"))
     assert tokens[digest(str(SECRETS["application_token"]))].kind == "app"
     assert tokens[digest("outgoinghook0123456789abcdef0123")].kind == "webhook"
-    everything = b" ".join(
-        b" ".join([k, *r.hgetall(k).values()]) if r.type(k) == b"hash" else k
-        for k in r.scan_iter(f"{keys.ns}*")
-    ).decode(errors="replace")
+    everything = " ".join(
+        f"{k!r} {r.hgetall(k)!r}" if r.type(k) == b"hash" else repr(k) for k in r.scan_iter(f"{keys.ns}*")
+    )
     _no_secret_in(everything)
 
     shown = cli(base_env, "show", "m1")
