@@ -1,18 +1,366 @@
-"""`b24pipe portals` (not implemented yet)."""
+"""`b24pipe portals list|show|add|bind|revoke|purge`: portal records by hand.
+
+Secrets never come from arguments (they would end up in shell history and `ps`): `add`
+reads them as a JSON object from a file or stdin (`--secrets-file PATH|-`):
+
+    {"application_token": "...", "access_token": "...", "refresh_token": "...",
+     "expires": 1736409407, "webhook_url": "https://<domain>/rest/<user>/<secret>/",
+     "webhook_token": "..." | ["...", ...]}
+
+every key optional, at least one secret required. `application_token` becomes the app's
+accepted token (the previous one stops at once: a hand-set token is usually a response
+to a leak); each `webhook_token` is accepted beside it (an outgoing webhook's own token);
+`webhook_url` makes the portal an inbound-webhook portal (stored encrypted).
+
+`revoke` stops accepting the portal's events at once (the ingress sees the version bump
+within a second) and drops every stored secret; `purge` also deletes the record and data.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from b24pipe.errors import CommandError
-from shared.settings import Settings
+import orjson
+import redis
+from redis.exceptions import RedisError
+
+from b24pipe.errors import CommandError, UsageError
+from shared import portalstore as store
+from shared.crypto import TokenCipher, digest
+from shared.keys import Keys
+from shared.logs import mask, security_event
+from shared.outbound import HostPolicy, OutboundRefused
+from shared.portals import AcceptedToken, Portal, Status
+from shared.redisconn import sync_redis
+from shared.settings import Settings, require_token_keys
+
+_MEMBER = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+_SECRET_KEYS = ("application_token", "access_token", "refresh_token", "webhook_url", "webhook_token")
+_TOKEN = re.compile(r"^[\x21-\x7e]{8,4096}$")
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("portals", help="portals (not implemented yet)")
-    parser.set_defaults(run=run)
+    parser = subparsers.add_parser("portals", help="portal records: list, show, add, bind, revoke, purge")
+    actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
+
+    listing = actions.add_parser("list", help="every known portal (and pending installs)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(run=run_list)
+
+    show = actions.add_parser("show", help="one portal's record, without secrets")
+    show.add_argument("member_id")
+    show.set_defaults(run=run_show)
+
+    add = actions.add_parser("add", help="register a portal by hand (secrets from a file or stdin)")
+    add.add_argument("--member-id", required=True)
+    add.add_argument("--domain", required=True, help="the portal's host, e.g. example.bitrix24.com")
+    add.add_argument("--client-endpoint", help="REST endpoint (default https://<domain>/rest/)")
+    add.add_argument("--secrets-file", required=True, metavar="PATH|-", help="JSON object with the secrets")
+    add.add_argument("--plan", default="", help="rate plan of this portal (default: B24PIPE_RATE_PLAN)")
+    add.set_defaults(run=run_add)
+
+    bind = actions.add_parser("bind", help="make the portal's event.bind registrations match the handlers")
+    bind.add_argument("member_id")
+    bind.set_defaults(run=run_bind)
+
+    revoke = actions.add_parser("revoke", help="stop accepting the portal's events and drop its tokens")
+    revoke.add_argument("member_id")
+    revoke.set_defaults(run=run_revoke)
+
+    purge = actions.add_parser("purge", help="revoke and delete every record and data of the portal")
+    purge.add_argument("member_id")
+    purge.set_defaults(run=run_purge)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    raise CommandError("portals is not implemented yet")
+# --- pure parts: input validation and output shaping -----------------------------------------
+
+
+def member_id_arg(value: str) -> str:
+    if not _MEMBER.match(value):
+        raise UsageError(f"invalid member id {value!r}: letters, digits, '_', '.', '-' (1-128)")
+    return value
+
+
+def domain_arg(value: str) -> str:
+    host = value.strip().lower().rstrip(".")
+    if not _DOMAIN.match(host):
+        raise UsageError(f"invalid domain {value!r}: give the portal's host name, e.g. example.bitrix24.com")
+    return host
+
+
+def _no_dns(host: str) -> list[str]:
+    """At `add` time only the shape and host of an URL are checked: the REST client applies
+    the full policy (with DNS) to every call it makes."""
+    return []
+
+
+def endpoint_arg(value: str, domain: str, settings: Settings, what: str) -> str:
+    """An endpoint on the portal's own host (or an allowed one), HTTPS unless allowed."""
+    try:
+        return HostPolicy.from_settings(settings).check_url(value, (domain,), _no_dns)
+    except OutboundRefused as exc:
+        raise UsageError(f"{what}: {exc}") from None
+
+
+def parse_secrets(text: str) -> dict[str, Any]:
+    """The secrets object, validated; raises UsageError naming the problem (never a value)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise UsageError("secrets: not valid JSON") from None
+    if not isinstance(value, dict):
+        raise UsageError("secrets: expected a JSON object")
+    unknown = sorted(set(value) - {*_SECRET_KEYS, "expires"})
+    if unknown:
+        raise UsageError(f"secrets: unknown key {unknown[0]!r}")
+    for key in ("application_token", "access_token", "refresh_token", "webhook_url"):
+        if key in value and (not isinstance(value[key], str) or not _TOKEN.match(value[key])):
+            raise UsageError(f"secrets: {key} must be a non-empty printable string")
+    webhook = value.get("webhook_token", [])
+    webhooks = [webhook] if isinstance(webhook, str) else webhook
+    if not isinstance(webhooks, list) or not all(isinstance(t, str) and _TOKEN.match(t) for t in webhooks):
+        raise UsageError("secrets: webhook_token must be a string or a list of strings")
+    value["webhook_token"] = webhooks
+    expires = value.get("expires", 0)
+    if isinstance(expires, bool) or not isinstance(expires, int) or expires < 0:
+        raise UsageError("secrets: expires must be a unix time (integer)")
+    if not any(value.get(key) for key in _SECRET_KEYS):
+        raise UsageError("secrets: give at least one of " + ", ".join(_SECRET_KEYS))
+    if value.get("refresh_token") and not value.get("access_token"):
+        raise UsageError("secrets: refresh_token needs access_token")
+    return value
+
+
+def _read_secrets(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        with open(source, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise UsageError(f"--secrets-file: cannot read {source}: {exc.strerror}") from None
+
+
+def _token_row(token_digest: str, token: AcceptedToken) -> dict[str, object]:
+    return {"digest": token_digest[:12], "kind": token.kind, "expires_at": token.expires_at}
+
+
+# --- I/O -------------------------------------------------------------------------------------
+
+
+def _client(settings: Settings) -> redis.Redis:
+    return sync_redis(settings)
+
+
+def _cipher(settings: Settings) -> TokenCipher:
+    return TokenCipher(require_token_keys(settings))
+
+
+def _run(settings: Settings, work: Callable[[redis.Redis, Keys], int]) -> int:
+    """Run `work(client, keys)`, turning Redis failures into one-line runtime errors."""
+    client = _client(settings)
+    try:
+        result: int = work(client, Keys(settings.namespace))
+        return result
+    except RedisError as exc:
+        raise CommandError(f"Redis failed: {type(exc).__name__}") from None
+    finally:
+        client.close()
+
+
+def _require(client: redis.Redis, keys: Keys, member_id: str) -> Portal:
+    portal = store.run(client, store.load_portal(keys, member_id))
+    if portal is None:
+        raise CommandError(f"unknown portal {member_id}")
+    return portal
+
+
+def run_list(args: argparse.Namespace, settings: Settings) -> int:
+    def work(client: redis.Redis, keys: Keys) -> int:
+        rows: list[dict[str, object]] = []
+        for member_id in store.run(client, store.list_members(keys)):
+            portal, tokens = store.run(
+                client, store.load_portal(keys, member_id) + store.load_tokens(keys, member_id)
+            )
+            if portal is None:
+                continue
+            rows.append(_summary(portal, tokens))
+        for key in client.scan_iter(match=keys.pending_install("*"), count=1000):
+            member_id = (key.decode() if isinstance(key, bytes) else key).rsplit(":", 1)[-1]
+            pending = store.run(client, store.load_pending(keys, member_id))
+            if pending is not None:
+                rows.append(
+                    {"member_id": member_id, "domain": pending.portal.domain, "status": "pending-install"}
+                )
+        if args.json:
+            print(orjson.dumps(rows).decode())
+            return 0
+        print(f"{'MEMBER_ID':34} {'DOMAIN':32} {'STATUS':16} TOKENS")
+        for row in rows:
+            print(
+                f"{row['member_id']!s:34} {row['domain']!s:32} {row['status']!s:16} {row.get('tokens', '')}"
+            )
+        return 0
+
+    return _run(settings, work)
+
+
+def _summary(portal: Portal, tokens: dict[str, AcceptedToken]) -> dict[str, object]:
+    now = time.time()
+    kinds: dict[str, int] = {}
+    for token in tokens.values():
+        if token.valid_at(now):
+            kinds[token.kind] = kinds.get(token.kind, 0) + 1
+    return {
+        "member_id": portal.member_id,
+        "domain": portal.domain,
+        "status": str(portal.status),
+        "tokens": ",".join(f"{kind}:{count}" for kind, count in sorted(kinds.items())) or "-",
+        "oauth": bool(portal.access_token),
+        "webhook": bool(portal.webhook_url),
+    }
+
+
+def run_show(args: argparse.Namespace, settings: Settings) -> int:
+    member_id = member_id_arg(args.member_id)
+
+    def work(client: redis.Redis, keys: Keys) -> int:
+        portal, tokens = store.run(
+            client, store.load_portal(keys, member_id) + store.load_tokens(keys, member_id)
+        )
+        pending = store.run(client, store.load_pending(keys, member_id))
+        if portal is None and pending is None:
+            raise CommandError(f"unknown portal {member_id}")
+        shown: dict[str, object] = portal.public() if portal else {"member_id": member_id}
+        shown["accepted_tokens"] = [_token_row(d, t) for d, t in sorted(tokens.items())]
+        if portal is not None and settings.token_keys:
+            cipher = _cipher(settings)
+            shown["key_ids"] = sorted(
+                {
+                    cipher.key_of(v)
+                    for v in (portal.access_token, portal.refresh_token, portal.webhook_url)
+                    if v
+                }
+            )
+        if pending is not None:
+            shown["pending_install"] = {
+                "domain": pending.portal.domain,
+                "first_seen": pending.first_seen,
+                "attempts": pending.attempts,
+                "update": pending.version is not None,
+            }
+        print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+        return 0
+
+    return _run(settings, work)
+
+
+def run_add(args: argparse.Namespace, settings: Settings) -> int:
+    member_id = member_id_arg(args.member_id)
+    domain = domain_arg(args.domain)
+    endpoint = endpoint_arg(
+        args.client_endpoint or f"https://{domain}/rest/", domain, settings, "--client-endpoint"
+    ).rstrip("/")
+    secrets = parse_secrets(_read_secrets(args.secrets_file))
+    if secrets.get("webhook_url"):
+        endpoint_arg(secrets["webhook_url"], domain, settings, "secrets: webhook_url")
+    cipher = _cipher(settings)
+
+    def work(client: redis.Redis, keys: Keys) -> int:
+        existing = store.run(client, store.load_portal(keys, member_id))
+        portal = replace(
+            existing or Portal(member_id=member_id, domain=domain),
+            domain=domain,
+            client_endpoint=endpoint + "/",
+            status=Status.ACTIVE,
+            plan=args.plan or (existing.plan if existing else ""),
+            reason="added by hand (b24pipe portals add)",
+            updated_at=int(time.time()),
+        )
+        if secrets.get("access_token"):
+            portal.seal_tokens(
+                cipher, secrets["access_token"], secrets.get("refresh_token", ""), secrets.get("expires", 0)
+            )
+        if secrets.get("webhook_url"):
+            portal.webhook_url = cipher.encrypt(secrets["webhook_url"], portal.context("webhook_url"))
+        writes = store.chain(
+            store.save_portal(keys, portal),
+            *(
+                store.add_token(keys, member_id, digest(w), AcceptedToken("webhook"))
+                for w in secrets["webhook_token"]
+            ),
+        )
+        if secrets.get("application_token"):
+            token_digest = digest(secrets["application_token"])
+            _, changed = store.run(client, writes + store.set_app_token(keys, member_id, token_digest, 0))
+            if changed:
+                security_event(
+                    "token_changed",
+                    member_id=member_id,
+                    application_token=mask(secrets["application_token"]),
+                    source="portals add",
+                )
+        else:
+            store.run(client, writes)
+        for webhook in secrets["webhook_token"]:
+            security_event(
+                "token_changed", member_id=member_id, webhook_token=mask(webhook), source="portals add"
+            )
+        print(f"portal {member_id} ({domain}) {'updated' if existing else 'added'}")
+        return 0
+
+    return _run(settings, work)
+
+
+def run_bind(args: argparse.Namespace, settings: Settings) -> int:
+    member_id = member_id_arg(args.member_id)
+    try:
+        binding = importlib.import_module("workers.binding")
+        bind_portal = binding.bind_portal
+    except (ImportError, AttributeError):
+        raise CommandError(
+            "portals bind: not available (workers.binding.bind_portal is not installed)"
+        ) from None
+    report = bind_portal(settings, member_id)
+    print(report if isinstance(report, str) else orjson.dumps(report, default=str).decode())
+    return 0
+
+
+def run_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    member_id = member_id_arg(args.member_id)
+
+    def work(client: redis.Redis, keys: Keys) -> int:
+        _require(client, keys, member_id)
+        store.run(client, store.revoke(keys, member_id, "revoked by hand (b24pipe portals revoke)"))
+        security_event("revoked", member_id=member_id, reason="portals revoke")
+        print(f"portal {member_id} revoked")
+        return 0
+
+    return _run(settings, work)
+
+
+def run_purge(args: argparse.Namespace, settings: Settings) -> int:
+    member_id = member_id_arg(args.member_id)
+
+    def work(client: redis.Redis, keys: Keys) -> int:
+        portal = store.run(client, store.load_portal(keys, member_id))
+        pending = store.run(client, store.load_pending(keys, member_id))
+        if portal is None and pending is None:
+            raise CommandError(f"unknown portal {member_id}")
+        store.run(client, store.revoke(keys, member_id, "purged"))
+        store.purge_sync(client, keys, member_id)
+        security_event("revoked", member_id=member_id, reason="portals purge", purged=True)
+        print(f"portal {member_id} purged")
+        return 0
+
+    return _run(settings, work)

@@ -1,0 +1,420 @@
+"""Redis operations on portal records, accepted application tokens, pending installs and
+their quarantine: written once, run by the asyncio ingress and the synchronous workers and CLI.
+
+Each operation is a `Plan`: the Redis commands to send (plain commands, or calls of the
+small Lua scripts beside this file where a read-modify-write must be atomic) and a pure
+function turning the replies into a result. `run(client, plan)` and `await arun(client,
+plan)` send a plan as one MULTI/EXEC transaction, so a plan is applied whole or not at all.
+
+Every change that affects token checks increments `Keys.portals_version`: the ingress
+polls that counter and drops its cached digests when it moves, which is how a revocation
+reaches every ingress process within a second.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+
+from shared.crypto import TokenCipher
+from shared.events import Event
+from shared.keys import Keys
+from shared.lua import source
+from shared.oauth import AppInfo
+from shared.portals import AcceptedToken, Portal, Status
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+_LUA = {name: source(f"portalstore_{name}") for name in ("set_token", "drop_pending", "quarantine_push")}
+
+
+@dataclass(frozen=True)
+class Cmd:
+    args: tuple[str | int | bytes, ...]
+
+
+@dataclass(frozen=True)
+class Lua:
+    name: str
+    keys: tuple[str, ...]
+    argv: tuple[str | int | bytes, ...]
+
+
+Op = Cmd | Lua
+
+
+def _ignore(_: list[Any]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Plan(Generic[T]):
+    ops: tuple[Op, ...]
+    parse: Callable[[list[Any]], T] = field(default=_ignore)  # type: ignore[assignment]
+
+    def __add__(self, other: Plan[U]) -> Plan[tuple[T, U]]:
+        """Both plans in one transaction; the result is the pair of their results."""
+        cut = len(self.ops)
+        first, second = self.parse, other.parse
+        return Plan(self.ops + other.ops, lambda replies: (first(replies[:cut]), second(replies[cut:])))
+
+
+def chain(*plans: Plan[Any]) -> Plan[None]:
+    """Several plans in one transaction, their results ignored."""
+    return Plan(tuple(op for plan in plans for op in plan.ops))
+
+
+def _cmd(*args: str | int | bytes) -> Cmd:
+    return Cmd(args)
+
+
+# --- running plans: the only place that knows sync from async ------------------------------
+
+_scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _script(client: Any, name: str) -> Any:
+    """The client's registered Script for `name` (made once per client, loaded lazily)."""
+    known = _scripts.setdefault(client, {})
+    if name not in known:
+        known[name] = client.register_script(_LUA[name])
+    return known[name]
+
+
+def _queue(client: Any, pipe: Any, ops: Iterable[Op]) -> None:
+    for op in ops:
+        if isinstance(op, Cmd):
+            pipe.execute_command(*op.args)
+        else:
+            script = _script(client, op.name)
+            pipe.scripts.add(script)  # the pipeline loads missing scripts before MULTI
+            pipe.execute_command("EVALSHA", script.sha, len(op.keys), *op.keys, *op.argv)
+
+
+def run(client: redis.Redis, plan: Plan[T]) -> T:
+    pipe = client.pipeline(transaction=True)
+    _queue(client, pipe, plan.ops)
+    return plan.parse(pipe.execute())
+
+
+async def arun(client: aioredis.Redis, plan: Plan[T]) -> T:
+    pipe = client.pipeline(transaction=True)
+    _queue(client, pipe, plan.ops)
+    return plan.parse(await pipe.execute())
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def load_portal(keys: Keys, member_id: str) -> Plan[Portal | None]:
+    return Plan(
+        (_cmd("HGETALL", keys.portal(member_id)),), lambda r: Portal.from_hash(r[0]) if r[0] else None
+    )
+
+
+def load_tokens(keys: Keys, member_id: str) -> Plan[dict[str, AcceptedToken]]:
+    def parse(replies: list[Any]) -> dict[str, AcceptedToken]:
+        return {_text(k): AcceptedToken.decode(v) for k, v in replies[0].items()}
+
+    return Plan((_cmd("HGETALL", keys.app_tokens(member_id)),), parse)
+
+
+def list_members(keys: Keys) -> Plan[list[str]]:
+    return Plan((_cmd("SMEMBERS", keys.portals),), lambda r: sorted(_text(m) for m in r[0]))
+
+
+# --- verified installs and updates ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Secrets that arrived with an install, update or `portals add` (clear text, in memory only)."""
+
+    access_token: str = field(default="", repr=False)
+    refresh_token: str = field(default="", repr=False)
+    expires: int = 0
+    application_token: str = field(default="", repr=False)
+
+
+def verified_portal(
+    existing: Portal | None, info: AppInfo, tokens: Tokens, cipher: TokenCipher, oauth_url: str
+) -> Portal:
+    """The record of a portal the authorization server vouched for: endpoints, scope and
+    version from its answer (never from the request), the new tokens sealed."""
+    now = int(time.time())
+    base = existing or Portal(member_id=info.member_id, domain=info.domain, created_at=now)
+    portal = replace(
+        base,
+        domain=info.domain,
+        client_endpoint=info.client_endpoint,
+        server_endpoint=f"{oauth_url}/rest/",
+        status=Status.ACTIVE,
+        scope=info.scope,
+        app_version=info.version,
+        user_id=info.user_id,
+        reason="verified by the authorization server",
+    )
+    portal.seal_tokens(cipher, tokens.access_token, tokens.refresh_token, tokens.expires)
+    return portal
+
+
+def save_portal(keys: Keys, portal: Portal) -> Plan[None]:
+    """Replace the record whole (a field dropped from the record does not linger)."""
+    return Plan(
+        (
+            _cmd("DEL", keys.portal(portal.member_id)),
+            _cmd("HSET", keys.portal(portal.member_id), *_flat(portal.to_hash())),
+            _cmd("SADD", keys.portals, portal.member_id),
+            _cmd("INCR", keys.portals_version),
+        )
+    )
+
+
+def set_app_token(keys: Keys, member_id: str, token_digest: str, grace_until: int) -> Plan[bool]:
+    """Make `token_digest` the accepted app token. The previous one stays valid until
+    `grace_until` (0: not at all); a pending token is replaced. True when it changed."""
+    entry = AcceptedToken(kind="app").encode()
+    return Plan(
+        (
+            Lua(
+                "set_token",
+                (keys.app_tokens(member_id), keys.portals_version),
+                (token_digest, entry, int(time.time()), grace_until),
+            ),
+        ),
+        lambda r: bool(r[0]),
+    )
+
+
+def add_token(keys: Keys, member_id: str, token_digest: str, token: AcceptedToken) -> Plan[None]:
+    """Accept one more token (an outgoing webhook's) beside the app's."""
+    return Plan(
+        (
+            _cmd("HSET", keys.app_tokens(member_id), token_digest, token.encode()),
+            _cmd("INCR", keys.portals_version),
+        )
+    )
+
+
+def commit_verified(
+    keys: Keys, portal: Portal, token_digest: str, grace_until: int, pending: PendingInstall | None
+) -> Plan[bool]:
+    """Store a verified install or update in one transaction: the record, its app token
+    (when one came), and the end of a pending install. The pending install's quarantine
+    is kept for release when its token is the one verified, dropped otherwise. True when
+    the app token changed."""
+    token: Plan[bool] = (
+        set_app_token(keys, portal.member_id, token_digest, grace_until) if token_digest else Plan((), _false)
+    )
+    cleanup: Plan[None] = (
+        drop_pending(
+            keys, portal.member_id, pending.token_digest, quarantine=pending.token_digest != token_digest
+        )
+        if pending is not None
+        else Plan(())
+    )
+    both = save_portal(keys, portal) + token + cleanup
+    return Plan(both.ops, lambda replies: both.parse(replies)[0][1])
+
+
+def _false(_: list[Any]) -> bool:
+    return False
+
+
+# --- pending installs and their quarantine -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingInstall:
+    """An install or update seen while the authorization server could not be reached."""
+
+    portal: Portal  # status PENDING, domain and tokens from the request (sealed): unverified
+    token_digest: str  # the application token it brought
+    version: str | None  # for an update, the version app.info must name
+    grace: bool  # an update: the previous app token gets the grace period
+    first_seen: int
+    attempts: int = 0
+
+    def to_hash(self) -> dict[str, str]:
+        extra = {
+            "pending_token_digest": self.token_digest,
+            "pending_version": "" if self.version is None else self.version,
+            "pending_is_update": "1" if self.version is not None else "",
+            "pending_grace": "1" if self.grace else "",
+            "pending_first_seen": str(self.first_seen),
+            "pending_attempts": str(self.attempts),
+        }
+        return {**self.portal.to_hash(), **extra}
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> PendingInstall:
+        text = {_text(k): _text(v) for k, v in raw.items()}
+        return cls(
+            portal=Portal.from_hash(raw),
+            token_digest=text.get("pending_token_digest", ""),
+            version=text.get("pending_version", "") if text.get("pending_is_update") else None,
+            grace=bool(text.get("pending_grace")),
+            first_seen=int(text.get("pending_first_seen") or 0),
+            attempts=int(text.get("pending_attempts") or 0),
+        )
+
+
+def load_pending(keys: Keys, member_id: str) -> Plan[PendingInstall | None]:
+    return Plan(
+        (_cmd("HGETALL", keys.pending_install(member_id)),),
+        lambda r: PendingInstall.from_hash(r[0]) if r[0] else None,
+    )
+
+
+def save_pending(keys: Keys, pending: PendingInstall) -> Plan[None]:
+    """Store the pending install and accept its token as "pending" (events carrying it go
+    to the quarantine), unless that token is already accepted as something else."""
+    member_id = pending.portal.member_id
+    return Plan(
+        (
+            _cmd("DEL", keys.pending_install(member_id)),
+            _cmd("HSET", keys.pending_install(member_id), *_flat(pending.to_hash())),
+            _cmd(
+                "HSETNX", keys.app_tokens(member_id), pending.token_digest, AcceptedToken("pending").encode()
+            ),
+            _cmd("INCR", keys.portals_version),
+        )
+    )
+
+
+def count_attempt(keys: Keys, member_id: str) -> Plan[int]:
+    return Plan(
+        (_cmd("HINCRBY", keys.pending_install(member_id), "pending_attempts", 1),), lambda r: int(r[0])
+    )
+
+
+def drop_pending(keys: Keys, member_id: str, token_digest: str, *, quarantine: bool) -> Plan[None]:
+    """Forget a pending install; its token only if still pending; its quarantined events
+    too when `quarantine` (refuted), otherwise they are released by the caller."""
+    ops: list[Op] = [
+        _cmd("DEL", keys.pending_install(member_id)),
+        Lua("drop_pending", (keys.app_tokens(member_id), keys.portals_version), (token_digest,)),
+    ]
+    if quarantine:
+        ops.append(_cmd("DEL", keys.quarantine(member_id)))
+    return Plan(tuple(ops))
+
+
+def quarantine_push(keys: Keys, member_id: str, event_json: bytes, limit: int, ttl: int) -> Plan[bool]:
+    """Hold one stripped event; False when the quarantine is full."""
+    return Plan(
+        (Lua("quarantine_push", (keys.quarantine(member_id),), (limit, ttl, event_json)),),
+        lambda r: int(r[0]) >= 0,
+    )
+
+
+def quarantine_read(keys: Keys, member_id: str) -> Plan[list[bytes]]:
+    return Plan((_cmd("LRANGE", keys.quarantine(member_id), 0, -1),), lambda r: list(r[0]))
+
+
+def quarantined_events(raw: list[bytes]) -> list[Event]:
+    """The held events, oldest first; entries that no longer parse are skipped."""
+    events = []
+    for item in raw:
+        try:
+            events.append(Event.model_validate_json(item))
+        except ValueError:
+            continue
+    return events
+
+
+def quarantine_trim(keys: Keys, member_id: str, released: int) -> Plan[None]:
+    """Drop the first `released` events (those already enqueued): a crash between enqueue
+    and trim releases them again, and the enqueue de-duplicates on the event id."""
+    return Plan((_cmd("LTRIM", keys.quarantine(member_id), released, -1),))
+
+
+# --- revocation and deletion ---------------------------------------------------------------
+
+
+def revoke(keys: Keys, member_id: str, reason: str) -> Plan[None]:
+    """Stop accepting the portal's events (no accepted token left) and drop every secret."""
+    now = str(int(time.time()))
+    return Plan(
+        (
+            _cmd(
+                "HSET",
+                keys.portal(member_id),
+                *_flat(
+                    {
+                        "status": str(Status.REVOKED),
+                        "access_token": "",
+                        "refresh_token": "",
+                        "webhook_url": "",
+                        "expires": "0",
+                        "reason": reason,
+                        "updated_at": now,
+                    }
+                ),
+            ),
+            _cmd("HINCRBY", keys.portal(member_id), "token_gen", 1),
+            _cmd(
+                "DEL", keys.app_tokens(member_id), keys.pending_install(member_id), keys.quarantine(member_id)
+            ),
+            _cmd("INCR", keys.portals_version),
+        )
+    )
+
+
+def data_patterns(keys: Keys, member_id: str) -> tuple[str, ...]:
+    """SCAN patterns of the per-entity keys b24pipe keeps for a portal (purged with it).
+
+    Built from `Keys` with a wildcard in the entity position, so another portal's keys
+    never match (member ids hold no glob characters: see `shared.delivery`)."""
+    return (
+        keys.operating(member_id, "*"),
+        keys.echo_marks(member_id, "*"),
+        keys.latest(member_id, "*", "*"),
+        keys.chain(member_id, "*"),
+    )
+
+
+def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[None]:
+    """Delete the portal: record, tokens, pending state, and the data keys found by SCAN."""
+    fixed = (
+        keys.portal(member_id),
+        keys.app_tokens(member_id),
+        keys.pending_install(member_id),
+        keys.quarantine(member_id),
+        keys.refresh_lock(member_id),
+        keys.rate_bucket(member_id, "namespace"),
+    )
+    return Plan(
+        (
+            _cmd("DEL", *fixed, *data_keys),
+            _cmd("SREM", keys.portals, member_id),
+            _cmd("INCR", keys.portals_version),
+        )
+    )
+
+
+def _flat(mapping: dict[str, str]) -> tuple[str, ...]:
+    return tuple(part for pair in mapping.items() for part in pair)
+
+
+def purge_sync(client: redis.Redis, keys: Keys, member_id: str) -> None:
+    """Find the portal's data keys with SCAN, then delete everything in one transaction.
+
+    Synchronous only: the worker (uninstall with CLEAN=1) and the CLI purge; the ingress never does."""
+    found = [
+        key
+        for pattern in data_patterns(keys, member_id)
+        for key in client.scan_iter(match=pattern, count=1000)
+    ]
+    run(client, purge(keys, member_id, found))
