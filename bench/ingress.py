@@ -151,7 +151,9 @@ class _Load:
             self.done.set_result(None)
 
 
-async def _load(port: int, seconds: float, connections: int, portals: int, seed: str, offset: int) -> dict[str, Any]:
+async def _load(
+    port: int, seconds: float, connections: int, portals: int, seed: str, offset: int
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     gen = _Load(port, portals, seed, offset)
     gen.stop_at = time.perf_counter() + seconds
@@ -177,7 +179,13 @@ async def _load(port: int, seconds: float, connections: int, portals: int, seed:
 
 
 def load_main(argv: list[str]) -> None:
-    port, seconds, connections, portals, offset = (int(argv[0]), float(argv[1]), int(argv[2]), int(argv[3]), int(argv[4]))
+    port, seconds, connections, portals, offset = (
+        int(argv[0]),
+        float(argv[1]),
+        int(argv[2]),
+        int(argv[3]),
+        int(argv[4]),
+    )
     result = asyncio.run(_load(port, seconds, connections, portals, os.environ["BENCH_SEED"], offset))
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode())
 
@@ -236,7 +244,7 @@ def main() -> int:
         client.delete(key)
     for queue in keys.queues:
         for job_id in client.lrange(f"rq:queue:{queue}", 0, -1):
-            client.delete(b"rq:job:" + job_id)
+            client.delete(f"rq:job:{job_id.decode() if isinstance(job_id, bytes) else job_id}")
         client.delete(f"rq:queue:{queue}")
     _seed(client, keys, portals, seed)
     env = {
@@ -267,7 +275,10 @@ def main() -> int:
             offset += 10_000_000
             argv = [str(port), str(seconds), str(connections), str(portals), str(offset)]
             out = subprocess.run(
-                [sys.executable, "-m", "bench.ingress", "load", *argv], env=env, capture_output=True, check=True
+                [sys.executable, "-m", "bench.ingress", "load", *argv],
+                env=env,
+                capture_output=True,
+                check=True,
             )
             result: dict[str, Any] = orjson.loads(out.stdout)
             return result
@@ -294,7 +305,7 @@ def main() -> int:
     accepted = sum(r["ok"] for r in results["ingress"])
 
     def median(side: str, field: str) -> float:
-        return statistics.median(r[field] for r in results[side])
+        return float(statistics.median(r[field] for r in results[side]))
 
     ratio = median("ingress", "rps") / median("bare", "rps")
     print(f"ingress benchmark: {rounds} rounds x {seconds:g}s, {connections} connections, {portals} portals")
@@ -305,9 +316,13 @@ def main() -> int:
             f"   p99 {median(side, 'p99_ms'):6.2f} ms   non-200: {others or 'none'}"
         )
     print(f"  ratio ingress/bare: {ratio:.2f} (target >= 0.40)")
-    print(f"  redis commands per event: {commands / max(accepted, 1):.2f} (incl. commands run inside scripts)")
+    print(
+        f"  redis commands per event: {commands / max(accepted, 1):.2f} (incl. commands run inside scripts)"
+    )
     print(f"  ingress CPU per event: {cpu * 1e6 / max(accepted, 1):.0f} us")
-    print(f"  jobs in Redis: {jobs}, 200s from the ingress: {accepted}: {'OK' if jobs == accepted else 'MISMATCH'}")
+    print(
+        f"  jobs in Redis: {jobs}, 200s from the ingress: {accepted}: {'OK' if jobs == accepted else 'MISMATCH'}"
+    )
     return 0 if jobs == accepted else 1
 
 

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterable
 
 import redis.asyncio as aioredis
-from orjson import dumps
 from aiohttp import web
+from orjson import dumps
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -125,7 +125,12 @@ class EventPath:
             metrics.request(name, "rejected")
             metrics.reject(reason)
             security_event(
-                "token_rejected", reason=reason, member_id=member_id, event=name, token=mask(token), remote=remote
+                "token_rejected",
+                reason=reason,
+                member_id=member_id,
+                event=name,
+                token=mask(token),
+                remote=remote,
             )
             return answer(401, INVALID_TOKEN)
         if decision.verdict is Verdict.QUARANTINE:
@@ -163,7 +168,9 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         config: dict[str, str] = {}
         for name in ("appendonly", "appendfsync", "maxmemory-policy"):
-            config.update({_text(k): _text(v) for k, v in (await client.config_get(name)).items()})
+            config.update(
+                {_text(k or ""): _text(v or "") for k, v in (await client.config_get(name)).items()}
+            )
     except (RedisError, OSError) as exc:
         return answer(503, dumps({"status": "error", "problems": [f"redis: {type(exc).__name__}"]}))
     problems = durability_problems(config)

@@ -92,7 +92,9 @@ class Enqueuer:
         self._client = client
         self._timeout = settings.enqueue_timeout
         sha = hashlib.sha1(ENQUEUE_LUA.encode(), usedforsecurity=False).hexdigest()
-        self._packers = {queue: _Packer(sha, keys, JobTemplate.build(queue, settings)) for queue in keys.queues}
+        self._packers = {
+            queue: _Packer(sha, keys, JobTemplate.build(queue, settings)) for queue in keys.queues
+        }
         self._on_batch = on_batch
         self._pending: list[_Item] = []
         self._wakeup = asyncio.Event()
@@ -179,7 +181,7 @@ class Enqueuer:
     async def _pipeline(self, batch: list[_Item]) -> list[object]:
         """Send the batch's commands in one write and read one reply per command."""
         pool = self._client.connection_pool
-        connection = await pool.get_connection()
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(b"".join(item.command for item in batch))
             results: list[object] = []

@@ -31,40 +31,44 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
 
 # Event names Bitrix24 documents (the label set); registered handlers' names are added.
-KNOWN_EVENTS: frozenset[str] = LIFECYCLE_EVENTS | frozenset(
-    f"ONCRM{entity}{action}"
-    for entity in (
-        "DEAL",
-        "LEAD",
-        "CONTACT",
-        "COMPANY",
-        "QUOTE",
-        "INVOICE",
-        "ACTIVITY",
-        "PRODUCT",
-        "DYNAMICITEM",
-        "TIMELINECOMMENT",
-        "DEALRECURRING",
+KNOWN_EVENTS: frozenset[str] = (
+    LIFECYCLE_EVENTS
+    | frozenset(
+        f"ONCRM{entity}{action}"
+        for entity in (
+            "DEAL",
+            "LEAD",
+            "CONTACT",
+            "COMPANY",
+            "QUOTE",
+            "INVOICE",
+            "ACTIVITY",
+            "PRODUCT",
+            "DYNAMICITEM",
+            "TIMELINECOMMENT",
+            "DEALRECURRING",
+        )
+        for action in ("ADD", "UPDATE", "DELETE")
     )
-    for action in ("ADD", "UPDATE", "DELETE")
-) | frozenset(
-    {
-        "ONTASKADD",
-        "ONTASKUPDATE",
-        "ONTASKDELETE",
-        "ONTASKCOMMENTADD",
-        "ONTASKCOMMENTUPDATE",
-        "ONTASKCOMMENTDELETE",
-        "ONUSERADD",
-        "ONCALENDARENTRYADD",
-        "ONCALENDARENTRYUPDATE",
-        "ONCALENDARENTRYDELETE",
-        "ONIMBOTMESSAGEADD",
-        "ONIMCONNECTORMESSAGEADD",
-        "ONOFFLINEEVENT",
-        "ONCRMDEALMOVETOCATEGORY",
-        "ONCRMLEADSTATUSUPDATE",
-    }
+    | frozenset(
+        {
+            "ONTASKADD",
+            "ONTASKUPDATE",
+            "ONTASKDELETE",
+            "ONTASKCOMMENTADD",
+            "ONTASKCOMMENTUPDATE",
+            "ONTASKCOMMENTDELETE",
+            "ONUSERADD",
+            "ONCALENDARENTRYADD",
+            "ONCALENDARENTRYUPDATE",
+            "ONCALENDARENTRYDELETE",
+            "ONIMBOTMESSAGEADD",
+            "ONIMCONNECTORMESSAGEADD",
+            "ONOFFLINEEVENT",
+            "ONCRMDEALMOVETOCATEGORY",
+            "ONCRMLEADSTATUSUPDATE",
+        }
+    )
 )
 
 OUTCOMES = (
@@ -91,7 +95,7 @@ class IngressMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = None if self.multiprocess else self.registry
         if self.multiprocess:
-            MultiProcessCollector(self.registry)
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         self.requests = Counter(
             "b24pipe_ingress_requests",
             "Event requests by event name and outcome",

@@ -100,12 +100,12 @@ def _supervise(host: str, port: int, processes: int) -> int:
             if not stopping and not child.is_alive():
                 log(_logger, logging.WARNING, "ingress process died; restarting", exitcode=child.exitcode)
                 if child.pid is not None:
-                    mark_process_dead(child.pid)
+                    mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
                 children[index] = start()
     status = 0
     for child in children:
         child.join()
         if child.pid is not None:
-            mark_process_dead(child.pid)
+            mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
         status = status or (0 if child.exitcode == 0 else 1)
     return status

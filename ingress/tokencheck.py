@@ -115,7 +115,7 @@ class TokenCache:
         self._keys = keys
         self._entries: dict[str, PortalTokens] = {}
         self._loading: dict[str, asyncio.Future[PortalTokens]] = {}
-        self._version: bytes | None = None
+        self._version: bytes | str | None = None
         self._poller: asyncio.Task[None] | None = None
 
     async def check(self, member_id: str, token: str | None) -> Decision:
@@ -160,7 +160,7 @@ class TokenCache:
     async def poll_once(self) -> None:
         """Drop the cache if the version changed (or cannot be read: stale is unsafe)."""
         try:
-            version = await self._client.get(self._keys.portals_version)
+            version: bytes | str | None = await self._client.get(self._keys.portals_version)
         except RedisError:
             self.invalidate()
             self._version = None

@@ -33,7 +33,7 @@ import orjson
 try:  # yarl (an aiohttp dependency) has a C unquoter, 10x faster than urllib's
     from yarl._quoting import _Unquoter
 
-    _fast_unquote = _Unquoter(plus=True)
+    _fast_unquote: _Unquoter | None = _Unquoter(plus=True)
 except (ImportError, TypeError):  # pragma: no cover - an older or changed yarl
     _fast_unquote = None
 
@@ -271,4 +271,6 @@ def parse_body(
     if content_type == JSON:
         return parse_json(body, max_keys=max_keys, max_depth=max_depth, charset=_charset(charset))
     shown = content_type[:60] or "none"
-    raise FormError(f"content type {shown!r} is not supported; use {FORM} or {JSON}", "unsupported_media_type")
+    raise FormError(
+        f"content type {shown!r} is not supported; use {FORM} or {JSON}", "unsupported_media_type"
+    )

@@ -135,7 +135,12 @@ def script_call(
 ) -> tuple[str, list[str], list[str | int | bytes]]:
     """(job id, KEYS, ARGV) of one enqueue.lua call for `event` on the template's queue."""
     job_id = new_job_id()
-    argv: list[str | int | bytes] = [template.dedupe_window, job_id, *template.static, *job_fields(event, now)]
+    argv: list[str | int | bytes] = [
+        template.dedupe_window,
+        job_id,
+        *template.static,
+        *job_fields(event, now),
+    ]
     return job_id, script_keys(keys, template, event.id, job_id), argv
 
 

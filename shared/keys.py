@@ -112,7 +112,7 @@ class Keys:
         return f"{self.ns}:defer-horizon"
 
     # --- loop guards (workers/guards.py, workers/coalesce.py) ----------------------------
-    def echo_marks(self, member_id: str, entity: str, event: str, writer: int) -> str:
+    def echo_marks(self, member_id: str, entity: str, event: str, writer: int | str) -> str:
         """List: expiry times (ms) of our writes to `entity` whose `event` echo by `writer` is due."""
         return f"{self.ns}:echo:{member_id}:{entity}:{event}:{writer}"
 

@@ -379,8 +379,8 @@ def data_patterns(keys: Keys, member_id: str) -> tuple[str, ...]:
     never match (member ids hold no glob characters: see `shared.delivery`)."""
     return (
         keys.operating(member_id, "*"),
-        keys.echo_marks(member_id, "*"),
-        keys.latest(member_id, "*", "*"),
+        keys.echo_marks(member_id, "*", "*", "*"),
+        keys.latest(member_id, "*", "*", "*"),
         keys.chain(member_id, "*"),
     )
 

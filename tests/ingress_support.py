@@ -68,7 +68,10 @@ async def serve(settings: Settings, **options: Any) -> AsyncIterator[TestClient[
 
 
 def queued(r: redis.Redis, queue: str) -> list[bytes]:
-    return [bytes(job_id) for job_id in r.lrange(f"rq:queue:{queue}", 0, -1)]
+    return [
+        job_id if isinstance(job_id, bytes) else job_id.encode()
+        for job_id in r.lrange(f"rq:queue:{queue}", 0, -1)
+    ]
 
 
 def wait_http(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:

@@ -27,9 +27,9 @@ from shared.crypto import digest
 from shared.keys import Keys
 from shared.logs import JsonFormatter
 from shared.portals import Status
+from shared.redisserver import free_port
 from shared.settings import Settings, load_settings
 from tests.simulator.client import SimClient
-from tests.simulator.fixture import free_port
 from workers.lifecycle import confirm_uninstall, reverify_install
 
 

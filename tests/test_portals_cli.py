@@ -180,8 +180,10 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
 def test_runtime_failures_exit_1(base_env: dict[str, str], r: redis.Redis) -> None:
     unknown = cli(base_env, "revoke", "nobody")
     assert unknown.returncode == 1 and "unknown portal" in unknown.stderr
-    bind = cli(base_env, "bind", "m1")
-    assert bind.returncode == 1 and "not available" in bind.stderr
+    unbound = cli(base_env, "bind", "m1")  # no B24PIPE_PUBLIC_URL: a configuration error
+    assert unbound.returncode == 2 and "B24PIPE_PUBLIC_URL" in unbound.stderr
+    bind = cli({**base_env, "B24PIPE_PUBLIC_URL": "https://app.example.org"}, "bind", "nobody")
+    assert bind.returncode == 1 and bind.stderr.count("\n") == 1 and "Traceback" not in bind.stderr
     down = add({**base_env, "REDIS_URL": "redis://127.0.0.1:1/0"})
     assert down.returncode == 1 and down.stderr.count("\n") == 1 and "Traceback" not in down.stderr
     _no_secret_in(down.stderr)

@@ -19,7 +19,6 @@ within a second) and drops every stored secret; `purge` also deletes the record 
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import sys
 import time
@@ -35,11 +34,11 @@ from b24pipe.errors import CommandError, UsageError
 from shared import portalstore as store
 from shared.crypto import TokenCipher, digest
 from shared.keys import Keys
-from shared.logs import mask, security_event
+from shared.logs import mask, scrub, security_event
 from shared.outbound import HostPolicy, OutboundRefused
 from shared.portals import AcceptedToken, Portal, Status
 from shared.redisconn import sync_redis
-from shared.settings import Settings, require_token_keys
+from shared.settings import ConfigError, Settings, require_token_keys
 
 _MEMBER = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _DOMAIN = re.compile(
@@ -323,16 +322,24 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_bind(args: argparse.Namespace, settings: Settings) -> int:
+    # the REST client is imported only by the command that needs it
+    from workers import registry
+    from workers.binding import bind_portal
+    from workers.errors import B24Error
+
     member_id = member_id_arg(args.member_id)
+    if settings.public_url is None:
+        raise ConfigError("portals bind: B24PIPE_PUBLIC_URL is not set (the URL events are bound to)")
     try:
-        binding = importlib.import_module("workers.binding")
-        bind_portal = binding.bind_portal
-    except (ImportError, AttributeError):
-        raise CommandError(
-            "portals bind: not available (workers.binding.bind_portal is not installed)"
-        ) from None
-    report = bind_portal(settings, member_id)
-    print(report if isinstance(report, str) else orjson.dumps(report, default=str).decode())
+        registry.load_modules(settings.handlers)
+    except registry.HandlerImportError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        plan = bind_portal(settings, member_id, registry.registered_events())
+    except (B24Error, ConfigError) as exc:
+        raise CommandError(f"portals bind {member_id}: {scrub(str(exc))}") from None
+    report = {"bound": list(plan.bind), "unbound": list(plan.unbind)} if plan else {}
+    print(orjson.dumps(report).decode())
     return 0
 
 
