@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 from orjson import dumps
@@ -38,6 +39,8 @@ ENQUEUER_KEY = web.AppKey("enqueuer", Enqueuer)
 METRICS_KEY = web.AppKey("metrics", IngressMetrics)
 TOKENS_KEY = web.AppKey("tokens", TokenCache)
 REDIS_KEY = web.AppKey("redis", aioredis.Redis)
+VERIFY_KEY = web.AppKey("verify_installs", bool)
+SESSION_KEY = web.AppKey("http_session", aiohttp.ClientSession)
 
 OK = b'{"status":"ok","message":"event accepted"}'
 _ERROR_STATUS = {"invalid_request": 400, "payload_too_large": 413, "unsupported_media_type": 415}
@@ -205,20 +208,36 @@ async def _startup(app: web.Application) -> None:
     app[ENQUEUER_KEY] = enqueuer
     enqueuer.start()
     await tokens.start()  # never fails on Redis: until it answers, requests get 503
+    if app[VERIFY_KEY]:
+        # imported here: the verifying lifecycle pulls in the outbound HTTP machinery
+        from ingress.lifecycle import Lifecycle
+
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.http_timeout))
+        app[SESSION_KEY] = session
+        app[LIFECYCLE_KEY] = Lifecycle(settings, client, enqueuer, session)
 
 
 async def _cleanup(app: web.Application) -> None:
+    if SESSION_KEY in app:
+        await app[SESSION_KEY].close()
     await app[ENQUEUER_KEY].close()
     await app[TOKENS_KEY].stop()
     await app[REDIS_KEY].aclose()
 
 
 def create_app(
-    settings: Settings, *, lifecycle: LifecycleHandler | None = None, extra_events: Iterable[str] = ()
+    settings: Settings,
+    *,
+    lifecycle: LifecycleHandler | None = None,
+    extra_events: Iterable[str] = (),
+    verify_installs: bool = False,
 ) -> web.Application:
-    """The ingress app. `lifecycle` may also be set later through `app[LIFECYCLE_KEY]`."""
+    """The ingress app. `verify_installs=True` (what `b24pipe ingress` runs) verifies installs
+    and updates with the authorization server (`ingress.lifecycle`); otherwise `lifecycle`,
+    or `Refuse`, which accepts nothing unverified."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS_KEY] = settings
+    app[VERIFY_KEY] = verify_installs
     app[LIFECYCLE_KEY] = lifecycle or Refuse()
     app[METRICS_KEY] = IngressMetrics(extra_events)
     path = EventPath(app)

@@ -35,7 +35,7 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     """Serve until SIGTERM/SIGINT, then drain and return."""
     from ingress.app import create_app  # after PROMETHEUS_MULTIPROC_DIR is set
 
-    app = create_app(settings)
+    app = create_app(settings, verify_installs=True)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.enqueue_timeout + 2)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=2048)
