@@ -10,7 +10,7 @@ import redis
 from shared.crypto import TokenCipher
 from shared.keys import Keys
 from shared.portals import Portal
-from workers.tokens import _lua
+from workers.luascripts import source
 
 
 def _seed(r: redis.Redis, keys: Keys, cipher: TokenCipher) -> Portal:
@@ -24,7 +24,7 @@ def test_cas_saves_only_over_the_refresh_token_used(r: redis.Redis, keys: Keys, 
     import base64
 
     cipher = TokenCipher([base64.b64decode(token_key)])
-    cas = r.register_script(_lua("token_cas.lua"))
+    cas = r.register_script(source("token_cas"))
     used = _seed(r, keys, cipher)
     newer = Portal(member_id="m1", domain="p.example", token_gen=used.token_gen)
     newer.seal_tokens(cipher, "access-2", "refresh-2", 3000)
@@ -46,7 +46,7 @@ def test_cas_saves_only_over_the_refresh_token_used(r: redis.Redis, keys: Keys, 
 
 
 def test_lock_release_leaves_a_lease_taken_over(r: redis.Redis, keys: Keys) -> None:
-    release = r.register_script(_lua("lock_release.lua"))
+    release = r.register_script(source("lock_release"))
     lock = keys.refresh_lock("m1")
     r.set(lock, "holder-b", px=10_000)
     assert release(keys=[lock], args=["holder-a"]) == 0

@@ -17,12 +17,12 @@ import asyncio
 import math
 import re
 from dataclasses import dataclass
-from importlib import resources
 
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
 from workers.errors import RateLimited
+from workers.luascripts import source
 
 _CUSTOM = re.compile(r"^custom:(?P<drain>\d+(?:\.\d+)?)/(?P<burst>\d+)$")
 _NAMED = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
@@ -59,15 +59,11 @@ def parse_plan(text: str) -> Plan:
     return Plan(drain, burst)
 
 
-def _script() -> str:
-    return resources.files("workers").joinpath("lua/ratelimit.lua").read_text(encoding="utf-8")
-
-
 class Limiter:
     """Reservations in one portal's bucket. One instance per process and Redis client."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, scope: str = "shared") -> None:
-        self._script = redis.register_script(_script())
+        self._script = redis.register_script(source("ratelimit"))
         self._keys = keys
         self._scope = scope
 

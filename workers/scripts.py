@@ -4,14 +4,11 @@ Redis client: redis-py then calls them by SHA (EVALSHA) and reloads them if the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 
 import redis
 from redis.commands.core import Script
 
-
-def _source(name: str) -> str:
-    return resources.files("workers").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+from workers.luascripts import source
 
 
 @dataclass(frozen=True)
@@ -24,8 +21,8 @@ class Scripts:
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
         return cls(
-            fetch=client.register_script(_source("fetch")),
-            ack=client.register_script(_source("ack")),
-            maintain=client.register_script(_source("maintain")),
-            release=client.register_script(_source("release")),
+            fetch=client.register_script(source("fetch")),
+            ack=client.register_script(source("ack")),
+            maintain=client.register_script(source("maintain")),
+            release=client.register_script(source("release")),
         )

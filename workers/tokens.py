@@ -22,7 +22,6 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from importlib import resources
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -34,6 +33,7 @@ from shared.portals import Portal, Status
 from shared.settings import Settings
 from workers import restmetrics
 from workers.errors import ApiError, AuthRevoked, ReauthRequired
+from workers.luascripts import source
 from workers.transport import Transport, host_of
 
 _log = logging.getLogger("b24pipe.tokens")
@@ -41,10 +41,6 @@ _log = logging.getLogger("b24pipe.tokens")
 REFRESH_MARGIN = 60  # refresh an access token this many seconds before it expires
 KEEPALIVE_AFTER = 20 * 86400  # refresh tokens lived 28 days in older docs: stay well inside
 _WAIT_STEP = 0.05
-
-
-def _lua(name: str) -> str:
-    return resources.files("workers").joinpath(f"lua/{name}").read_text(encoding="utf-8")
 
 
 def needs_refresh(portal: Portal, now: float, margin: float = REFRESH_MARGIN) -> bool:
@@ -75,8 +71,8 @@ class TokenStore:
         self._keys = Keys(settings.namespace)
         self._cipher = cipher
         self._transport = transport
-        self._cas = redis.register_script(_lua("token_cas.lua"))
-        self._release = redis.register_script(_lua("lock_release.lua"))
+        self._cas = redis.register_script(source("token_cas"))
+        self._release = redis.register_script(source("lock_release"))
         # The lease outlives the refresh request (and its connection setup) with room to save.
         self.lease = settings.http_timeout * 2 + 5
 
