@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from shared.crypto import generate_key
 from shared.keys import Keys
@@ -22,6 +24,13 @@ from shared.redisserver import LocalServer, start_server
 from shared.settings import Settings, load_settings
 
 pytest_plugins = ["tests.simulator.fixture"]
+
+# CI machines are shared and noisy: property tests judge what the code does, never how fast
+# Hypothesis manages to generate inputs, so wall-clock health checks and deadlines are off.
+hypothesis_settings.register_profile(
+    "b24pipe", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+hypothesis_settings.load_profile("b24pipe")
 
 
 @pytest.fixture(scope="session")
