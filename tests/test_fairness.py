@@ -56,8 +56,9 @@ def test_a_portal_in_a_storm_does_not_hold_the_workers(
     waiting = r.zcard(f"rq:scheduled:{keys.events_queue}") + r.llen(f"rq:queue:{keys.events_queue}")
     assert waiting + a_done == 10_000
     # Sub-millisecond baselines are scheduling noise on a shared 2-core machine: the ratio is
-    # taken against at least 100 ms (A's 10,000 queued events alone are ~10 s of plain RQ work).
-    floor = 0.1
+    # taken against at least 250 ms. Without fairness B would wait behind A's 10,000 queued
+    # events, tens of seconds at A's 2/s, so the bound still tells the two apart by far.
+    floor = 0.25
     print(
         f"B p95 queue wait: alone {_p95(baseline) * 1000:.1f} ms, during A's storm {_p95(with_storm) * 1000:.1f} ms"
     )
