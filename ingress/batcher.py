@@ -58,7 +58,7 @@ class _Packer:
 
     def __init__(self, sha: str, keys: Keys, template: JobTemplate) -> None:
         self._keys = keys
-        self._count = 3 + 4 + 2 + len(template.static) + 8
+        self._fixed = 3 + 4 + 2 + len(template.static)  # head, KEYS, window and id, template
         self._head = _bulk(["EVALSHA", sha, 4])
         self._shared_keys = _bulk([template.queue_key, RQ_QUEUES, template.dedupe_window])
         self._static = _bulk(list(template.static))
@@ -68,7 +68,7 @@ class _Packer:
         fields = job_fields(event)
         return b"".join(
             (
-                b"*%d\r\n" % self._count,
+                b"*%d\r\n" % (self._fixed + len(fields)),
                 self._head,
                 _bulk([self._keys.dedupe(event.id), RQ_JOB_PREFIX + job_id]),
                 self._shared_keys,

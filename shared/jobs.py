@@ -102,6 +102,10 @@ def job_fields(event: Event, now: datetime | None = None) -> list[str | bytes]:
         description(event),
         "data",
         job_data(event.model_dump(mode="json")),
+        # Not RQ's: lets fetch.lua defer a rate-limited portal's jobs without leaving Redis
+        # (workers/fairness.py). A member id is an identifier, not a secret.
+        "b24_member",
+        event.member_id,
     ]
 
 

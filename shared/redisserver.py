@@ -80,7 +80,9 @@ def start_server(directory: Path, port: int | None = None, *, appendonly: bool =
     # Its own session: a Ctrl-C in the terminal signals the whole foreground process group,
     # and the server must outlive the ingress and workers that are still draining into it;
     # whoever started it stops it last (`LocalServer.stop`).
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     server = LocalServer(process, port, directory)
     client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
     deadline = time.monotonic() + 15
