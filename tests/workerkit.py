@@ -4,7 +4,6 @@ and run real `b24pipe worker` processes."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any
 import redis
 from rq import Queue
 
+from b24pipe.commands.run import stop_process
 from shared.events import Event
 from shared.keys import Keys
 
@@ -84,15 +84,7 @@ def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
+stop = stop_process  # the same SIGTERM-then-SIGKILL that `b24pipe run` stops its children with
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30, interval: float = 0.05) -> bool:

@@ -53,7 +53,8 @@ def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "b24pipe", *argv], env=env)
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM (the components drain on it), SIGKILL only past `timeout`; the exit status."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -61,6 +62,7 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    return int(process.returncode)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             time.sleep(0.2)
     finally:
         for child in children:  # ingress first: no new events, then workers finish theirs
-            _stop(child)
+            stop_process(child)
         if server is not None:
             server.stop()
         log(logger, logging.INFO, "pipeline stopped")
