@@ -4,12 +4,16 @@ registries stay right, lifecycle first, any RQ job function runs."""
 from __future__ import annotations
 
 import redis
+from prometheus_client import generate_latest
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
 from shared.keys import Keys
 from tests.workerkit import enqueue, seen, start_worker, stop, text, wait_for, worker_env
+from workers import restmetrics
+from workers.guards import ECHO_SUPPRESSED, LOOP_CUT
+from workers.metrics import WorkerMetrics, exposition
 
 
 def test_burst_worker_runs_each_handler_once_and_keeps_rq_registries(
@@ -82,3 +86,15 @@ def test_worker_refuses_to_start_without_token_keys_or_with_bad_handlers(base_en
     message = bad.stderr.read().decode() if bad.stderr else ""
     assert "tests.no_such_module" in message and "Traceback" not in message
     assert len(message.strip().splitlines()) == 1
+
+
+def test_worker_metrics_expose_rest_guard_and_queue_figures(r: redis.Redis, keys: Keys) -> None:
+    metrics = WorkerMetrics()
+    metrics.jobs.labels("ONCRMDEALUPDATE", "ok").inc()
+    restmetrics.CALLS.labels("crm.deal.get", "200").inc()
+    enqueue(r, keys, "ONCRMDEALUPDATE")
+    text = generate_latest(exposition(metrics, r, keys)).decode()
+    assert 'b24pipe_worker_jobs_total{event="ONCRMDEALUPDATE",outcome="ok"} 1.0' in text
+    assert 'b24pipe_rest_calls_total{method="crm.deal.get",status="200"}' in text  # process-wide
+    assert all(metric.name in text for c in (ECHO_SUPPRESSED, LOOP_CUT) for metric in c.describe())  # guards
+    assert f'b24pipe_queue_depth{{queue="{keys.events_queue}"}} 1.0' in text

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shared.keys import Keys
@@ -103,7 +103,27 @@ def parse_rq_time(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+class _Registries(Collector):
+    """The union of registries, as one collector."""
+
+    def __init__(self, *registries: CollectorRegistry) -> None:
+        self._registries = registries
+
+    def collect(self) -> Iterator[Metric]:
+        for registry in self._registries:
+            yield from registry.collect()
+
+
+def exposition(metrics: WorkerMetrics, client: redis.Redis, keys: Keys) -> CollectorRegistry:
+    """Everything a worker process exposes: its own metrics, the queue collector, and the
+    metrics modules keep in prometheus_client's default registry (REST client, loop guards,
+    coalescing), which exist once per process rather than once per worker."""
+    registry = CollectorRegistry()
+    registry.register(_Registries(metrics.registry, REGISTRY))
+    registry.register(QueueCollector(client, keys))
+    return registry
+
+
 def serve(metrics: WorkerMetrics, client: redis.Redis, keys: Keys, port: int) -> None:
-    """Expose the metrics (and the queue collector) on http://0.0.0.0:<port>/metrics."""
-    metrics.registry.register(QueueCollector(client, keys))
-    start_http_server(port, registry=metrics.registry)
+    """Expose `exposition(...)` on http://0.0.0.0:<port>/metrics."""
+    start_http_server(port, registry=exposition(metrics, client, keys))
