@@ -1,8 +1,9 @@
 """`b24pipe run`: the whole pipeline for local use, in one foreground process group.
 
 Starts an embedded Redis-compatible server with AOF under `./var/redis` when `REDIS_URL`
-is unset, generates a token key into `./var/token.key` when `B24PIPE_TOKEN_KEYS` is unset,
-then the ingress and the workers as child processes. Ctrl-C (or SIGTERM) stops them in
+is unset (its URL in `./var/redis.url` while it runs), generates a token key into
+`./var/token.key` when `B24PIPE_TOKEN_KEYS` is unset, then the ingress and the workers as
+child processes. Ctrl-C (or SIGTERM) stops them in
 order: ingress first (no new events), then workers (they finish their jobs), then Redis
 (which writes out its AOF). If a child dies, everything is stopped and the exit status is 1.
 """
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         except ServerError as exc:
             raise CommandError(str(exc)) from None
         env["REDIS_URL"] = server.url
+        # Other b24pipe commands (status, portals, failed) in another terminal find it here.
+        (args.var / "redis.url").write_text(server.url + "\n")
         log(logger, logging.INFO, "embedded redis started", url=server.url, dir=str(args.var / "redis"))
     if not settings.token_keys:
         env["B24PIPE_TOKEN_KEYS"] = token_key(args.var)
@@ -110,5 +113,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             stop_process(child)
         if server is not None:
             server.stop()
+            (args.var / "redis.url").unlink(missing_ok=True)
         log(logger, logging.INFO, "pipeline stopped")
     return status
