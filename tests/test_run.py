@@ -67,19 +67,18 @@ def test_run_from_nothing_serves_events_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
 
         assert _post(port, body("m1", TOKEN)) == (401, INVALID_TOKEN)
         secrets = json.dumps({"application_token": TOKEN})
+        portals_add = [
+            "portals",
+            "add",
+            "--member-id",
+            "m1",
+            "--domain",
+            "m1.example.com",
+            "--secrets-file",
+            "-",
+        ]
         added = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "b24pipe",
-                "portals",
-                "add",
-                "--member-id",
-                "m1",
-                "--domain",
-                "m1.example.com",
-            ]
-            + ["--secrets-file", "-"],
+            [sys.executable, "-m", "b24pipe", *portals_add],
             input=secrets,
             env={**env, "REDIS_URL": url, "B24PIPE_TOKEN_KEYS": key},
             capture_output=True,
