@@ -1,8 +1,9 @@
 """Encryption of OAuth tokens at rest (AES-256-GCM) and digests of application tokens.
 
 Tokens are encrypted with the first key of `B24PIPE_TOKEN_KEYS` and decrypted with
-whichever key made them, so keys rotate without a migration: add the new key first, and
-drop the old one once `b24pipe portals list` shows no record still using it.
+whichever key made them, so keys rotate without downtime: add the new key first, run `b24pipe portals rekey` (or
+let refreshes re-seal the tokens), and drop the old key once `portals show` names no
+record still using it.
 
 Application tokens are never stored, only their SHA-256 digests: they are random values
 of 32 hex characters, so a plain digest is as good as a slow one and checking stays cheap
@@ -61,6 +62,11 @@ class TokenCipher:
             return aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
         except InvalidTag:
             raise DecryptError("ciphertext does not match its key or context") from None
+
+    @property
+    def current_key(self) -> str:
+        """The id of the key new ciphertexts are made with."""
+        return self._current
 
     def key_of(self, token: str) -> str:
         """The key id a ciphertext was made with (for rotation reports)."""

@@ -1,4 +1,4 @@
-"""`b24pipe portals list|show|add|bind|revoke|purge`: portal records by hand.
+"""`b24pipe portals list|show|add|bind|revoke|purge|rekey`: portal records by hand.
 
 Secrets never come from arguments (they would end up in shell history and `ps`): `add`
 reads them as a JSON object from a file or stdin (`--secrets-file PATH|-`):
@@ -14,6 +14,7 @@ to a leak); each `webhook_token` is accepted beside it (an outgoing webhook's ow
 
 `revoke` stops accepting the portal's events at once (the ingress sees the version bump
 within a second) and drops every stored secret; `purge` also deletes the record and data.
+`rekey` re-seals every stored secret under the first `B24PIPE_TOKEN_KEYS` key (`shared.rekey`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from shared.logs import mask, scrub, security_event
 from shared.outbound import HostPolicy, OutboundRefused
 from shared.portals import AcceptedToken, Portal, Status
 from shared.redisconn import sync_redis
+from shared.rekey import rekey
 from shared.settings import ConfigError, Settings, require_token_keys
 
 _MEMBER = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -49,7 +51,9 @@ _TOKEN = re.compile(r"^[\x21-\x7e]{8,4096}$")
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("portals", help="portal records: list, show, add, bind, revoke, purge")
+    parser = subparsers.add_parser(
+        "portals", help="portal records: list, show, add, bind, revoke, purge, rekey"
+    )
     actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
 
     listing = actions.add_parser("list", help="every known portal (and pending installs)")
@@ -79,6 +83,12 @@ def register(subparsers: Any) -> None:
     purge = actions.add_parser("purge", help="revoke and delete every record and data of the portal")
     purge.add_argument("member_id")
     purge.set_defaults(run=run_purge)
+
+    rekey = actions.add_parser(
+        "rekey", help="re-seal every stored secret with the first B24PIPE_TOKEN_KEYS key"
+    )
+    rekey.add_argument("--json", action="store_true", help="machine-readable output")
+    rekey.set_defaults(run=run_rekey)
 
 
 # --- pure parts: input validation and output shaping -----------------------------------------
@@ -368,6 +378,31 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
         store.purge_sync(client, keys, member_id)
         security_event("revoked", member_id=member_id, reason="portals purge", purged=True)
         print(f"portal {member_id} purged")
+        return 0
+
+    return _run(settings, work)
+
+
+def run_rekey(args: argparse.Namespace, settings: Settings) -> int:
+    cipher = _cipher(settings)
+
+    def work(client: redis.Redis, keys: Keys) -> int:
+        report = rekey(client, keys, cipher)
+        if args.json:
+            print(orjson.dumps(report.__dict__ | {"key": cipher.current_key}).decode())
+        else:
+            print(
+                f"re-sealed {report.resealed} records under key {cipher.current_key}; {report.current} already were"
+            )
+        if report.unreadable:
+            raise CommandError(
+                f"{len(report.unreadable)} records are sealed with a key no longer configured "
+                f"(put it back in B24PIPE_TOKEN_KEYS): {', '.join(sorted(report.unreadable))}"
+            )
+        if report.busy:
+            raise CommandError(
+                f"{len(report.busy)} records kept changing; run rekey again: {', '.join(report.busy)}"
+            )
         return 0
 
     return _run(settings, work)
