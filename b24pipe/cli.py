@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from b24pipe.commands import COMMANDS
 from b24pipe.errors import CommandError, UsageError
+from shared.logs import configure_logging
 from shared.settings import ConfigError, load_settings
 
 
@@ -33,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         settings = load_settings()
+        # Security-log lines of a command (token_changed, revoked, reauthorized...) go to stderr
+        # as JSON, like every other process's; long-running commands reconfigure at INFO.
+        configure_logging("WARNING")
         result: int = args.run(args, settings)
         return result
     except (UsageError, ConfigError) as exc:

@@ -97,7 +97,7 @@ class Keys:
         return f"{self.ns}:attempts:{event_id}"
 
     def parked(self, member_id: str) -> str:
-        """List: job ids parked while the portal needs re-authorization (see workers.parking)."""
+        """List: job ids parked while the portal needs re-authorization (released by shared.portalstore.save_portal)."""
         return f"{self.ns}:parked:{member_id}"
 
     @property

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from shared.crypto import TokenCipher
 from shared.events import Event
 from shared.keys import Keys
+from shared.logs import security_event
 from shared.lua import source
 from shared.oauth import AppInfo
 from shared.portals import AcceptedToken, Portal, Status
@@ -32,7 +33,10 @@ from shared.portals import AcceptedToken, Portal, Status
 T = TypeVar("T")
 U = TypeVar("U")
 
-_LUA = {name: source(f"portalstore_{name}") for name in ("set_token", "drop_pending", "quarantine_push")}
+_LUA = {
+    name: source(f"portalstore_{name}")
+    for name in ("set_token", "drop_pending", "quarantine_push", "release_parked")
+}
 
 
 @dataclass(frozen=True)
@@ -169,16 +173,58 @@ def verified_portal(
     return portal
 
 
-def save_portal(keys: Keys, portal: Portal) -> Plan[None]:
-    """Replace the record whole (a field dropped from the record does not linger)."""
+@dataclass(frozen=True)
+class Saved:
+    """What saving a record changed: the status it had before, and the parked jobs released."""
+
+    member_id: str
+    previous: str  # "" for a new record
+    status: str
+    released: int
+
+
+def save_portal(keys: Keys, portal: Portal) -> Plan[Saved]:
+    """Replace the record whole (a field dropped from the record does not linger) and, when
+    it is active, release the portal's parked jobs in the same transaction.
+
+    Every path that stores a new token (install, update, `portals add`, a re-verified
+    install) goes through here, so a portal that needed re-authorization is restored and its
+    parked jobs run, whichever path brought the token; and the security log says so."""
+    member_id = portal.member_id
+    status = str(portal.status)
+
+    def parse(replies: list[Any]) -> Saved:
+        previous = _text(replies[0]) if replies[0] is not None else ""
+        saved = Saved(member_id, previous, status, int(replies[-1]))
+        if previous == Status.REAUTH and status == Status.ACTIVE:
+            # Logged here, not by each caller, so no path that restores a portal can forget it.
+            security_event("reauthorized", member_id=member_id, released_jobs=saved.released)
+        return saved
+
     return Plan(
         (
-            _cmd("DEL", keys.portal(portal.member_id)),
-            _cmd("HSET", keys.portal(portal.member_id), *_flat(portal.to_hash())),
-            _cmd("SADD", keys.portals, portal.member_id),
+            _cmd("HGET", keys.portal(member_id), "status"),
+            _cmd("DEL", keys.portal(member_id)),
+            _cmd("HSET", keys.portal(member_id), *_flat(portal.to_hash())),
+            _cmd("SADD", keys.portals, member_id),
             _cmd("INCR", keys.portals_version),
-        )
+            _release_op(keys, member_id),
+        ),
+        parse,
     )
+
+
+def _release_op(keys: Keys, member_id: str) -> Lua:
+    return Lua(
+        "release_parked",
+        (keys.parked(member_id), keys.parked_portals, keys.portal(member_id)),
+        (member_id,),
+    )
+
+
+def release_parked(keys: Keys, member_id: str) -> Plan[int]:
+    """Put an active portal's parked jobs back on their queues; how many were released."""
+    return Plan((_release_op(keys, member_id),), lambda r: int(r[0]))
 
 
 def set_app_token(keys: Keys, member_id: str, token_digest: str, grace_until: int) -> Plan[bool]:

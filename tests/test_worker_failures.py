@@ -14,9 +14,9 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry
 
+from shared import portalstore as store
 from shared.keys import Keys
 from tests.workerkit import enqueue, seen, start_worker, stop, wait_for, worker_env
-from workers.worker import release_parked
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_a_portal_needing_reauthorization_is_parked_until_released(
     assert job_id not in _failed(r, keys)
 
     r.hset(keys.portal(member), "status", "active")
-    assert release_parked(r, keys, member) == 1
+    assert store.run(r, store.release_parked(keys, member)) == 1
     assert wait_for(lambda: job_id in _finished(r, keys), timeout=30)
     assert len(seen(r, ns, "reauth")) == 2
     assert not r.exists(keys.parked(member))

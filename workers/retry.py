@@ -129,7 +129,8 @@ class Defer(JobOutcome):
 
 
 class Park(JobOutcome):
-    """The portal needs re-authorization: keep the job until `release_parked`."""
+    """The portal needs re-authorization: keep the job until a new token
+    arrives (`shared.portalstore.save_portal` releases it)."""
 
     def __init__(self, member_id: str, reason: str) -> None:
         super().__init__(reason)

@@ -16,7 +16,6 @@ class Scripts:
     fetch: Script
     ack: Script
     maintain: Script
-    release: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
@@ -24,5 +23,4 @@ class Scripts:
             fetch=client.register_script(source("fetch")),
             ack=client.register_script(source("ack")),
             maintain=client.register_script(source("maintain")),
-            release=client.register_script(source("release")),
         )

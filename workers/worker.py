@@ -381,11 +381,3 @@ def _unpack(data: bytes) -> bytes:
 
 def _rand() -> float:
     return random.random()
-
-
-def release_parked(client: redis.Redis, keys: Keys, member_id: str) -> int:
-    """Put a portal's parked jobs back on their queues. The token code calls this whenever a
-    portal becomes active again (new token from an update event, the install page or
-    `portals add`) after setting its status to active. Returns how many jobs were released."""
-    script = Scripts.register(client).release
-    return int(script(keys=[keys.parked(member_id), keys.parked_portals], args=[member_id]))

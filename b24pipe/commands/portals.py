@@ -216,8 +216,9 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         print(f"{'MEMBER_ID':34} {'DOMAIN':32} {'STATUS':16} TOKENS")
         for row in rows:
+            why = f"  ({row['reason']})" if row["status"] not in ("active", "pending-install") else ""
             print(
-                f"{row['member_id']!s:34} {row['domain']!s:32} {row['status']!s:16} {row.get('tokens', '')}"
+                f"{row['member_id']!s:34} {row['domain']!s:32} {row['status']!s:16} {row.get('tokens', '')}{why}"
             )
         return 0
 
@@ -237,6 +238,7 @@ def _summary(portal: Portal, tokens: dict[str, AcceptedToken]) -> dict[str, obje
         "tokens": ",".join(f"{kind}:{count}" for kind, count in sorted(kinds.items())) or "-",
         "oauth": bool(portal.access_token),
         "webhook": bool(portal.webhook_url),
+        "reason": portal.reason,
     }
 
 
