@@ -71,8 +71,16 @@ class Plan(Generic[T]):
 
 
 def chain(*plans: Plan[Any]) -> Plan[None]:
-    """Several plans in one transaction, their results ignored."""
-    return Plan(tuple(op for plan in plans for op in plan.ops))
+    """Several plans in one transaction, their results ignored (each still parsed: a plan's
+    parse may report what happened, like `save_portal`'s re-authorization event)."""
+
+    def parse(replies: list[Any]) -> None:
+        at = 0
+        for plan in plans:
+            plan.parse(replies[at : at + len(plan.ops)])
+            at += len(plan.ops)
+
+    return Plan(tuple(op for plan in plans for op in plan.ops), parse)
 
 
 def _cmd(*args: str | int | bytes) -> Cmd:

@@ -9,18 +9,20 @@ import multiprocessing
 import os
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import redis
 
-from bench.limiter import seed, utilisation
+from bench.limiter import utilisation
 from shared.crypto import TokenCipher
 from shared.keys import Keys
 from shared.logs import configure_logging
-from shared.portals import Portal, Status
+from shared.portals import Status
 from shared.settings import load_settings
-from tests.simulator.client import Installation, SimClient, SimPortal
+from tests.clientkit import install
+from tests.clientkit import stored as stored_record
+from tests.simulator.client import SimClient
 from workers.client import client_for
 from workers.errors import OperatingLimit, ReauthRequired
 
@@ -34,28 +36,6 @@ def env(base_env: dict[str, str], simulator: SimClient, monkeypatch: pytest.Monk
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
-
-
-def _install(
-    simulator: SimClient, r: redis.Redis, env: dict[str, str], plan: str, **options: Any
-) -> tuple[Installation, str]:
-    """A simulated portal, installed, with its record seeded as the install path writes it."""
-    portal: SimPortal = simulator.create_portal(**options)
-    pair = simulator.install(portal.member_id)
-    cipher = TokenCipher([base64.b64decode(env["B24PIPE_TOKEN_KEYS"])])
-    seed(
-        r,
-        env["B24PIPE_NAMESPACE"],
-        cipher,
-        {**pair.__dict__, "member_id": portal.member_id, "domain": portal.domain},
-        plan,
-    )
-    return pair, portal.member_id
-
-
-def _stored(r: redis.Redis, env: dict[str, str], member_id: str) -> Portal:
-    raw = cast("dict[bytes, bytes]", r.hgetall(Keys(env["B24PIPE_NAMESPACE"]).portal(member_id)))
-    return Portal.from_hash(raw)
 
 
 def _caller(env: dict[str, str], member_id: str, rounds: int, out: Any) -> None:
@@ -75,7 +55,7 @@ def _caller(env: dict[str, str], member_id: str, rounds: int, out: Any) -> None:
 def test_sixteen_processes_refresh_once_per_expiry(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
-    pair, member = _install(simulator, r, env, "custom:50/200", drain=50, burst=200)
+    pair, member = install(simulator, r, env, "custom:50/200", drain=50, burst=200)
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_caller, args=(env, member, ROUNDS, out)) for _ in range(WORKERS)]
@@ -97,7 +77,7 @@ def test_sixteen_processes_refresh_once_per_expiry(
             if proc.exitcode is None:
                 proc.kill()
     # The stored refresh token is the newest: one more refresh with it works.
-    stored = _stored(r, env, member)
+    stored = stored_record(r, env, member)
     cipher = TokenCipher([base64.b64decode(env["B24PIPE_TOKEN_KEYS"])])
     assert stored.open_refresh(cipher) != pair.refresh_token
     assert simulator.refresh(stored.open_refresh(cipher)).status == 200
@@ -117,7 +97,7 @@ def test_eight_processes_use_the_rate_without_query_limit(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
     drain, burst = 20.0, 20
-    pair, member = _install(simulator, r, {**env}, f"custom:{drain:g}/{burst}", drain=drain, burst=burst)
+    pair, member = install(simulator, r, {**env}, f"custom:{drain:g}/{burst}", drain=drain, burst=burst)
     env = {**env, "B24PIPE_MAX_INPLACE_WAIT": "30"}
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
@@ -147,7 +127,7 @@ def logged() -> Iterator[io.StringIO]:
 def test_lost_pair_is_detected_marked_and_recovered(
     simulator: SimClient, r: redis.Redis, env: dict[str, str], logged: io.StringIO
 ) -> None:
-    pair, member = _install(simulator, r, env, "standard")
+    pair, member = install(simulator, r, env, "standard")
     b24 = client_for(load_settings(), None, member)
     assert b24.call("profile")["ID"]
     # A refresh whose answer never got saved (the process died): Bitrix24 has rotated the pair.
@@ -155,7 +135,7 @@ def test_lost_pair_is_detected_marked_and_recovered(
     simulator.expire_tokens(member)
     with pytest.raises(ReauthRequired) as caught:
         b24.call("profile")
-    stored = _stored(r, env, member)
+    stored = stored_record(r, env, member)
     assert stored.status is Status.REAUTH
     with pytest.raises(ReauthRequired):
         b24.call("profile")  # parked: no further refresh attempts
@@ -173,7 +153,7 @@ def test_lost_pair_is_detected_marked_and_recovered(
 
 
 def test_transient_faults_are_retried(simulator: SimClient, r: redis.Redis, env: dict[str, str]) -> None:
-    _, member = _install(simulator, r, env, "standard")
+    _, member = install(simulator, r, env, "standard")
     simulator.faults(member, rest_500=1, rest_html=1, rest_drop=1)
     assert client_for(load_settings(), None, member).call("profile")["ID"]
     assert simulator.stats(member)["statuses"].get("500", 0) >= 1
@@ -184,7 +164,7 @@ def test_a_method_near_its_operating_limit_is_paused(
 ) -> None:
     monkeypatch.setenv("B24PIPE_OPERATING_PAUSE_AT", "4")
     monkeypatch.setenv("B24PIPE_MAX_INPLACE_WAIT", "0")
-    _, member = _install(simulator, r, env, "standard", operating_limit=6, costs={"profile": 1})
+    _, member = install(simulator, r, env, "standard", operating_limit=6, costs={"profile": 1})
     b24 = client_for(load_settings(), None, member)
     with pytest.raises(OperatingLimit) as caught:
         for _ in range(20):
@@ -199,7 +179,7 @@ def test_binding_is_repeatable_without_duplicates(
 ) -> None:
     from workers.binding import bind_portal
 
-    _, member = _install(simulator, r, env, "standard")
+    _, member = install(simulator, r, env, "standard")
     settings = load_settings(public_url="http://127.0.0.1:9")
     first = bind_portal(settings, member, ["ONCRMDEALUPDATE"])
     assert first is not None and "ONCRMDEALUPDATE" in first.bind

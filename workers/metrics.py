@@ -66,7 +66,8 @@ class WorkerMetrics:
 
 
 class QueueCollector(Collector):
-    """Depth and oldest-job age of each pipeline queue, read when Prometheus scrapes."""
+    """Depth and oldest-job age of each pipeline queue, and the portals with parked jobs
+    (waiting for re-authorization), read from Redis when Prometheus scrapes."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
@@ -92,6 +93,12 @@ class QueueCollector(Collector):
             age.add_metric([name], oldest)
         yield depth
         yield age
+        parked = GaugeMetricFamily(
+            "b24pipe_portals_parked",
+            "Portals whose jobs are parked until they are re-authorized",
+        )
+        parked.add_metric([], float(self.client.scard(self.keys.parked_portals)))
+        yield parked
 
 
 def _text(value: bytes | str) -> str:

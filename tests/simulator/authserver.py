@@ -40,11 +40,17 @@ def token_answer(portal: Portal, pair: TokenPair, server_host: str) -> dict[str,
     }
 
 
-async def _faults(portal: Portal | None) -> web.Response | None:
+def _gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+async def _faults(request: web.Request, portal: Portal | None) -> web.Response | None:
     if portal is None:
         return None
     if portal.faults.oauth_delay:
         await asyncio.sleep(portal.faults.oauth_delay)
+        if _gone(request):  # the caller gave up or died before the server got to its request
+            return web.Response(status=499)
     if portal.faults.oauth_down:
         return web.Response(status=503, text=DOWN_PAGE, content_type="text/html")
     return None
@@ -64,7 +70,7 @@ async def token(request: web.Request) -> web.Response:
         else sim.tokens.refresh_owner(refresh)
     )
     portal = sim.portals.get(owner_id) if owner_id else None
-    down = await _faults(portal)
+    down = await _faults(request, portal)
     if down is not None:
         return down
     try:
@@ -86,6 +92,8 @@ async def token(request: web.Request) -> web.Response:
             portal.stats.refreshes += 1
     except OAuthError as exc:
         return json_response({"error": exc.code, "error_description": exc.description}, exc.status)
+    if portal.faults.oauth_hold:
+        await asyncio.sleep(portal.faults.oauth_hold)  # the pair is issued; the answer may be lost
     return json_response(token_answer(portal, pair, request.host))
 
 
@@ -96,7 +104,7 @@ async def app_info(request: web.Request) -> web.Response:
         access = bearer_or_field(request, params)
         grant = sim.tokens.access.get(access or "")
         portal = sim.portals.get(grant.member_id) if grant else None
-        down = await _faults(portal)
+        down = await _faults(request, portal)
         if down is not None:
             return down
         if portal is None or portal.app is None:

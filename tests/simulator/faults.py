@@ -4,6 +4,13 @@ Counted faults (`rest_500`, `rest_html`, `rest_drop`) hit the next N REST reques
 `fault_methods` only, when given) and then switch themselves off, so a test gets exactly
 the failures it asked for. Per portal, so tests sharing one simulator never see each
 other's faults.
+
+The two OAuth timing faults cut a refresh at the two points that matter: `oauth_delay`
+holds the request before the server looks at it (a caller that gives up or dies meanwhile
+leaves its refresh token untouched: the server drops requests whose client is gone, as a
+PHP server aborts on a closed connection); `oauth_hold` holds the answer after the new pair
+was issued and the used refresh token killed (a caller that dies meanwhile has lost the
+pair).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ class Faults:
     rest_delay: float = 0.0  # seconds added before every REST answer
     fault_methods: list[str] = field(default_factory=list)
     oauth_down: bool = False  # the authorization server answers 503 with an HTML page
-    oauth_delay: float = 0.0  # seconds before the authorization server answers
+    oauth_delay: float = 0.0  # seconds before the authorization server handles a request
+    oauth_hold: float = 0.0  # seconds it holds a token answer after issuing the new pair
     event_reorder: bool = False  # deliver events queued within `reorder_window` in reverse order
     reorder_window: float = 0.2
     event_duplicate: bool = False  # every event is delivered twice
