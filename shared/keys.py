@@ -70,6 +70,16 @@ class Keys:
     def refresh_lock(self, member_id: str) -> str:
         return f"{self.ns}:refresh-lock:{member_id}"
 
+    @property
+    def token_issued(self) -> str:
+        """Sorted set: member id -> when its OAuth pair was last issued (keep-alive index)."""
+        return f"{self.ns}:tokens:issued"
+
+    @property
+    def keepalive_lock(self) -> str:
+        """String: held for one keep-alive interval by the worker that ran the keep-alive."""
+        return f"{self.ns}:keepalive-lock"
+
     def rate_bucket(self, member_id: str, scope: str = "shared") -> str:
         if scope == "shared":
             return f"b24:rate:{member_id}"

@@ -216,10 +216,19 @@ def save_portal(keys: Keys, portal: Portal) -> Plan[Saved]:
             _cmd("HSET", keys.portal(member_id), *_flat(portal.to_hash())),
             _cmd("SADD", keys.portals, member_id),
             _cmd("INCR", keys.portals_version),
+            _index_op(keys, portal),
             _release_op(keys, member_id),
         ),
         parse,
     )
+
+
+def _index_op(keys: Keys, portal: Portal) -> Cmd:
+    """The keep-alive index entry of a saved record: its pair's issue time when it is an
+    active OAuth portal (the only kind a keep-alive refresh is for), no entry otherwise."""
+    if portal.status is Status.ACTIVE and portal.refresh_token and not portal.webhook_url:
+        return _cmd("ZADD", keys.token_issued, portal.updated_at, portal.member_id)
+    return _cmd("ZREM", keys.token_issued, portal.member_id)
 
 
 def _release_op(keys: Keys, member_id: str) -> Lua:
@@ -421,6 +430,7 @@ def revoke(keys: Keys, member_id: str, reason: str) -> Plan[None]:
             _cmd(
                 "DEL", keys.app_tokens(member_id), keys.pending_install(member_id), keys.quarantine(member_id)
             ),
+            _cmd("ZREM", keys.token_issued, member_id),
             _cmd("INCR", keys.portals_version),
         )
     )
@@ -453,6 +463,7 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
         (
             _cmd("DEL", *fixed, *data_keys),
             _cmd("SREM", keys.portals, member_id),
+            _cmd("ZREM", keys.token_issued, member_id),
             _cmd("INCR", keys.portals_version),
         )
     )

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     operating_pause_at: float = Field(
         default=420.0, gt=0, validation_alias=_env("B24PIPE_OPERATING_PAUSE_AT")
     )
+    # Refresh tokens live 180 days (28 in older docs): a portal idle this long is refreshed.
+    keepalive_after: int = Field(default=20 * 86400, ge=1, validation_alias=_env("B24PIPE_KEEPALIVE_AFTER"))
+    keepalive_interval: int = Field(
+        default=3600, ge=1, le=86400, validation_alias=_env("B24PIPE_KEEPALIVE_INTERVAL")
+    )
 
     # --- loop guards and coalescing ------------------------------------------------------
     echo_ttl: int = Field(default=900, ge=1, le=86400, validation_alias=_env("B24PIPE_ECHO_TTL"))

@@ -88,10 +88,15 @@ def test_operating_pause_decision() -> None:
 def test_refresh_decisions() -> None:
     portal = Portal(member_id="m", domain="d", refresh_token="ct", expires=1000, updated_at=0)
     assert needs_refresh(portal, 950) and not needs_refresh(portal, 900)
-    assert keepalive_due(portal, 30 * 86400)
-    assert not keepalive_due(Portal(member_id="m", domain="d", refresh_token="ct", updated_at=100), 200)
+    after = 20 * 86400
+    assert keepalive_due(portal, 30 * 86400, after)
     assert not keepalive_due(
-        Portal(member_id="m", domain="d", refresh_token="ct", updated_at=0, status=Status.REAUTH), 10**9
+        Portal(member_id="m", domain="d", refresh_token="ct", updated_at=100), 200, after
+    )
+    assert not keepalive_due(
+        Portal(member_id="m", domain="d", refresh_token="ct", updated_at=0, status=Status.REAUTH),
+        10**9,
+        after,
     )
 
 

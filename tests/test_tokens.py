@@ -29,16 +29,22 @@ def test_cas_saves_only_over_the_refresh_token_used(r: redis.Redis, keys: Keys, 
     newer = Portal(member_id="m1", domain="p.example", token_gen=used.token_gen)
     newer.seal_tokens(cipher, "access-2", "refresh-2", 3000)
     args = ["access_token", newer.access_token, "refresh_token", newer.refresh_token]
-    gen = cas(keys=[keys.portal("m1"), keys.portals_version], args=[used.refresh_token, "1", *args])
+    index = keys.token_issued
+    gen = cas(
+        keys=[keys.portal("m1"), keys.portals_version, index],
+        args=[used.refresh_token, "1", "m1", 1234, *args],
+    )
     assert int(gen) == used.token_gen + 1
+    assert r.zscore(index, "m1") == 1234  # the keep-alive index moves with the pair
     # A second process that refreshed with the same (now dead) token must not overwrite it.
     late = Portal(member_id="m1", domain="p.example")
     late.seal_tokens(cipher, "access-3", "refresh-3", 4000)
     lost = cas(
-        keys=[keys.portal("m1"), keys.portals_version],
-        args=[used.refresh_token, "1", "refresh_token", late.refresh_token],
+        keys=[keys.portal("m1"), keys.portals_version, index],
+        args=[used.refresh_token, "1", "m1", 5678, "refresh_token", late.refresh_token],
     )
     assert int(lost) == -1
+    assert r.zscore(index, "m1") == 1234
     stored = Portal.from_hash(cast("dict[bytes, bytes]", r.hgetall(keys.portal("m1"))))
     assert stored.open_refresh(cipher) == "refresh-2"
     assert stored.token_gen == used.token_gen + 1

@@ -11,7 +11,7 @@ before saving, lose the portal's authorization for good. Hence:
 - only `invalid_grant` marks the portal as needing re-authorization, and only if the stored
   refresh token is still the one that was refused (someone else may have saved a newer one);
 - refresh near expiry or on `expired_token`, and a keep-alive refresh for portals idle long
-  enough that their refresh token would expire (`keepalive_due`); never on a schedule.
+  enough that their refresh token would expire (`workers.keepalive`); never on a schedule.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Iterable
 from dataclasses import replace
 from typing import cast
 
@@ -39,7 +38,6 @@ from workers.transport import Transport, host_of
 _log = logging.getLogger("b24pipe.tokens")
 
 REFRESH_MARGIN = 60  # refresh an access token this many seconds before it expires
-KEEPALIVE_AFTER = 20 * 86400  # refresh tokens lived 28 days in older docs: stay well inside
 _WAIT_STEP = 0.05
 
 
@@ -48,7 +46,7 @@ def needs_refresh(portal: Portal, now: float, margin: float = REFRESH_MARGIN) ->
     return bool(portal.refresh_token) and portal.expires > 0 and portal.expires - now <= margin
 
 
-def keepalive_due(portal: Portal, now: float, after: float = KEEPALIVE_AFTER) -> bool:
+def keepalive_due(portal: Portal, now: float, after: float) -> bool:
     """An active OAuth portal whose tokens were last renewed `after` seconds ago or more.
 
     Any normal refresh renews `updated_at`, so only portals idle that long qualify."""
@@ -98,6 +96,10 @@ class TokenStore:
             pipe.hset(self._keys.portal(member_id), mapping=fields)  # type: ignore[arg-type]
             pipe.incr(self._keys.portals_version)
             await pipe.execute()
+
+    async def unindex(self, member_id: str) -> None:
+        """Leave the keep-alive index (a portal that cannot be refreshed until a new token)."""
+        await self._redis.zrem(self._keys.token_issued, member_id)
 
     async def fresh(self, member_id: str) -> Portal:
         """The record with an access token that is not about to expire (refreshing if needed)."""
@@ -171,8 +173,14 @@ class TokenStore:
         if endpoint and str(payload.get("member_id") or portal.member_id) == portal.member_id:
             fields["client_endpoint"] = endpoint
         gen = await self._cas(
-            keys=[self._keys.portal(portal.member_id), self._keys.portals_version],
-            args=[portal.refresh_token, "1", *[x for pair in fields.items() for x in pair]],
+            keys=[self._keys.portal(portal.member_id), self._keys.portals_version, self._keys.token_issued],
+            args=[
+                portal.refresh_token,
+                "1",
+                portal.member_id,
+                now,
+                *[x for pair in fields.items() for x in pair],
+            ],
         )
         if int(gen) < 0:
             # Cannot happen while we hold the lock, unless the lease ran out: the record moved on.
@@ -192,8 +200,14 @@ class TokenStore:
             "updated_at": str(int(time.time())),
         }
         gen = await self._cas(
-            keys=[self._keys.portal(portal.member_id), self._keys.portals_version],
-            args=[portal.refresh_token, "0", *[x for pair in fields.items() for x in pair]],
+            keys=[self._keys.portal(portal.member_id), self._keys.portals_version, self._keys.token_issued],
+            args=[
+                portal.refresh_token,
+                "0",
+                portal.member_id,
+                0,
+                *[x for pair in fields.items() for x in pair],
+            ],
         )
         if int(gen) < 0:
             return await self.load(portal.member_id)
@@ -201,20 +215,6 @@ class TokenStore:
         restmetrics.REAUTH.inc()
         security_event("refresh_failed", member_id=portal.member_id, code="invalid_grant", marked=True)
         raise ReauthRequired("invalid_grant", "portal needs re-authorization")
-
-    async def keepalive(self, member_ids: Iterable[str]) -> list[str]:
-        """Refresh the portals among `member_ids` whose refresh token would otherwise expire."""
-        refreshed = []
-        now = time.time()
-        for member_id in member_ids:
-            try:
-                portal = await self.load(member_id)
-            except (AuthRevoked, ReauthRequired):
-                continue
-            if keepalive_due(portal, now):
-                await self.refresh(portal)
-                refreshed.append(member_id)
-        return refreshed
 
 
 def portal_hosts(portal: Portal) -> tuple[str, ...]:

@@ -46,7 +46,7 @@ from shared.keys import Keys
 from shared.logs import log, scrub
 from shared.redisconn import sync_redis
 from shared.settings import Settings
-from workers import context, registry
+from workers import context, keepalive, registry
 from workers.dispatch import RUN_EVENT
 from workers.fairness import SKIP_MARGIN, should_wait_behind
 from workers.metrics import WorkerMetrics, parse_rq_time
@@ -135,6 +135,7 @@ class Worker:
         self._functions: dict[str, Callable[..., Any]] = {}
         self._maintainer: threading.Thread | None = None
         self._maintainer_stop = threading.Event()
+        self._keepalive_thread: threading.Thread | None = None
         self.processed = 0
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -178,14 +179,36 @@ class Worker:
     # --- maintenance (heartbeat thread) ---------------------------------------------------
     def _maintenance_loop(self) -> None:
         client = sync_redis(self.settings)
+        keepalive_at = time.monotonic()
         try:
             while not self._maintainer_stop.wait(self.tick):
                 try:
                     self._maintain(client)
+                    if time.monotonic() >= keepalive_at:
+                        keepalive_at = time.monotonic() + min(60, self.settings.keepalive_interval)
+                        self._keepalive()
                 except redis.RedisError as exc:
                     log(logger, logging.WARNING, "heartbeat failed", worker=self.name, error=str(exc))
         finally:
             client.close()
+
+    def _keepalive(self) -> None:
+        """Every worker asks; the keep-alive lock lets one per interval run it. Its refreshes
+        (HTTP) run on their own thread so they never delay this worker's heartbeat."""
+        if self._keepalive_thread is not None and self._keepalive_thread.is_alive():
+            return
+
+        def run() -> None:
+            client = sync_redis(self.settings)
+            try:
+                keepalive.run(self.settings, client)
+            except redis.RedisError as exc:
+                log(logger, logging.WARNING, "keep-alive failed", worker=self.name, error=str(exc))
+            finally:
+                client.close()
+
+        self._keepalive_thread = threading.Thread(target=run, name="b24pipe-keepalive", daemon=True)
+        self._keepalive_thread.start()
 
     def _maintain(self, client: redis.Redis) -> None:
         now = time.time()
