@@ -78,12 +78,14 @@ def seed(r: redis.Redis, ns: str, cipher: TokenCipher, pair: dict[str, Any], pla
     r.sadd(Keys(ns).portals, portal.member_id)
 
 
-def _ours(env: dict[str, str], member_id: str, until: float, out: Any) -> None:
+def _ours(env: dict[str, str], member_id: str, start: Any, out: Any) -> None:
     os.environ.update(env)
     from workers.client import client_for
     from workers.errors import RateLimited
 
     b24 = client_for(load_settings(), None, member_id)
+    start.wait()
+    until = time.time() + SECONDS
     done = []
     while time.time() < until:
         try:
@@ -95,7 +97,7 @@ def _ours(env: dict[str, str], member_id: str, until: float, out: Any) -> None:
     out.put((done, 0))
 
 
-def _naive(url: str, token: str, until: float, out: Any) -> None:
+def _naive(url: str, token: str, start: Any, out: Any) -> None:
     import asyncio
 
     import aiohttp
@@ -103,6 +105,8 @@ def _naive(url: str, token: str, until: float, out: Any) -> None:
     async def main() -> tuple[list[float], int]:
         done, refused = [], 0
         async with aiohttp.ClientSession() as session:
+            start.wait()
+            until = time.time() + SECONDS
             while time.time() < until:
                 async with session.post(url, json={"auth": token}) as answer:
                     await answer.read()
@@ -119,11 +123,11 @@ def _naive(url: str, token: str, until: float, out: Any) -> None:
 def _run(target: Any, args_of: Any) -> tuple[list[float], int]:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    until = time.time() + SECONDS
-    procs = [ctx.Process(target=target, args=(*args_of, until, out)) for _ in range(PROCESSES)]
+    start = ctx.Barrier(PROCESSES)  # the window opens once every process is up
+    procs = [ctx.Process(target=target, args=(*args_of, start, out)) for _ in range(PROCESSES)]
     for proc in procs:
         proc.start()
-    results = [out.get(timeout=SECONDS + 60) for _ in procs]
+    results = [out.get(timeout=SECONDS + 120) for _ in procs]
     for proc in procs:
         proc.join(timeout=10)
     return sorted(t for done, _ in results for t in done), sum(refused for _, refused in results)
