@@ -9,6 +9,8 @@ the portal's OAuth tokens (refreshed single-flight when near expiry), the shared
   again; 429 OPERATION_TIME_LIMIT: the method is held until its reset time;
 - 401: re-read the stored pair and retry if another process changed it; on `expired_token`
   (or `invalid_token`) refresh once and retry once;
+- 3xx: a portal that moved; followed only once the authorization server confirms the new
+  address (workers/relocate.py);
 - 5xx, connection errors, HTML error pages: bounded exponential backoff with jitter;
 - anything else: the typed error of workers/errors.py at once.
 
@@ -18,18 +20,17 @@ The sync client is a thin wrapper: it runs the same coroutines on this process's
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 
 from shared.crypto import TokenCipher
 from shared.keys import Keys
-from shared.logs import log, security_event
+from shared.logs import security_event
+from shared.oauth import OAuthClient
 from shared.outbound import HostPolicy
 from shared.portals import Portal
 from shared.settings import ConfigError, Settings, require_token_keys
@@ -39,11 +40,10 @@ from workers.guards import EchoMarker
 from workers.operating import OperatingWindow, report_from
 from workers.params import changed_fields, http_build_query
 from workers.ratelimit import Limiter, Plan, PlanError, parse_plan
+from workers.relocate import Relocator
 from workers.tokens import TokenStore, portal_hosts
 from workers.transport import Answer, Runtime, Transport, backoff, error_code, error_for, host_of
 from workers.writemap import Echo
-
-_log = logging.getLogger("b24pipe.client")
 
 MAX_ATTEMPTS = 5  # transient failures (5xx, connection, 503) before giving up to the worker's retry
 BATCH_MAX = 50
@@ -78,6 +78,7 @@ class Context:
     transport: Transport
     default_plan: Plan
     echoes: EchoMarker
+    relocator: Relocator
 
     @classmethod
     async def build(cls, settings: Settings, runtime: Runtime) -> Context:
@@ -89,16 +90,18 @@ class Context:
         keys = Keys(settings.namespace)
         transport = Transport(runtime.session, HostPolicy.from_settings(settings), settings.http_timeout)
         cipher = TokenCipher(require_token_keys(settings))
+        tokens = TokenStore(settings, aredis, cipher, transport)
         return cls(
             settings=settings,
             runtime=runtime,
             keys=keys,
-            tokens=TokenStore(settings, aredis, cipher, transport),
+            tokens=tokens,
             limiter=Limiter(aredis, keys, settings.rate_scope),
             operating=OperatingWindow(aredis, keys, settings.operating_pause_at),
             transport=transport,
             default_plan=plan,
             echoes=EchoMarker(aredis, settings),
+            relocator=Relocator(settings, tokens, transport, OAuthClient(settings, runtime.session)),
         )
 
     def plan_of(self, portal: Portal) -> Plan:
@@ -224,6 +227,7 @@ class AsyncB24:
         transient = 0
         rereads = 0
         refreshed = False
+        moves = 0
         echoes: list[Echo] | None = None
         while True:
             for name in methods:
@@ -247,7 +251,9 @@ class AsyncB24:
             label = restmetrics.method_label(method)
             started = time.perf_counter()
             try:
-                answer = await ctx.transport.post(url, json=body, portal_hosts=hosts, method=method)
+                answer = await ctx.transport.post(
+                    url, json=body, portal_hosts=hosts, method=method, follow=False
+                )
             except ApiError:
                 restmetrics.CALLS.labels(method=label, status="error").inc()
                 transient += 1
@@ -257,8 +263,12 @@ class AsyncB24:
                 continue
             restmetrics.LATENCY.labels(method=label).observe(time.perf_counter() - started)
             restmetrics.CALLS.labels(method=label, status=str(answer.status)).inc()
-            if answer.url != url:
-                await self._moved(portal, answer.url, method)
+            if answer.location:
+                moves += 1
+                if moves > 1:
+                    raise ApiError("TOO_MANY_REDIRECTS", method=method)
+                await ctx.relocator.follow(portal, answer.location, method)
+                continue
             code = error_code(answer)
             if code is None:
                 assert answer.payload is not None
@@ -311,21 +321,6 @@ class AsyncB24:
         endpoint = portal.client_endpoint or f"https://{portal.domain}/rest/"
         body = {**params, "auth": portal.open_access(cipher)}
         return f"{endpoint.rstrip('/')}/{method}.json", body, portal_hosts(portal)
-
-    async def _moved(self, portal: Portal, final_url: str, method: str) -> None:
-        """A domain change answers 302 to the new address: remember the new endpoint."""
-        suffix = f"/{method}.json"
-        if portal.webhook_url or not final_url.endswith(suffix):
-            return
-        endpoint = final_url[: -len(suffix)] + "/"
-        if endpoint == portal.client_endpoint:
-            return
-        fields = {"client_endpoint": endpoint}
-        if urlsplit(endpoint).path == "/rest/":
-            fields["domain"] = host_of(endpoint)
-        await self._ctx.tokens.update_fields(self.member_id, fields)
-        security_event("portal_moved", member_id=self.member_id, new_host=host_of(endpoint))
-        log(_log, logging.WARNING, "portal endpoint moved", member_id=self.member_id, host=host_of(endpoint))
 
     async def _record_operating(
         self, method: str, payload: dict[str, Any], batch: Mapping[str, tuple[str, Mapping[str, Any]]] | None

@@ -53,11 +53,13 @@ MAX_REDIRECTS = 3
 
 @dataclass(frozen=True)
 class Answer:
-    """What came back: the status, the JSON object (None for HTML or garbage), the final URL."""
+    """What came back: the status, the JSON object (None for HTML or garbage), the final URL,
+    and for a redirect not followed, where it points."""
 
     status: int
     payload: dict[str, Any] | None
     url: str
+    location: str = ""
 
 
 class Transport:
@@ -83,8 +85,10 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         portal_hosts: Iterable[str] = (),
         method: str = "",
+        follow: bool = True,
     ) -> Answer:
-        """POST once (following re-checked redirects with the same body)."""
+        """POST once, following re-checked redirects with the same body; with `follow=False`
+        a redirect is returned as it is (a portal's redirect must be confirmed first)."""
         hosts = tuple(portal_hosts)
         if json is not None:
             body: bytes | aiohttp.FormData = orjson.dumps(json)
@@ -99,7 +103,10 @@ class Transport:
                     url, data=body, headers=sent_headers, allow_redirects=False, timeout=self._timeout
                 ) as response:
                     if response.status in _REDIRECTS and "Location" in response.headers:
-                        url = urljoin(url, response.headers["Location"])
+                        target = urljoin(url, response.headers["Location"])
+                        if not follow:
+                            return Answer(response.status, None, url, location=target)
+                        url = target
                         if isinstance(body, aiohttp.FormData):
                             body = aiohttp.FormData(dict(form or {}))
                         continue
