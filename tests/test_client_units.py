@@ -82,6 +82,9 @@ def test_operating_pause_decision() -> None:
     # reset_at is moved from the server's clock to ours through the block's `finish`.
     report = report_from({"operating": 450, "operating_reset_at": 1030, "finish": 1000}, now=50)
     assert report == Report(450, 80)
+    # From the start when the block names it: a long request never shortens the pause.
+    block = {"operating": 450, "operating_reset_at": 1030, "start": 990, "finish": 1000}
+    assert report_from(block, now=50) == Report(450, 90)
     assert report_from({"start": 1}, now=0) is None
 
 

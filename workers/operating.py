@@ -30,20 +30,22 @@ class Report:
 def report_from(time_block: Any, now: float) -> Report | None:
     """The operating figures of a `time` block, or None when it carries none.
 
-    `operating_reset_at` is on the server's clock; it is moved to ours using the block's own
-    `finish` time, so a skewed server clock does not pause a method for too long or too short."""
+    `operating_reset_at` is on the server's clock; it is moved to ours as an offset from the
+    block's own `start` (else `finish`), so a skewed server clock does not move the pause. The
+    start is the earliest server time the answer names: measured from it the pause can only
+    come out longer by the request's duration, never end before the window has freed up."""
     if not isinstance(time_block, dict):
         return None
     try:
         operating = float(time_block.get("operating") or 0)
         reset_at = float(time_block.get("operating_reset_at") or 0)
-        finish = float(time_block.get("finish") or 0)
+        server_time = float(time_block.get("start") or time_block.get("finish") or 0)
     except (TypeError, ValueError):
         return None
     if operating <= 0 and reset_at <= 0:
         return None
-    if finish > 0 and reset_at > 0:
-        reset_at = now + (reset_at - finish)
+    if server_time > 0 and reset_at > 0:
+        reset_at = now + (reset_at - server_time)
     return Report(operating, reset_at)
 
 
