@@ -126,9 +126,14 @@ class Keys:
         """List: expiry times (ms) of our writes to `entity` whose `event` echo by `writer` is due."""
         return f"{self.ns}:echo:{member_id}:{entity}:{event}:{writer}"
 
-    def latest(self, member_id: str, event: str, entity: str, group: str) -> str:
-        """Hash: the coalescing group of one handler for (portal, event, entity): leader, latest."""
-        return f"{self.ns}:latest:{member_id}:{event}:{entity}:{group}"
+    def coalesce_group(self, member_id: str, handler: str, scope: str) -> str:
+        """Hash: an open coalescing or batch group of one handler (scope: `<event>:<entity>`,
+        or `batch` for the portal's batch group): leader job, times, newest event per item."""
+        return f"{self.ns}:group:{member_id}:{handler}:{scope}"
+
+    def coalesce_claim(self, member_id: str, handler: str, job_id: str) -> str:
+        """Hash: a group its leader job claimed, kept until the handler succeeded on it."""
+        return f"{self.ns}:group:{member_id}:{handler}:claim:{job_id}"
 
     def chain(self, member_id: str, entity: str) -> str:
         """String: the writer user of the pipeline's last write to an entity; lives one loop window."""

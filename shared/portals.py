@@ -50,6 +50,7 @@ class Portal:
     expires: int = 0  # access token expiry, unix seconds
     token_gen: int = 0  # bumped on every token change: compare-and-set and 401 re-reads use it
     webhook_url: str = ""  # ciphertext of an inbound-webhook base URL, for webhook portals
+    auth_connector: str = ""  # passed on the app's writes: offline events bound with it skip them
     created_at: int = field(default_factory=lambda: int(time.time()))
     updated_at: int = field(default_factory=lambda: int(time.time()))
     last_used_at: int = 0

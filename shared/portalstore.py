@@ -444,7 +444,7 @@ def data_patterns(keys: Keys, member_id: str) -> tuple[str, ...]:
     return (
         keys.operating(member_id, "*"),
         keys.echo_marks(member_id, "*", "*", "*"),
-        keys.latest(member_id, "*", "*", "*"),
+        keys.coalesce_group(member_id, "*", "*"),
         keys.chain(member_id, "*"),
     )
 

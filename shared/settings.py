@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     loop_bound: int = Field(default=10, ge=1, validation_alias=_env("B24PIPE_LOOP_BOUND"))
     loop_window: int = Field(default=300, ge=1, le=86400, validation_alias=_env("B24PIPE_LOOP_WINDOW"))
     coalesce_delay: float = Field(default=2.0, ge=0, le=3600, validation_alias=_env("B24PIPE_COALESCE_DELAY"))
+    coalesce_max_wait: float = Field(
+        default=30.0, gt=0, le=3600, validation_alias=_env("B24PIPE_COALESCE_MAX_WAIT")
+    )
     coalesce_ttl: int = Field(default=3600, ge=10, validation_alias=_env("B24PIPE_COALESCE_TTL"))
 
     @field_validator("handlers", "allowed_hosts", mode="before")
@@ -148,6 +151,13 @@ class Settings(BaseSettings):
     def _http_only_when_allowed(self) -> Settings:
         if self.oauth_url.startswith("http://") and not self.allow_http:
             raise ValueError("B24_OAUTH_URL uses http:// but B24PIPE_ALLOW_HTTP is off")
+        return self
+
+    @model_validator(mode="after")
+    def _groups_outlive_their_wait(self) -> Settings:
+        # a group that expired while its leader was held would lose the events merged into it
+        if self.coalesce_ttl < self.coalesce_max_wait + 60:
+            raise ValueError("B24PIPE_COALESCE_TTL must exceed B24PIPE_COALESCE_MAX_WAIT by 60 s at least")
         return self
 
     # --- derived -------------------------------------------------------------------------

@@ -192,3 +192,70 @@ def test_binding_is_repeatable_without_duplicates(
     ours = [b["event"] for b in bound if b["handler"] == "http://127.0.0.1:9/b24/events"]
     assert sorted(ours) == sorted(set(ours)) and "ONCRMDEALUPDATE" in ours
     assert bind_portal(load_settings(), member, []) is None  # no B24PIPE_PUBLIC_URL: skipped
+
+
+def test_batch_answers_in_both_php_shapes_and_call_many_in_order(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    _, member = install(simulator, r, env, "standard")
+    b24 = client_for(load_settings(), None, member)
+    ids = b24.call_many("crm.deal.add", [{"fields": {"TITLE": f"deal {i}"}} for i in range(120)])
+    assert len(set(ids)) == 120
+    deals = b24.call_many("crm.deal.get", [{"id": deal_id} for deal_id in ids])
+    assert [deal["TITLE"] for deal in deals] == [f"deal {i}" for i in range(120)]
+    assert simulator.stats(member)["requests"]["batch"] == 6  # 240 calls in batches of 50
+    # keys 0..n-1 all answered: PHP sends a JSON list; one failed in the middle: an object
+    every = b24.batch([("crm.deal.get", {"id": ids[0]}), ("crm.deal.get", {"id": ids[1]})])
+    assert every.result["1"]["TITLE"] == "deal 1" and not every.errors
+    gap = b24.batch([("crm.deal.get", {"id": ids[0]}), ("crm.deal.get", {"id": 999999}), ("user.admin", {})])
+    assert set(gap.result) == {"0", "2"} and set(gap.errors) == {"1"}
+    with pytest.raises(Exception, match="Not found"):
+        b24.call_many("crm.deal.get", [{"id": ids[0]}, {"id": 999999}])
+
+
+def test_update_if_changed_writes_only_what_differs(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    _, member = install(simulator, r, env, "standard")
+    b24 = client_for(load_settings(), None, member)
+    deal = b24.call("crm.deal.add", {"fields": {"TITLE": "a", "OPPORTUNITY": 5}})
+    assert b24.update_if_changed("crm.deal", deal, {"TITLE": "b", "OPPORTUNITY": "5"}) == {"TITLE": "b"}
+    assert b24.update_if_changed("crm.deal", deal, {"TITLE": "b", "OPPORTUNITY": 5}) == {}
+    assert b24.call("crm.deal.get", {"id": deal})["TITLE"] == "b"
+    assert simulator.stats(member)["requests"]["crm.deal.update"] == 1  # the second wrote nothing
+
+
+def test_writes_carry_the_portals_auth_connector(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    pair, member = install(simulator, r, env, "standard")
+    r.hset(Keys(env["B24PIPE_NAMESPACE"]).portal(member), "auth_connector", "b24pipe")
+    b24 = client_for(load_settings(), None, member)
+    assert b24.call(
+        "event.bind", {"event": "ONCRMDEALUPDATE", "event_type": "offline", "auth_connector": "b24pipe"}
+    )
+    ids = b24.call_many("crm.deal.add", [{"fields": {"TITLE": "x"}}] * 3)
+    b24.call("crm.deal.update", {"id": ids[0], "fields": {"TITLE": "ours"}})
+    b24.call_many("crm.deal.update", [{"id": i, "fields": {"TITLE": "ours too"}} for i in ids])
+    assert simulator.stats(member)["offline_queue"] == 0  # our own writes are not queued
+    simulator.change_entity(member, id=ids[1], fields={"TITLE": "a person"}, user_id=2)
+    plain = {"id": ids[2], "fields": {"TITLE": "no connector"}}
+    assert (
+        simulator.rest(pair.client_endpoint, "crm.deal.update", plain, token=pair.access_token).status == 200
+    )
+    assert simulator.stats(member)["offline_queue"] == 2  # a person's change and a write without it
+
+
+def test_refused_batch_commands_release_their_echo_marks(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    pair, member = install(simulator, r, env, "standard")
+    keys = Keys(env["B24PIPE_NAMESPACE"])
+    r.hset(keys.portal(member), "user_id", str(pair.user_id))
+    b24 = client_for(load_settings(), None, member)
+    deal = b24.call("crm.deal.add", {"fields": {"TITLE": "x"}})
+    answer = b24.batch({"ok": ("crm.deal.update", {"id": deal, "fields": {"TITLE": "y"}}),
+                        "bad": ("crm.deal.update", {"id": 999999, "fields": {"TITLE": "y"}})})  # fmt: skip
+    assert set(answer.errors) == {"bad"}
+    assert r.llen(keys.echo_marks(member, f"deal:{deal}", "ONCRMDEALUPDATE", pair.user_id)) == 1
+    assert r.llen(keys.echo_marks(member, "deal:999999", "ONCRMDEALUPDATE", pair.user_id)) == 0

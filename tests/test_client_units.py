@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
-
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -11,29 +9,12 @@ from shared.portals import Portal, Status
 from workers import errors
 from workers.binding import binding_plan
 from workers.operating import Report, pause_for, report_from
-from workers.params import changed_fields, http_build_query
+from workers.params import changed_fields
 from workers.tokens import keepalive_due, needs_refresh
 from workers.transport import Answer, backoff, error_code, error_for
 
 _scalars = st.one_of(st.integers(), st.text(max_size=20), st.booleans())
 _keys = st.text(alphabet="ABCDEFGHIJ_xyz019", min_size=1, max_size=8)
-
-
-@given(st.dictionaries(_keys, st.one_of(_scalars, st.dictionaries(_keys, _scalars, max_size=3)), max_size=5))
-def test_http_build_query_round_trips_through_a_php_style_parser(params: dict[str, object]) -> None:
-    decoded = dict(parse_qsl(http_build_query(params), keep_blank_values=True))
-    for key, value in params.items():
-        if isinstance(value, dict):
-            for inner, leaf in value.items():
-                expected = ("1" if leaf else "0") if isinstance(leaf, bool) else str(leaf)
-                assert decoded[f"{key}[{inner}]"] == expected
-        else:
-            expected = ("1" if value else "0") if isinstance(value, bool) else str(value)
-            assert decoded[key] == expected
-
-
-def test_http_build_query_lists_and_none() -> None:
-    assert http_build_query({"a": [1, 2], "b": None}) == "a%5B0%5D=1&a%5B1%5D=2"
 
 
 @given(st.dictionaries(_keys, st.one_of(st.integers(), st.text(max_size=10), st.booleans()), max_size=6))

@@ -115,15 +115,19 @@ def test_purge_deletes_only_that_portal(r: redis.Redis, keys: Keys) -> None:
         )
         store.run(r, store.commit_verified(keys, portal, digest("t" + member), 0, None))
         r.set(keys.chain(member, "deal:5"), 1)
-        r.set(keys.latest(member, "ONCRMDEALUPDATE", "deal:5", "h"), 1)
+        r.set(keys.coalesce_group(member, "h", "ONCRMDEALUPDATE:deal:5"), 1)
+        r.set(keys.coalesce_claim(member, "h", "job1"), 1)
         r.set(keys.operating(member, "crm.deal.get"), 1)
     store.purge_sync(r, keys, "5")
     assert store.run(r, store.load_portal(keys, "5")) is None
-    assert not r.exists(keys.chain("5", "deal:5"), keys.latest("5", "ONCRMDEALUPDATE", "deal:5", "h"))
-    assert store.run(r, store.load_portal(keys, "other")) is not None
-    assert (
-        r.exists(keys.chain("other", "deal:5"), keys.latest("other", "ONCRMDEALUPDATE", "deal:5", "h")) == 2
+    assert not r.exists(
+        keys.chain("5", "deal:5"),
+        keys.coalesce_group("5", "h", "ONCRMDEALUPDATE:deal:5"),
+        keys.coalesce_claim("5", "h", "job1"),
     )
+    assert store.run(r, store.load_portal(keys, "other")) is not None
+    group = keys.coalesce_group("other", "h", "ONCRMDEALUPDATE:deal:5")
+    assert r.exists(keys.chain("other", "deal:5"), group, keys.coalesce_claim("other", "h", "job1")) == 3
     assert store.run(r, store.list_members(keys)) == ["other"]
 
 

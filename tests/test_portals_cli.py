@@ -85,9 +85,13 @@ def test_add_show_list_revoke_purge(
     path = tmp_path / "secrets.json"
     path.write_text(json.dumps({"application_token": "second0123456789abcdef0123456789"}))
     again = cli(
-        base_env, "add", "--member-id", "m1", "--domain", "a.example.com", "--secrets-file", str(path)
-    )
+        base_env, "add", "--member-id", "m1", "--domain", "a.example.com", "--secrets-file", str(path),
+        "--auth-connector", "b24pipe-app",
+    )  # fmt: skip
     assert again.returncode == 0 and "updated" in again.stdout
+    portal = store.run(r, store.load_portal(keys, "m1"))
+    assert portal is not None and portal.auth_connector == "b24pipe-app"
+    assert json.loads(cli(base_env, "show", "m1").stdout)["auth_connector"] == "b24pipe-app"
     tokens = store.run(r, store.load_tokens(keys, "m1"))
     assert digest(str(SECRETS["application_token"])) not in tokens
     assert tokens[digest("second0123456789abcdef0123456789")].kind == "app"
@@ -166,6 +170,21 @@ def test_add_show_list_revoke_purge(
             "unrecognized",
         ),
         (["show", "a*b"], "", "member id"),
+        (
+            [
+                "add",
+                "--member-id",
+                "m1",
+                "--domain",
+                "a.example.com",
+                "--secrets-file",
+                "-",
+                "--auth-connector",
+                "a b",
+            ],
+            json.dumps({"application_token": "apptoken0123456789abcdef01234567"}),
+            "--auth-connector",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_changes_nothing(

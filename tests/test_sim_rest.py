@@ -112,6 +112,16 @@ def test_batch_references_halt_and_limits(simulator: SimClient, portal: SimPorta
         portal, "batch", {"cmd": {"n": "batch?cmd[x]=user.admin"}}, token=app.access_token
     )
     assert nested.body["result"]["result_error"]["n"]["error"] == "ERROR_BATCH_METHOD_NOT_ALLOWED"
+    # PHP's json_encode: commands keyed 0..n-1 come back as a JSON list only when all answered
+    listed = simulator.rest(
+        portal,
+        "batch",
+        {"cmd": ["user.admin", "crm.deal.get?id=999999", "user.admin"]},
+        token=app.access_token,
+    ).body["result"]
+    assert listed["result"] == {"0": True, "2": True} and set(listed["result_error"]) == {"1"}
+    both = simulator.rest(portal, "batch", {"cmd": ["user.admin", "user.admin"]}, token=app.access_token)
+    assert both.body["result"]["result"] == [True, True] and both.body["result"]["result_error"] == []
 
 
 def test_bucket_arithmetic_on_a_standard_portal(simulator: SimClient) -> None:

@@ -67,9 +67,12 @@ def test_combine_parks_first_then_reschedules_then_fails(items: list[HandlerResu
         assert decision.action is Action.PARK
     elif Action.RETRY in actions:
         assert decision.action is Action.RETRY
-        assert decision.after == max(i.after for i in items if i.action in (Action.RETRY, Action.DEFER))
+        waits = (Action.RETRY, Action.DEFER, Action.HOLD)
+        assert decision.after == max(i.after for i in items if i.action in waits)
     elif Action.DEFER in actions:
         assert decision.action is Action.DEFER
+    elif Action.HOLD in actions:
+        assert decision.action is Action.HOLD
     elif Action.FAIL in actions:
         assert decision.action is Action.FAIL
     else:

@@ -1,4 +1,4 @@
-"""Pure helpers for batch handlers and `call_many`: PHP-style queries, batch commands, grouping.
+"""Pure helpers for `batch` and `call_many`: PHP-style queries and batch command strings.
 
 Bitrix24's `batch` method takes up to 50 commands, each a string `method?query` where the
 query is what PHP's `http_build_query` makes of the parameters (`fields[TITLE]=x`,
@@ -6,23 +6,16 @@ query is what PHP's `http_build_query` makes of the parameters (`fields[TITLE]=x
 `batch` call counts as one request against the portal's rate limit, so packing the calls of
 a storm into batches is what keeps it under 2 requests per second.
 
-Command keys are `c<index>` rather than bare numbers: PHP turns a list of numeric keys into a
-JSON array, and the caller would lose the mapping from command to result.
-
-Batch handlers (`@handler(..., batch=True)`) receive a portal's waiting events as one list;
-`group_for_batch` builds those lists from the jobs a worker has taken, dropping older update
-events of an entity when a newer one of the same kind is in the same list (the same rule as
-`workers.coalesce`).
+`call_many` names its commands `c<index>` rather than bare numbers: PHP's json_encode turns
+an array keyed exactly 0..n-1 into a JSON list, keyed otherwise into an object, so bare
+numbers come back in either shape (`workers.client.php_keyed` reads both).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
-
-from shared.events import Event
-from workers.coalesce import merge_slot, order_key
 
 BATCH_LIMIT = 50
 """Commands Bitrix24 accepts in one `batch` call (more fail with ERROR_BATCH_LENGTH_EXCEEDED)."""
@@ -123,47 +116,3 @@ def parse_command(text: str) -> tuple[str, dict[str, Any]]:
     if not method or any(ch.isspace() or ch in "/&=" for ch in method):
         raise QueryError("a batch command must be `method?query`")
     return method, parse_query(query)
-
-
-def batch_commands(
-    method: str, params_list: Sequence[Mapping[str, Any]], size: int = BATCH_LIMIT
-) -> list[dict[str, str]]:
-    """`call_many`'s packing: one `cmd` dict per batch request, `c<i>` -> command, i global.
-
-    Result `c<i>` of any chunk belongs to `params_list[i]`."""
-    if not 1 <= size <= BATCH_LIMIT:
-        raise ValueError(f"batch size must be 1..{BATCH_LIMIT}")
-    return [
-        {
-            f"c{index}": command(method, params_list[index])
-            for index in range(start, min(start + size, len(params_list)))
-        }
-        for start in range(0, len(params_list), size)
-    ]
-
-
-def collapse(events: Iterable[Event]) -> list[Event]:
-    """Keep, in arrival order, every event except an update that a newer one of the same
-    (portal, event, entity) in the same list supersedes. Adds, deletes and events without
-    an entity are always kept."""
-    items = list(events)
-    newest: dict[tuple[str, str, str], Event] = {}
-    for event in items:
-        slot = merge_slot(event)
-        if slot is not None and (slot not in newest or order_key(event) > order_key(newest[slot])):
-            newest[slot] = event
-    return [event for event in items if (slot := merge_slot(event)) is None or newest[slot] is event]
-
-
-def group_for_batch(
-    events: Iterable[Event], batch_handlers: Callable[[str], Sequence[str]]
-) -> dict[tuple[str, str], list[Event]]:
-    """(member_id, handler) -> that portal's waiting events for the batch handler, collapsed.
-
-    `batch_handlers(event_name)` names the batch handlers registered for an event; the
-    lists keep arrival order, so a handler sees the portal's events as they came."""
-    groups: dict[tuple[str, str], list[Event]] = {}
-    for event in events:
-        for name in batch_handlers(event.name):
-            groups.setdefault((event.member_id, name), []).append(event)
-    return {slot: collapse(items) for slot, items in groups.items()}

@@ -35,10 +35,11 @@ from shared.outbound import HostPolicy
 from shared.portals import Portal
 from shared.settings import ConfigError, Settings, require_token_keys
 from workers import restmetrics
+from workers.batching import BATCH_LIMIT, build_query, command
 from workers.errors import ApiError, B24Error, BadRequest, OperatingLimit, RateLimited
 from workers.guards import EchoMarker
 from workers.operating import OperatingWindow, report_from
-from workers.params import changed_fields, http_build_query
+from workers.params import changed_fields
 from workers.ratelimit import Limiter, Plan, PlanError, parse_plan
 from workers.relocate import Relocator
 from workers.tokens import TokenStore, portal_hosts
@@ -46,7 +47,7 @@ from workers.transport import Answer, Runtime, Transport, backoff, error_code, e
 from workers.writemap import Echo
 
 MAX_ATTEMPTS = 5  # transient failures (5xx, connection, 503) before giving up to the worker's retry
-BATCH_MAX = 50
+BATCH_MAX = BATCH_LIMIT
 PAGE = 50
 _REFRESHABLE = frozenset({"expired_token", "invalid_token"})
 
@@ -63,6 +64,15 @@ class BatchResult:
     def raise_first(self) -> None:
         for error in self.errors.values():
             raise error
+
+
+def php_keyed(value: Any) -> dict[str, Any]:
+    """A batch answer's per-command part as a dict. PHP's json_encode writes an array whose
+    keys are exactly 0..n-1 as a JSON list (commands named "0", "1", ... all answered), any
+    other as an object, and an empty one as `[]`: the list's index is the command's key."""
+    if isinstance(value, list):
+        return {str(index): item for index, item in enumerate(value)}
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 @dataclass
@@ -149,29 +159,30 @@ class AsyncB24:
         )
         if len(named) > BATCH_MAX:
             raise BadRequest("ERROR_BATCH_LENGTH_EXCEEDED", f"{len(named)} commands, at most {BATCH_MAX}")
-        cmd = {key: f"{method}?{http_build_query(params)}" for key, (method, params) in named.items()}
+        cmd = {key: command(method, params) for key, (method, params) in named.items()}
         methods = tuple(sorted({method for method, _ in named.values()}))
         payload = await self._request("batch", {"halt": int(halt), "cmd": cmd}, methods, named)
-        body = payload.get("result") or {}
+        body = payload.get("result")
+        body = body if isinstance(body, Mapping) else {}
         out = BatchResult(
-            result=dict(body.get("result") or {}),
-            total={k: int(v) for k, v in (body.get("result_total") or {}).items()},
-            next={k: int(v) for k, v in (body.get("result_next") or {}).items()},
+            result=php_keyed(body.get("result")),
+            total={k: int(v) for k, v in php_keyed(body.get("result_total")).items()},
+            next={k: int(v) for k, v in php_keyed(body.get("result_next")).items()},
         )
-        for key, error in (body.get("result_error") or {}).items():
+        for key, error in php_keyed(body.get("result_error")).items():
             method = named[key][0] if key in named else "batch"
             out.errors[key] = error_for(Answer(400, error if isinstance(error, dict) else {}, ""), method)
         return out
 
     async def call_many(self, method: str, params_list: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """Call one method for each params, 50 per batch; results in order. The first failed
-        command's typed error is raised."""
+        """Call one method for each params, 50 per batch (each batch one request against the
+        rate limit); results in order. The first failed command's typed error is raised."""
         results: list[Any] = []
         for start in range(0, len(params_list), BATCH_MAX):
-            chunk = params_list[start : start + BATCH_MAX]
-            answer = await self.batch([(method, params) for params in chunk])
+            keys = [f"c{i}" for i in range(start, min(start + BATCH_MAX, len(params_list)))]
+            answer = await self.batch({key: (method, params_list[int(key[1:])]) for key in keys})
             answer.raise_first()
-            results.extend(answer.result.get(str(i)) for i in range(len(chunk)))
+            results.extend(answer.result.get(key) for key in keys)
         return results
 
     async def list(
@@ -273,6 +284,11 @@ class AsyncB24:
             if code is None:
                 assert answer.payload is not None
                 await self._record_operating(method, answer.payload, batch)
+                if batch is not None and echoes:  # refused commands, or not run after a halt
+                    ran = php_keyed((answer.payload.get("result") or {}).get("result"))
+                    await ctx.echoes.release_calls(
+                        self.member_id, portal.user_id or None, [c for k, c in batch.items() if k not in ran]
+                    )
                 return answer.payload
             if answer.status == 503:
                 restmetrics.LIMIT_503.labels(
@@ -315,12 +331,31 @@ class AsyncB24:
     ) -> tuple[str, dict[str, Any], tuple[str, ...]]:
         """URL, JSON body and allowed hosts. The token goes in the body, never in the URL."""
         cipher = self._ctx.tokens.cipher
+        params = self._connected(portal, method, params)
         if portal.webhook_url:
             base = portal.open_webhook(cipher)
             return f"{base.rstrip('/')}/{method}.json", params, (*portal_hosts(portal), host_of(base))
         endpoint = portal.client_endpoint or f"https://{portal.domain}/rest/"
         body = {**params, "auth": portal.open_access(cipher)}
         return f"{endpoint.rstrip('/')}/{method}.json", body, portal_hosts(portal)
+
+    def _connected(self, portal: Portal, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Writes of a portal with an `auth_connector` carry it (each write command of a batch
+        too): Bitrix24 then leaves them out of the offline-event queue bound with the same one."""
+        connector = portal.auth_connector
+        writes = self._ctx.echoes
+        if not connector or not writes.is_write(method):
+            return params
+        suffix = build_query({"auth_connector": connector})
+        if method.strip().lower() != "batch":
+            return {**params, "auth_connector": connector}
+        cmd = {
+            key: f"{text}{'&' if '?' in text else '?'}{suffix}"
+            if isinstance(text, str) and writes.is_write(text.partition("?")[0])
+            else text
+            for key, text in dict(params.get("cmd") or {}).items()
+        }
+        return {**params, "cmd": cmd}
 
     async def _record_operating(
         self, method: str, payload: dict[str, Any], batch: Mapping[str, tuple[str, Mapping[str, Any]]] | None
@@ -331,8 +366,8 @@ class AsyncB24:
             if report is not None:
                 await ctx.operating.record(self.member_id, method, report)
             return
-        times = (payload.get("result") or {}).get("result_time") or {}
-        for key, block in times.items() if isinstance(times, dict) else ():
+        times = php_keyed((payload.get("result") or {}).get("result_time"))
+        for key, block in times.items():
             report = report_from(block, time.time())
             if key in batch and report is not None:
                 await ctx.operating.record(self.member_id, batch[key][0], report)

@@ -24,6 +24,7 @@ from shared.redisconn import sync_redis
 from shared.settings import Settings, load_settings
 from workers import registry
 from workers.client import B24, AsyncB24, async_client_for, client_for, run_async
+from workers.coalesce import Coalescer
 from workers.guards import EchoGuard, LoopBreaker
 from workers.metrics import WorkerMetrics
 
@@ -50,6 +51,7 @@ class WorkerContext:
     settings: Settings
     runs: int = 0  # how many times the current job has been taken; 0 = unknown (not our worker)
     metrics: WorkerMetrics | None = None
+    job_id: str | None = None  # the current RQ job (coalescing groups are led by job id)
 
     @cached_property
     def echo_guard(self) -> EchoGuard:
@@ -58,6 +60,10 @@ class WorkerContext:
     @cached_property
     def loop_breaker(self) -> LoopBreaker:
         return LoopBreaker(self.redis, self.settings, known_events=registry.registered_events())
+
+    @cached_property
+    def coalescer(self) -> Coalescer:
+        return Coalescer(self.redis, self.settings, known_events=registry.registered_events())
 
 
 _current: WorkerContext | None = None

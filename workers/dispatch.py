@@ -6,6 +6,11 @@ Retries are per (event, handler): handlers that succeeded are remembered in
 counted in `Keys.handler_attempts(event_id)`. Both are read only when the job has run before
 and written only when it will run again, so the common case (first run, every handler
 succeeds) costs no Redis round trip at all.
+
+Order per job: echo suppression first (an echo of our own write is dropped before anything
+else sees it), then per handler: coalescing or batch grouping (`workers.coalesce`: the
+handler may be held, merged away, or given the group's events), then the loop breaker on
+the events the handler will actually run on, then the handler.
 """
 
 from __future__ import annotations
@@ -18,20 +23,55 @@ from typing import Any
 
 from shared.events import Event
 from workers import context, registry
+from workers.coalesce import Grouping, Verdict
 from workers.guards import LoopCut
-from workers.retry import Action, Defer, GiveUp, HandlerResult, Park, Policy, Reschedule, classify, combine
+from workers.retry import (
+    Action,
+    Defer,
+    GiveUp,
+    HandlerResult,
+    Hold,
+    Park,
+    Policy,
+    Reschedule,
+    classify,
+    combine,
+)
 
 RUN_EVENT = "workers.dispatch.run_event"
 _GIVEN_UP = -1  # attempts-hash value of a handler that failed for good (not run again)
 
 
-def _call(handler: registry.Handler, event: Event) -> None:
+def _call(handler: registry.Handler, events: tuple[Event, ...]) -> None:
+    """Run one handler: on the event, or on the list of events for a batch handler."""
+    arg: Event | list[Event] = list(events) if handler.batch else events[0]
     if handler.is_async:
-        context.run_coroutine(handler.fn(event, context.make_async_client(event)))
+        context.run_coroutine(handler.fn(arg, context.make_async_client(events[0])))
         return
-    result = handler.fn(event, context.make_client(event))
+    result = handler.fn(arg, context.make_client(events[0]))
     if inspect.isawaitable(result):
         context.run_coroutine(result)
+
+
+def _not_cut(ctx: context.WorkerContext, events: tuple[Event, ...]) -> tuple[Event, ...]:
+    """The events the loop breaker lets run. A single event that is cut fails the handler
+    (parked in the failed registry); in a batch the cut ones are left out of the list, and
+    the handler fails only when nothing is left."""
+    if len(events) == 1:
+        ctx.loop_breaker.check(events[0])
+        return events
+    kept: list[Event] = []
+    last: LoopCut | None = None
+    for event in events:
+        try:
+            ctx.loop_breaker.check(event)
+        except LoopCut as cut:
+            last = cut
+            continue
+        kept.append(event)
+    if not kept and last is not None:
+        raise last
+    return tuple(kept)
 
 
 def _prior_state(ctx: context.WorkerContext, event_id: str) -> tuple[set[str], dict[str, int]]:
@@ -59,10 +99,6 @@ def run_event(event_dict: dict[str, Any]) -> str:
         return "no_handler"
     if ctx.runs <= 1 and not event.is_lifecycle and ctx.echo_guard.consume(event):
         return "echo"  # the echo of our own write: one mark used up, nothing dispatched
-    try:
-        ctx.loop_breaker.check(event)
-    except LoopCut as cut:
-        raise GiveUp(str(cut)) from None
 
     settings = ctx.settings
     policy = Policy(settings.max_attempts, settings.retry_base, settings.retry_max)
@@ -70,6 +106,8 @@ def run_event(event_dict: dict[str, Any]) -> str:
     done, attempts = _prior_state(ctx, event.id)
     results: list[HandlerResult] = []
     succeeded: list[str] = []
+    claims: list[str] = []  # grouped handlers that ran on a claimed group
+    merged = 0
     counts: dict[Any, int] = {}
     for entry in handlers:
         if entry.id in done:
@@ -78,10 +116,27 @@ def run_event(event_dict: dict[str, Any]) -> str:
         if prior == _GIVEN_UP:
             results.append(HandlerResult(Action.FAIL, reason=f"{entry.id} failed permanently earlier"))
             continue
+        mine = event.model_copy(update={"attempt": prior + 1})
+        events: tuple[Event, ...] = (mine,)
+        if entry.grouped:
+            delay = settings.coalesce_delay if entry.delay is None else entry.delay
+            how = Grouping(entry.id, entry.batch, entry.coalesce, delay)
+            arrival = ctx.coalescer.arrive(ctx.job_id, mine, how)
+            if arrival.verdict is Verdict.HOLD:
+                results.append(HandlerResult(Action.HOLD, arrival.after))
+                continue
+            if arrival.verdict is Verdict.MERGED:
+                results.append(HandlerResult(Action.DONE))
+                succeeded.append(entry.id)
+                merged += 1
+                continue
+            events = arrival.events
+            if ctx.job_id is not None and (entry.batch or events[0] is not mine):
+                claims.append(entry.id)
         started = time.perf_counter()
         error: Exception | None = None
         try:
-            _call(entry, event.model_copy(update={"attempt": prior + 1}))
+            _call(entry, _not_cut(ctx, events))
         except Exception as exc:  # every handler failure is classified, none escapes
             error = exc
         if ctx.metrics is not None:
@@ -100,11 +155,12 @@ def run_event(event_dict: dict[str, Any]) -> str:
             counts[entry.id] = _GIVEN_UP
 
     decision = combine(results)
+    ctx.coalescer.release(event.member_id, [c for c in claims if c in succeeded], ctx.job_id)
     done_key, attempts_key = ctx.keys.handler_done(event.id), ctx.keys.handler_attempts(event.id)
     if decision.action is Action.DONE:
         if done or attempts:
             ctx.redis.delete(done_key, attempts_key)
-        return "ok"
+        return "merged" if merged and merged == len(results) else "ok"
 
     keep = settings.failed_ttl + int(settings.retry_max) + 3600
     with ctx.redis.pipeline(transaction=False) as pipe:
@@ -126,4 +182,6 @@ def run_event(event_dict: dict[str, Any]) -> str:
         raise Defer(event.member_id, decision.after, decision.rate_limited, decision.reason)
     if decision.action is Action.RETRY:
         raise Reschedule(decision.after, decision.reason)
+    if decision.action is Action.HOLD:
+        raise Hold(decision.after)
     raise GiveUp(decision.reason)

@@ -33,7 +33,7 @@ hosts, on Redis's clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -153,6 +153,14 @@ class EchoMarker:
             return []
         await self._mark(keys=call[0], args=call[1])
         return echoes
+
+    async def release_calls(
+        self, member_id: str, writer: int | None, calls: Iterable[tuple[str, Mapping[str, Any]]]
+    ) -> None:
+        """Commands of a batch that Bitrix24 refused cause no echo: drop their marks."""
+        echoes = [echo for method, params in calls for echo in self._writes.echoes(method, params)]
+        if echoes:
+            await self.release(member_id, writer, echoes)
 
     async def release(self, member_id: str, writer: int | None, echoes: Sequence[Echo]) -> None:
         """The write was refused (no echo will come): drop one mark per echo."""

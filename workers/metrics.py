@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from shared.keys import Keys
 
-OUTCOMES = ("ok", "no_handler", "retry", "deferred", "parked", "failed")
+OUTCOMES = ("ok", "no_handler", "echo", "merged", "retry", "deferred", "parked", "failed")
 
 _WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 _DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)

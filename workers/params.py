@@ -1,31 +1,9 @@
-"""Pure helpers for REST parameters: PHP-style query strings (batch commands) and field diffs."""
+"""Pure helpers for REST parameters: field diffs (`update_if_changed`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
-
-
-def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
-    if value is None:
-        return
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            yield from _flatten(f"{prefix}[{key}]" if prefix else str(key), inner)
-    elif isinstance(value, list | tuple):
-        for index, inner in enumerate(value):
-            yield from _flatten(f"{prefix}[{index}]", inner)
-    elif isinstance(value, bool):
-        yield prefix, "1" if value else "0"
-    else:
-        yield prefix, str(value)
-
-
-def http_build_query(params: Mapping[str, Any]) -> str:
-    """What PHP's http_build_query makes of `params` (Bitrix24 parses batch commands with it):
-    nested keys in brackets, lists indexed, booleans 1/0, None left out."""
-    return "&".join(f"{quote(key, safe='')}={quote(value, safe='')}" for key, value in _flatten("", params))
 
 
 def _same(have: Any, want: Any) -> bool:

@@ -32,17 +32,34 @@ class Handler:
     event: str
     fn: Callable[..., Any]
     is_async: bool
+    coalesce: bool = False
+    batch: bool = False
+    delay: float | None = None  # None: B24PIPE_COALESCE_DELAY
+
+    @property
+    def grouped(self) -> bool:
+        """Whether its events go through a coalescing or batch group (workers.coalesce)."""
+        return self.coalesce or self.batch
 
 
 _by_event: dict[str, list[Handler]] = {}
 
 
-def handler(event: str = CATCH_ALL) -> Callable[[F], F]:
+def handler(
+    event: str = CATCH_ALL, *, coalesce: bool = False, batch: bool = False, delay: float | None = None
+) -> Callable[[F], F]:
     """Register `fn(event, b24)` for the Bitrix24 event `event` (case-insensitive), or for
-    every event with "*". `async def` handlers are awaited and get an awaitable client."""
+    every event with "*". `async def` handlers are awaited and get an awaitable client.
+
+    `coalesce=True`: update events of one entity waiting in the queue run the handler once,
+    on the newest. `batch=True`: the handler is called as `fn(events, b24)` with a portal's
+    waiting events as a list. `delay`: seconds the first event of a group waits for the rest
+    (default `B24PIPE_COALESCE_DELAY`). All off by default (see workers.coalesce)."""
     name = event.strip().upper()
     if not name:
         raise ValueError("handler(): the event name is empty")
+    if delay is not None and (not (coalesce or batch) or not 0 <= delay <= 3600):
+        raise ValueError("handler(): delay needs coalesce=True or batch=True and 0 <= delay <= 3600")
 
     def register(fn: F) -> F:
         entry = Handler(
@@ -50,6 +67,9 @@ def handler(event: str = CATCH_ALL) -> Callable[[F], F]:
             event=name,
             fn=fn,
             is_async=inspect.iscoroutinefunction(fn),
+            coalesce=coalesce,
+            batch=batch,
+            delay=delay,
         )
         bucket = _by_event.setdefault(name, [])
         if all(existing.id != entry.id for existing in bucket):

@@ -9,9 +9,14 @@ Per handler (`classify`):
 - `RateLimited`, `OperatingLimit` -> DEFER (waiting is not failure: no attempt used);
 - `ReauthRequired`, `AuthRevoked` -> PARK (the portal's jobs wait for a new token).
 
+HOLD is not a failure: the job leads a coalescing group (workers.coalesce) and comes back
+after the group's delay, without using an attempt and without touching the portal's
+fairness horizon.
+
 Per job (`combine`): PARK beats everything (nothing can succeed for that portal); then a
-RETRY or DEFER reschedules the job for the handlers still to succeed; FAIL only once no
-handler can still succeed; otherwise DONE.
+RETRY, DEFER or HOLD reschedules the job for the handlers still to succeed (in that order of
+precedence, after the longest wait); FAIL only once no handler can still succeed; otherwise
+DONE.
 
 The worker learns the job's fate from the `JobOutcome` exceptions `run_event` raises.
 """
@@ -38,6 +43,7 @@ class Action(StrEnum):
     DEFER = "defer"
     PARK = "park"
     FAIL = "fail"
+    HOLD = "hold"
 
 
 @dataclass(frozen=True)
@@ -91,14 +97,17 @@ def combine(results: list[HandlerResult]) -> HandlerResult:
     parked = [r for r in results if r.action is Action.PARK]
     if parked:
         return parked[0]
-    pending = [r for r in results if r.action in (Action.RETRY, Action.DEFER)]
+    pending = [r for r in results if r.action in (Action.RETRY, Action.DEFER, Action.HOLD)]
     if pending:
         after = max(r.after for r in pending)
         if any(r.action is Action.RETRY for r in pending):
-            return HandlerResult(Action.RETRY, after, "; ".join(r.reason for r in pending))
-        return HandlerResult(
-            Action.DEFER, after, pending[0].reason, rate_limited=any(r.rate_limited for r in pending)
-        )
+            return HandlerResult(Action.RETRY, after, "; ".join(r.reason for r in pending if r.reason))
+        deferred = [r for r in pending if r.action is Action.DEFER]
+        if deferred:
+            return HandlerResult(
+                Action.DEFER, after, deferred[0].reason, rate_limited=any(r.rate_limited for r in deferred)
+            )
+        return HandlerResult(Action.HOLD, after, "coalescing")
     failed = [r for r in results if r.action is Action.FAIL]
     if failed:
         return HandlerResult(Action.FAIL, 0.0, "; ".join(r.reason for r in failed))
@@ -126,6 +135,15 @@ class Defer(JobOutcome):
         self.member_id = member_id
         self.after = after
         self.rate_limited = rate_limited
+
+
+class Hold(JobOutcome):
+    """The job leads a coalescing group: run it again after `after` seconds (0: at the tail
+    of its queue), without using an attempt."""
+
+    def __init__(self, after: float) -> None:
+        super().__init__("coalescing")
+        self.after = after
 
 
 class Park(JobOutcome):

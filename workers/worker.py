@@ -49,8 +49,8 @@ from shared.settings import Settings
 from workers import context, keepalive, registry
 from workers.dispatch import RUN_EVENT
 from workers.fairness import SKIP_MARGIN, should_wait_behind
-from workers.metrics import WorkerMetrics, parse_rq_time
-from workers.retry import Defer, GiveUp, Park, Policy, Reschedule, backoff
+from workers.metrics import OUTCOMES, WorkerMetrics, parse_rq_time
+from workers.retry import Defer, GiveUp, Hold, Park, Policy, Reschedule, backoff
 from workers.scripts import Scripts
 
 logger = logging.getLogger("b24pipe.worker")
@@ -326,9 +326,15 @@ class Worker:
                     return ("defer", job.id, job.queue, member, 0, "skip")
             if job.enqueued_at is not None:
                 self.metrics.queue_wait.labels(job.queue).observe(max(0.0, now - job.enqueued_at))
-            ctx.runs = job.runs
+            ctx.runs, ctx.job_id = job.runs, job.id
             function = getattr(instance, func_name) if instance is not None else self._function(func_name)
             outcome = self._call(function, args, kwargs, job)
+        except Hold as exc:
+            self.metrics.deferrals.labels(label, "coalescing").inc()
+            self.metrics.jobs.labels(label, "deferred").inc()
+            if exc.after <= 0:
+                return ("tail", job.id, job.queue, "", "", "")
+            return ("sched", job.id, job.queue, time.time() + exc.after, "", "")
         except Reschedule as exc:
             self.metrics.retries.labels(label).inc()
             self.metrics.jobs.labels(label, "retry").inc()
@@ -370,7 +376,7 @@ class Worker:
             self.metrics.jobs.labels(label, "retry").inc()
             delay = backoff(attempts, self.policy, _rand())
             return ("sched", job.id, job.queue, time.time() + delay, str(attempts), "")
-        self.metrics.jobs.labels(label, outcome if outcome == "no_handler" else "ok").inc()
+        self.metrics.jobs.labels(label, outcome if outcome in OUTCOMES else "ok").inc()
         return ("ok", job.id, job.queue, job.result_ttl, "", "")
 
     def _call(self, function: Callable[..., Any], args: Any, kwargs: Any, job: Taken) -> Any:

@@ -48,6 +48,7 @@ _DOMAIN = re.compile(
 )
 _SECRET_KEYS = ("application_token", "access_token", "refresh_token", "webhook_url", "webhook_token")
 _TOKEN = re.compile(r"^[\x21-\x7e]{8,4096}$")
+_CONNECTOR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def register(subparsers: Any) -> None:
@@ -70,6 +71,11 @@ def register(subparsers: Any) -> None:
     add.add_argument("--client-endpoint", help="REST endpoint (default https://<domain>/rest/)")
     add.add_argument("--secrets-file", required=True, metavar="PATH|-", help="JSON object with the secrets")
     add.add_argument("--plan", default="", help="rate plan of this portal (default: B24PIPE_RATE_PLAN)")
+    add.add_argument(
+        "--auth-connector",
+        metavar="ID",
+        help="passed on the app's writes, so offline events bound with the same ID skip them",
+    )
     add.set_defaults(run=run_add)
 
     bind = actions.add_parser("bind", help="make the portal's event.bind registrations match the handlers")
@@ -119,6 +125,12 @@ def endpoint_arg(value: str, domain: str, settings: Settings, what: str) -> str:
         return HostPolicy.from_settings(settings).check_url(value, (domain,), _no_dns)
     except OutboundRefused as exc:
         raise UsageError(f"{what}: {exc}") from None
+
+
+def connector_arg(value: str) -> str:
+    if not _CONNECTOR.match(value):
+        raise UsageError(f"invalid --auth-connector {value!r}: letters, digits, '_', '.', '-' (1-64)")
+    return value
 
 
 def parse_secrets(text: str) -> dict[str, Any]:
@@ -282,6 +294,7 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
     endpoint = endpoint_arg(
         args.client_endpoint or f"https://{domain}/rest/", domain, settings, "--client-endpoint"
     ).rstrip("/")
+    connector = None if args.auth_connector is None else connector_arg(args.auth_connector)
     secrets = parse_secrets(_read_secrets(args.secrets_file))
     if secrets.get("webhook_url"):
         endpoint_arg(secrets["webhook_url"], domain, settings, "secrets: webhook_url")
@@ -295,6 +308,9 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
             client_endpoint=endpoint + "/",
             status=Status.ACTIVE,
             plan=args.plan or (existing.plan if existing else ""),
+            auth_connector=connector
+            if connector is not None
+            else (existing.auth_connector if existing else ""),
             reason="added by hand (b24pipe portals add)",
             updated_at=int(time.time()),
         )

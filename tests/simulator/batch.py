@@ -39,8 +39,12 @@ def _resolve(results: dict[str, Any], match: re.Match[str]) -> str:
 
 
 def _php(mapping: dict[str, Any]) -> dict[str, Any] | list[Any]:
-    """PHP encodes an empty array as `[]`, not `{}`."""
-    return mapping if mapping else []
+    """What PHP's json_encode makes of an array: keys exactly 0..n-1 in order (commands named
+    "0", "1", ... that all answered) give a JSON list, an empty array `[]`, anything else an
+    object."""
+    if list(mapping) == [str(index) for index in range(len(mapping))]:
+        return list(mapping.values())
+    return mapping
 
 
 def run_batch(call: Call, execute: Execute) -> Answer:

@@ -10,6 +10,7 @@
 --   park   a=member, b=portal hash, c=parked list -> DeferredJobRegistry + parked list, unless
 --          the portal is active again (then straight back to its queue)
 --   back   (taken, never started)       -> front of its queue
+--   tail   (a coalescing leader, delay 0) -> tail of its queue, behind the burst waiting
 -- KEYS[1] in-flight list, KEYS[2] defer-horizon hash, KEYS[3] parked-portals set.
 -- ARGV[1] execution id, ARGV[2] now, ARGV[3] now as RQ timestamp, then entries of 6:
 -- kind, id, queue, a, b, c.
@@ -91,6 +92,9 @@ for i = 4, #ARGV, 6 do
     elseif kind == 'back' then
       redis.call('HSET', jkey, 'status', 'queued')
       redis.call('LPUSH', 'rq:queue:' .. queue, id)
+    elseif kind == 'tail' then
+      redis.call('HSET', jkey, 'status', 'queued')
+      redis.call('RPUSH', 'rq:queue:' .. queue, id)
     end
   end
 end
