@@ -11,7 +11,7 @@ Lifecycle hook points (wired by the lead): `app[LIFECYCLE_KEY]` is a
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import Iterable
 
 import aiohttp
@@ -68,26 +68,26 @@ class EventPath:
         self.max_keys = settings.max_form_keys
         self.max_depth = settings.max_form_depth
         self.max_inflight = settings.max_inflight
-        self.inflight = 0
+        self.timeout = settings.enqueue_timeout
         self.metrics = app[METRICS_KEY]
 
     async def handle(self, request: web.Request) -> web.Response:
         metrics = self.metrics
-        if self.inflight >= self.max_inflight:
+        if metrics.inflight >= self.max_inflight:
             metrics.request("", "overloaded")
             metrics.reject("overloaded")
             return answer(503, UNAVAILABLE)
-        self.inflight += 1
-        metrics.inflight.inc()
-        started = time.perf_counter()
+        metrics.inflight += 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            return await self._handle(request)
+            # one deadline for everything this request waits for: the token read and the write
+            return await self._handle(request, started + self.timeout)
         finally:
-            self.inflight -= 1
-            metrics.inflight.dec()
-            metrics.latency.observe(time.perf_counter() - started)
+            metrics.inflight -= 1
+            metrics.observe_latency(loop.time() - started)
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request, deadline: float) -> web.Response:
         metrics = self.metrics
         remote = request.remote or ""
         length = request.content_length
@@ -120,8 +120,8 @@ class EventPath:
         member_id = delivery.auth.member_id
         token = delivery.auth.application_token
         try:
-            decision = await self.app[TOKENS_KEY].check(member_id, token)
-        except RedisError:
+            decision = await self.app[TOKENS_KEY].check(member_id, token, deadline)
+        except (RedisError, TimeoutError):
             return self._unavailable(name)
         if decision.verdict is Verdict.REJECT:
             reason = decision.reason.value if decision.reason else "rejected"
@@ -142,7 +142,7 @@ class EventPath:
 
         event = delivery.to_event()
         try:
-            fresh = await self.app[ENQUEUER_KEY].enqueue(event, queue_for(self.keys, event))
+            fresh = await self.app[ENQUEUER_KEY].enqueue(event, queue_for(self.keys, event), deadline)
         except Unavailable:
             return self._unavailable(name)
         metrics.request(name, "accepted" if fresh else "duplicate")
@@ -199,12 +199,16 @@ async def install_page(request: web.Request) -> web.Response:
 
 async def _startup(app: web.Application) -> None:
     settings = app[SETTINGS_KEY]
-    client = async_redis(settings)
+    # a stalled read is abandoned soon after the requests waiting for it gave up, and never
+    # before the batch that the enqueuer is waiting for (its own timeout is in charge)
+    client = async_redis(settings, socket_timeout=settings.enqueue_timeout + 1)
     keys = Keys(settings.namespace)
     app[REDIS_KEY] = client
     tokens = TokenCache(client, keys)
     app[TOKENS_KEY] = tokens
-    enqueuer = Enqueuer(client, keys, settings, on_batch=app[METRICS_KEY].batch_size.observe)
+    metrics = app[METRICS_KEY]
+    metrics.start()
+    enqueuer = Enqueuer(client, keys, settings, on_batch=metrics.observe_batch)
     app[ENQUEUER_KEY] = enqueuer
     enqueuer.start()
     await tokens.start()  # never fails on Redis: until it answers, requests get 503
@@ -222,6 +226,7 @@ async def _cleanup(app: web.Application) -> None:
         await app[SESSION_KEY].close()
     await app[ENQUEUER_KEY].close()
     await app[TOKENS_KEY].stop()
+    await app[METRICS_KEY].stop()
     await app[REDIS_KEY].aclose()
 
 

@@ -1,15 +1,17 @@
-"""Durable enqueue for many concurrent requests: one Redis pipeline per batch.
+"""Durable enqueue for many concurrent requests: one script call per batch.
 
-Each request builds its job (`shared.jobs.script_call`) and waits on a future; a single
-flusher task sends everything that accumulated as one pipeline of `EVALSHA enqueue.lua`
-calls, one per event, and resolves the futures with what Redis answered. While one
-pipeline is in flight the next batch gathers, so the batch grows with the load and the
-round trips per event shrink.
+Each request builds its job (`shared.jobs.QueuedJob`) and waits on a future; a single
+flusher task writes everything that accumulated with one `EVALSHA enqueue.lua` per queue
+(all of them in one write to one connection) and resolves the futures with what Redis
+answered. While one batch is in flight the next gathers, so the batch grows with the load
+and the round trips and commands per event shrink.
 
-Failure is explicit: a request whose job is not confirmed within `enqueue_timeout` gets
-`Unavailable` (the app answers 503, never 200); a job whose request already gave up is
-not sent at all if it is still waiting. Redis errors fail the batch they hit, and the next
-batch reconnects, so the ingress recovers by itself when Redis is back.
+Failure is explicit: every request carries a deadline, and one watchdog per batcher fails
+the requests whose deadline passed with `Unavailable` (the app answers 503, never 200),
+whether their job is still waiting or in flight; a job whose request already gave up is not
+sent at all. A batch that Redis does not answer within `enqueue_timeout` is abandoned with
+its connection, and the next batch reconnects, so the ingress recovers by itself when Redis
+is back.
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from shared.events import Event
-from shared.jobs import ENQUEUE_LUA, RQ_JOB_PREFIX, RQ_QUEUES, JobTemplate, job_fields, new_job_id
+from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, script_call
 from shared.keys import Keys
 from shared.logs import log
 from shared.settings import Settings
 
 _logger = logging.getLogger("b24pipe.ingress.batcher")
+
+MAX_BATCH = 512  # events per script call: bounds Lua's unpack() and one call's latency
+WATCH_INTERVAL = 0.05  # how late past its deadline a request may learn that it failed
+_QUEUED = ord("1")  # enqueue.lua's flag for a job written ("0": a duplicate)
 
 
 class Unavailable(Exception):
@@ -39,44 +46,20 @@ class Unavailable(Exception):
 
 @dataclass(slots=True)
 class _Item:
-    command: bytes  # one EVALSHA, encoded (RESP)
+    queue: str
+    job: QueuedJob
     future: asyncio.Future[bool]
+    deadline: float  # event loop time
 
 
-def _bulk(parts: list[str | int | bytes]) -> bytes:
-    """RESP bulk strings of `parts`, the way redis-py would encode them."""
-    out = []
+def _resp(parts: Sequence[str | int | bytes]) -> bytes:
+    """One command in RESP, the way redis-py would send it; its generic encoder costs more
+    per event than the rest of the request."""
+    out = [b"*%d\r\n" % len(parts)]
     for part in parts:
-        raw = part if isinstance(part, bytes) else str(part).encode()
+        raw = part if type(part) is bytes else str(part).encode()
         out.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
     return b"".join(out)
-
-
-class _Packer:
-    """EVALSHA enqueue.lua for one queue, with everything events share encoded once:
-    redis-py's generic encoder costs more per event than the rest of the request."""
-
-    def __init__(self, sha: str, keys: Keys, template: JobTemplate) -> None:
-        self._keys = keys
-        self._fixed = 3 + 4 + 2 + len(template.static)  # head, KEYS, window and id, template
-        self._head = _bulk(["EVALSHA", sha, 4])
-        self._shared_keys = _bulk([template.queue_key, RQ_QUEUES, template.dedupe_window])
-        self._static = _bulk(list(template.static))
-
-    def pack(self, event: Event) -> bytes:
-        job_id = new_job_id()
-        fields = job_fields(event)
-        return b"".join(
-            (
-                b"*%d\r\n" % (self._fixed + len(fields)),
-                self._head,
-                _bulk([self._keys.dedupe(event.id), RQ_JOB_PREFIX + job_id]),
-                self._shared_keys,
-                _bulk([job_id]),
-                self._static,
-                _bulk(fields),  # type: ignore[arg-type]
-            )
-        )
 
 
 class Enqueuer:
@@ -90,58 +73,82 @@ class Enqueuer:
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
+        self._keys = keys
         self._timeout = settings.enqueue_timeout
-        sha = hashlib.sha1(ENQUEUE_LUA.encode(), usedforsecurity=False).hexdigest()
-        self._packers = {
-            queue: _Packer(sha, keys, JobTemplate.build(queue, settings)) for queue in keys.queues
-        }
+        self._sha = hashlib.sha1(ENQUEUE_LUA.encode(), usedforsecurity=False).hexdigest()
+        self._templates = {queue: JobTemplate.build(queue, settings) for queue in keys.queues}
         self._on_batch = on_batch
         self._pending: list[_Item] = []
+        self._inflight: list[_Item] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
-    async def enqueue(self, event: Event, queue: str) -> bool:
-        packer = self._packers.get(queue)
-        if packer is None:
+    async def enqueue(self, event: Event, queue: str, deadline: float | None = None) -> bool:
+        """Queue `event`; `deadline` (event loop time) defaults to now + `enqueue_timeout`.
+        Raises `Unavailable` when the job is not confirmed stored by then."""
+        if queue not in self._templates:
             raise ValueError(f"unknown queue {queue!r}")
-        if self._task is None:
+        if not self._tasks:
             raise Unavailable("the enqueuer is not running")
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Item(packer.pack(event), future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if deadline is None:
+            deadline = loop.time() + self._timeout
+        self._pending.append(_Item(queue, QueuedJob.of(self._keys, event), future, deadline))
         self._idle.clear()
         self._wakeup.set()
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await future
-        except TimeoutError:
-            raise Unavailable("Redis did not confirm the write in time") from None
+        return await future
 
-    # --- the flusher ----------------------------------------------------------------------
+    # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="b24pipe-enqueuer")
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name="b24pipe-enqueuer"),
+                asyncio.create_task(self._watch(), name="b24pipe-enqueuer-watchdog"),
+            ]
 
     async def close(self) -> None:
         """Write out what is held, then stop (SIGTERM path)."""
-        if self._task is None:
+        if not self._tasks:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._timeout + 1):
                 await self._idle.wait()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self._fail([*self._pending, *self._inflight], "the enqueuer stopped")
+        self._pending, self._inflight = [], []
 
+    # --- the watchdog ---------------------------------------------------------------------
+    async def _watch(self) -> None:
+        """Fail requests past their deadline: one timer for all of them, not one each."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            now = loop.time()
+            for items in (self._pending, self._inflight):
+                self._fail([item for item in items if item.deadline <= now], "Redis did not confirm in time")
+
+    @staticmethod
+    def _fail(items: list[_Item], why: str) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(Unavailable(why))
+
+    # --- the flusher ----------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                batch = [item for item in self._pending if not item.future.done()]
-                self._pending = []
+                batch = [item for item in self._pending[:MAX_BATCH] if not item.future.done()]
+                del self._pending[:MAX_BATCH]
                 if batch:
                     await self._flush(batch)
             self._idle.set()
@@ -149,58 +156,65 @@ class Enqueuer:
     async def _flush(self, batch: list[_Item]) -> None:
         if self._on_batch is not None:
             self._on_batch(len(batch))
+        groups: dict[str, list[_Item]] = {}
+        for item in batch:
+            groups.setdefault(item.queue, []).append(item)
+        now = datetime.now(UTC)
+        calls = []
+        for queue, items in groups.items():
+            script_keys, argv = script_call(self._templates[queue], [item.job for item in items], now)
+            calls.append(_resp(["EVALSHA", self._sha, len(script_keys), *script_keys, *argv]))
+        self._inflight = batch
         try:
             async with asyncio.timeout(self._timeout):
-                results = await self._execute(batch)
+                replies = await self._execute(calls)
         except (RedisError, OSError, TimeoutError) as exc:
             log(_logger, logging.WARNING, "enqueue batch failed", size=len(batch), error=type(exc).__name__)
-            results = [Unavailable("Redis is unavailable")] * len(batch)
+            self._fail(batch, "Redis is unavailable")
+            return
         except Exception as exc:  # a bug must not leave requests hanging
             log(_logger, logging.ERROR, "enqueue batch crashed", size=len(batch), error=type(exc).__name__)
-            results = [Unavailable("the enqueuer failed")] * len(batch)
-        for item, result in zip(batch, results, strict=True):
-            if item.future.done():
+            self._fail(batch, "the enqueuer failed")
+            return
+        finally:
+            self._inflight = []
+        for items, reply in zip(groups.values(), replies, strict=True):
+            if not isinstance(reply, bytes) or len(reply) != len(items):
+                # e.g. OOM under noeviction, READONLY replica: the script wrote nothing
+                log(_logger, logging.WARNING, "enqueue refused by Redis", error=str(reply)[:120])
+                self._fail(items, "Redis refused the write")
                 continue
-            if isinstance(result, BaseException):
-                item.future.set_exception(result)
-            else:
-                item.future.set_result(bool(result))
+            for item, flag in zip(items, reply, strict=True):
+                if not item.future.done():
+                    item.future.set_result(flag == _QUEUED)
 
-    async def _execute(self, batch: list[_Item]) -> list[object]:
-        """One pipeline round trip; scripts missing from the server are loaded and those
-        calls repeated (a NOSCRIPT call did not run, so repeating it is safe)."""
-        results = await self._pipeline(batch)
-        missing = [index for index, result in enumerate(results) if isinstance(result, NoScriptError)]
+    async def _execute(self, calls: list[bytes]) -> list[object]:
+        """One round trip; if the server lost the script it is loaded and the calls
+        repeated (a NOSCRIPT call did not run, so repeating it is safe)."""
+        replies = await self._send(calls)
+        missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             await self._client.script_load(ENQUEUE_LUA)
-            again = await self._pipeline([batch[index] for index in missing])
-            for index, result in zip(missing, again, strict=True):
-                results[index] = result
-        return [self._outcome(result) for result in results]
+            again = await self._send([calls[index] for index in missing])
+            for index, reply in zip(missing, again, strict=True):
+                replies[index] = reply
+        return replies
 
-    async def _pipeline(self, batch: list[_Item]) -> list[object]:
-        """Send the batch's commands in one write and read one reply per command."""
+    async def _send(self, calls: list[bytes]) -> list[object]:
+        """Send the calls in one write and read one reply per call."""
         pool = self._client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command(b"".join(item.command for item in batch))
-            results: list[object] = []
-            for _ in batch:
+            await connection.send_packed_command(b"".join(calls))
+            replies: list[object] = []
+            for _ in calls:
                 try:
-                    results.append(await connection.read_response())
+                    replies.append(await connection.read_response())
                 except ResponseError as exc:
-                    results.append(exc)
-            return results
+                    replies.append(exc)
+            return replies
         except BaseException:
             await connection.disconnect(nowait=True)  # replies may still be in flight
             raise
         finally:
             await pool.release(connection)
-
-    @staticmethod
-    def _outcome(result: object) -> object:
-        if isinstance(result, ResponseError):
-            # e.g. OOM under noeviction, READONLY replica: the write did not happen
-            log(_logger, logging.WARNING, "enqueue refused by Redis", error=str(result)[:120])
-            return Unavailable("Redis refused the write")
-        return result

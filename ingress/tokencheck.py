@@ -108,51 +108,60 @@ def portal_tokens(status: bytes | None, raw_tokens: Mapping[bytes, bytes]) -> Po
 
 
 class TokenCache:
-    """Per-process cache of `PortalTokens`, invalidated by `Keys.portals_version`."""
+    """Per-process cache of `PortalTokens`, invalidated by `Keys.portals_version`.
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    A portal missing from the cache is read by a task of its own, shared by every request
+    that waits for it: a request that gives up at its deadline leaves the read (and the
+    others waiting on it) alone."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, poll_interval: float = POLL_INTERVAL) -> None:
         self._client = client
         self._keys = keys
+        self.poll_interval = poll_interval
         self._entries: dict[str, PortalTokens] = {}
-        self._loading: dict[str, asyncio.Future[PortalTokens]] = {}
+        self._loading: dict[str, asyncio.Task[PortalTokens]] = {}
         self._version: bytes | str | None = None
         self._poller: asyncio.Task[None] | None = None
 
-    async def check(self, member_id: str, token: str | None) -> Decision:
-        """Raises RedisError when the portal is not cached and Redis cannot say."""
+    async def check(self, member_id: str, token: str | None, deadline: float | None = None) -> Decision:
+        """Raises RedisError when the portal is not cached and Redis cannot say, TimeoutError
+        when it does not say before `deadline` (event loop time)."""
         if not token:
             return Decision(Verdict.REJECT, Reason.MISSING)
         entry = self._entries.get(member_id)
         if entry is None:
-            entry = await self._load(member_id)
+            async with asyncio.timeout_at(deadline):
+                entry = await asyncio.shield(self._load(member_id))
         return decide(token, entry, time.time())
 
-    async def _load(self, member_id: str) -> PortalTokens:
+    def _load(self, member_id: str) -> asyncio.Task[PortalTokens]:
         """One Redis read per member id however many requests are waiting for it."""
-        waiting = self._loading.get(member_id)
-        if waiting is not None:
-            return await asyncio.shield(waiting)
-        future: asyncio.Future[PortalTokens] = asyncio.get_running_loop().create_future()
-        self._loading[member_id] = future
+        task = self._loading.get(member_id)
+        if task is None:
+            task = asyncio.create_task(self._read(member_id), name="b24pipe-token-read")
+            self._loading[member_id] = task
+            task.add_done_callback(self._loaded)
+        return task
+
+    def _loaded(self, task: asyncio.Task[PortalTokens]) -> None:
+        for member_id, loading in list(self._loading.items()):
+            if loading is task:
+                del self._loading[member_id]
+        if not task.cancelled():
+            task.exception()  # retrieved here: the waiters may all have given up
+
+    async def _read(self, member_id: str) -> PortalTokens:
         generation = self._version
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.hget(self._keys.portal(member_id), "status")
-                pipe.hgetall(self._keys.app_tokens(member_id))
-                status, raw_tokens = await pipe.execute()
-            entry = portal_tokens(status, raw_tokens)
-            if generation == self._version:  # not invalidated while we were reading
-                if len(self._entries) >= MAX_CACHED:
-                    self._entries.clear()
-                self._entries[member_id] = entry
-            future.set_result(entry)
-            return entry
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
-            raise
-        finally:
-            del self._loading[member_id]
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hget(self._keys.portal(member_id), "status")
+            pipe.hgetall(self._keys.app_tokens(member_id))
+            status, raw_tokens = await pipe.execute()
+        entry = portal_tokens(status, raw_tokens)
+        if generation == self._version:  # not invalidated while we were reading
+            if len(self._entries) >= MAX_CACHED:
+                self._entries.clear()
+            self._entries[member_id] = entry
+        return entry
 
     def invalidate(self) -> None:
         self._entries.clear()
@@ -176,15 +185,15 @@ class TokenCache:
             except Exception as exc:  # keep polling whatever happens
                 log(_logger, logging.WARNING, "token cache poll failed", error=type(exc).__name__)
                 self.invalidate()
-            await asyncio.sleep(POLL_INTERVAL)
+            await asyncio.sleep(self.poll_interval)
 
     async def start(self) -> None:
         await self.poll_once()
         self._poller = asyncio.create_task(self._poll_forever())
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        for task in [*self._loading.values(), *([self._poller] if self._poller else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await task
+        self._poller = None

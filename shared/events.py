@@ -9,6 +9,7 @@ idempotency key).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -75,13 +76,19 @@ def _scalar_id(value: object) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _entity_type_of(name: str) -> str | None:
+    """The entity type an event name's prefix says (cached: a handful of names recur)."""
+    upper = name.upper()
+    return next((kind for prefix, kind in _ENTITY_PREFIXES if upper.startswith(prefix)), None)
+
+
 def entity_of(name: str, data: dict[str, Any]) -> tuple[str | None, str | None]:
     """(entity_type, entity_id) of an event, or (None, None) when it names no single entity.
 
     Tasks carry their id in FIELDS_AFTER; smart-process items add ENTITY_TYPE_ID, which is
     part of the type so that item 5 of one process is not item 5 of another."""
-    upper = name.upper()
-    entity_type = next((kind for prefix, kind in _ENTITY_PREFIXES if upper.startswith(prefix)), None)
+    entity_type = _entity_type_of(name)
     if entity_type is None:
         return None, None
     fields = data.get("FIELDS_AFTER") if entity_type == "task" else None

@@ -24,6 +24,7 @@ the property tests hold the parser to that.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -175,31 +176,54 @@ def _decode(raw: bytes, charset: str) -> str:
         raise FormError(f"form field is not valid {charset}") from None
 
 
-def _fields(body: bytes, charset: str) -> list[tuple[str, str]]:
-    """The decoded (name, value) pairs of a body, in order; `a` alone is ("a", "")."""
+_Name = tuple[str, tuple[str | None, ...]] | None  # base name and indexes; None: dropped
+_CACHED_NAME_LENGTH = 128  # longer names are decoded each time: the cache's memory is bounded
+
+
+def _name(decoded: str) -> _Name:
+    if "\x00" in decoded:
+        raise FormError("form field name contains a NUL byte")
+    split = _split_name(decoded)
+    return None if split is None else (split[0], tuple(split[1]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _short_utf8_name(raw: str) -> _Name:
+    return _name(_decode_utf8(raw))
+
+
+def _utf8_name(raw: str) -> _Name:
+    """The reading of a still-encoded name of a UTF-8 body. Bitrix24 sends the same few
+    dozen names (`auth%5Bmember_id%5D`, ...) in every event, so short ones are cached;
+    a malformed name raises and is not cached."""
+    if len(raw) <= _CACHED_NAME_LENGTH:
+        return _short_utf8_name(raw)
+    return _name(_decode_utf8(raw))
+
+
+def _fields(body: bytes, charset: str, max_keys: int) -> list[tuple[_Name, str]]:
+    """The (name, decoded value) pairs of a body, in order; `a` alone is ("a", "")."""
     if charset != "utf-8":
         pairs = [pair.partition(b"=") for pair in body.split(b"&") if pair]
-        return [(_decode(name, charset), _decode(value, charset)) for name, _, value in pairs]
+        if len(pairs) > max_keys:
+            raise FormError(f"form has more than {max_keys} fields")
+        return [(_name(_decode(name, charset)), _decode(value, charset)) for name, _, value in pairs]
     try:
         text = body.decode()
     except UnicodeDecodeError:
         raise FormError("form body is not valid utf-8") from None
     parts = [pair.partition("=") for pair in text.split("&") if pair]
-    return [(_decode_utf8(name), _decode_utf8(value)) for name, _, value in parts]
+    if len(parts) > max_keys:
+        raise FormError(f"form has more than {max_keys} fields")
+    return [(_utf8_name(name), _decode_utf8(value)) for name, _, value in parts]
 
 
 def parse_form(body: bytes, *, max_keys: int, max_depth: int, charset: str = "utf-8") -> dict[str, Any]:
     """Decode a PHP-style form body into nested data (see the module docstring)."""
     if _BAD_ESCAPE.search(body):
         raise FormError("form body has an invalid percent-escape")
-    fields = _fields(body, charset)
-    if len(fields) > max_keys:
-        raise FormError(f"form has more than {max_keys} fields")
     tree = _Tree()
-    for name, value in fields:
-        if "\x00" in name:
-            raise FormError("form field name contains a NUL byte")
-        split = _split_name(name)
+    for split, value in _fields(body, charset, max_keys):
         if split is None:
             continue
         base, indexes = split

@@ -1,16 +1,18 @@
 """One accepted event = one RQ job: the job hash, built the way RQ 3.0 builds it.
 
 `Queue.enqueue` would cost a dozen Python objects and three round trips per event; the
-ingress needs one script call. So the job hash is assembled here from a template that
-holds every field RQ writes for a fresh queued job (`Job.to_dict` after
-`Queue._prepare_for_queue`), plus the per-event fields: `data` (zlib of the pickled
-`(func_name, instance, args, kwargs)` tuple, RQ's default serializer), `created_at`,
-`enqueued_at` and `description`. The tests check the result against RQ's own
-`Job.create(...).to_dict()` and read it back with `Job.fetch` and `Queue`.
+ingress needs a share of one script call. So the job hash is assembled here from a template
+that holds every field RQ writes for a fresh queued job (`Job.to_dict` after
+`Queue._prepare_for_queue`), the batch's timestamps (`created_at`, `enqueued_at`), and the
+per-event fields `JOB_FIELDS`: `description`, `data` (the pickled `(func_name, instance,
+args, kwargs)` tuple, RQ's default serializer) and our `b24_member`. The tests check the
+result against RQ's own `Job.create(...).to_dict()` and read it back with `Job.fetch` and
+`Queue`.
 
-`shared/lua/enqueue.lua` writes it (dedupe SET NX, HSET, RPUSH, SADD rq:queues) in one
-atomic call; `enqueue_event` is the synchronous form of that call, for the worker side
-(quarantine release, replays). The ingress batches the same call (`ingress.batcher`).
+`shared/lua/enqueue.lua` writes a whole batch (dedupe SET NX, HSET, one RPUSH, SADD
+rq:queues) in one atomic call; `enqueue_event` is the synchronous form of that call for one
+event, for the worker side (quarantine release, replays). The ingress batches concurrent
+requests into it (`ingress.batcher`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import itertools
 import os
 import pickle
 import uuid
-import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +38,12 @@ RQ_JOB_PREFIX = "rq:job:"
 RQ_QUEUE_PREFIX = "rq:queue:"
 RQ_QUEUES = "rq:queues"
 ENQUEUE_LUA = source("enqueue")
+
+# The job hash fields that differ between events, in the order of `job_values`. `b24_member`
+# is not RQ's: it lets fetch.lua defer a rate-limited portal's jobs without leaving Redis
+# (workers/fairness.py). A member id is an identifier, not a secret.
+JOB_FIELDS = ("description", "data", "b24_member")
+JobValues = tuple[str, bytes, str]
 
 _RQ_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # rq.utils._TIMESTAMP_FORMAT
 
@@ -75,14 +83,26 @@ class JobTemplate:
             flat += (name, value)
         return cls(queue, RQ_QUEUE_PREFIX + queue, settings.dedupe_window, tuple(flat))
 
+    def shared(self, now: datetime) -> tuple[str | int, ...]:
+        """The field/value pairs of every job of a batch written at `now`."""
+        stamp = rq_time(now)
+        return (*self.static, "created_at", stamp, "enqueued_at", stamp)
 
-def job_data(event_dict: dict[str, Any]) -> bytes:
-    """The job's `data` field: what RQ's `Job.to_dict` stores for run_event(event_dict)."""
-    payload = pickle.dumps((FUNC_NAME, None, (event_dict,), {}), protocol=pickle.HIGHEST_PROTOCOL)
-    # a small window and memory level: zlib.compress's default state costs more to set up
-    # than compressing a few hundred bytes; RQ's zlib.decompress reads either
-    packer = zlib.compressobj(1, zlib.DEFLATED, 10, 1)
-    return packer.compress(payload) + packer.flush()
+
+def job_data(event: Event) -> bytes:
+    """The job's `data` field: what RQ's `Job.to_dict` stores for run_event(event_dict).
+
+    RQ compresses it with zlib and reads back either form (`Job.restore` falls back to the
+    raw bytes when zlib refuses them, which it always does for a pickle: its first byte is
+    no zlib header). A few hundred bytes gain little from zlib, and deflating them cost the
+    ingress more than all the rest of the job."""
+    payload: tuple[str, None, tuple[dict[str, Any]], dict[str, Any]] = (
+        FUNC_NAME,
+        None,
+        (event.model_dump(mode="json"),),
+        {},
+    )
+    return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def description(event: Event) -> str:
@@ -90,23 +110,9 @@ def description(event: Event) -> str:
     return f"{FUNC_NAME}({event.name} member={event.member_id} id={event.id})"
 
 
-def job_fields(event: Event, now: datetime | None = None) -> list[str | bytes]:
-    """The per-event fields of the job hash, flattened (field, value, ...)."""
-    stamp = rq_time(now or datetime.now(UTC))
-    return [
-        "created_at",
-        stamp,
-        "enqueued_at",
-        stamp,
-        "description",
-        description(event),
-        "data",
-        job_data(event.model_dump(mode="json")),
-        # Not RQ's: lets fetch.lua defer a rate-limited portal's jobs without leaving Redis
-        # (workers/fairness.py). A member id is an identifier, not a secret.
-        "b24_member",
-        event.member_id,
-    ]
+def job_values(event: Event) -> JobValues:
+    """The values of `JOB_FIELDS` for `event`."""
+    return description(event), job_data(event), event.member_id
 
 
 _id_prefix = ""
@@ -129,23 +135,37 @@ def new_job_id() -> str:
     return f"{_id_prefix}{next(_id_counter):012x}"
 
 
-def script_keys(keys: Keys, template: JobTemplate, event_id: str, job_id: str) -> list[str]:
-    """KEYS of enqueue.lua, in its order."""
-    return [keys.dedupe(event_id), RQ_JOB_PREFIX + job_id, template.queue_key, RQ_QUEUES]
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """One event's part of an enqueue.lua call."""
+
+    job_id: str
+    dedupe_key: str
+    values: JobValues
+
+    @classmethod
+    def of(cls, keys: Keys, event: Event) -> QueuedJob:
+        return cls(new_job_id(), keys.dedupe(event.id), job_values(event))
 
 
 def script_call(
-    keys: Keys, template: JobTemplate, event: Event, now: datetime | None = None
-) -> tuple[str, list[str], list[str | int | bytes]]:
-    """(job id, KEYS, ARGV) of one enqueue.lua call for `event` on the template's queue."""
-    job_id = new_job_id()
+    template: JobTemplate, jobs: Sequence[QueuedJob], now: datetime | None = None
+) -> tuple[list[str], list[str | int | bytes]]:
+    """(KEYS, ARGV) of one enqueue.lua call writing `jobs` to the template's queue."""
+    shared = template.shared(now or datetime.now(UTC))
+    script_keys = [template.queue_key, RQ_QUEUES]
     argv: list[str | int | bytes] = [
         template.dedupe_window,
-        job_id,
-        *template.static,
-        *job_fields(event, now),
+        len(shared),
+        len(JOB_FIELDS),
+        *shared,
+        *JOB_FIELDS,
     ]
-    return job_id, script_keys(keys, template, event.id, job_id), argv
+    for job in jobs:
+        script_keys += (job.dedupe_key, RQ_JOB_PREFIX + job.job_id)
+        argv.append(job.job_id)
+        argv += job.values
+    return script_keys, argv
 
 
 def queue_for(keys: Keys, event: Event) -> str:
@@ -156,5 +176,6 @@ def queue_for(keys: Keys, event: Event) -> str:
 def enqueue_event(client: redis.Redis, keys: Keys, settings: Settings, event: Event, queue: str) -> bool:
     """Synchronously queue one event (worker side). False when it was a recent duplicate."""
     script = client.register_script(ENQUEUE_LUA)
-    _, script_keys, argv = script_call(keys, JobTemplate.build(queue, settings), event)
-    return bool(script(keys=script_keys, args=argv))
+    script_keys, argv = script_call(JobTemplate.build(queue, settings), [QueuedJob.of(keys, event)])
+    queued: bytes = script(keys=script_keys, args=argv)
+    return queued == b"1"

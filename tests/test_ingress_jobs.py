@@ -9,7 +9,17 @@ from rq import Queue
 from rq.job import Job
 
 from shared.events import Event
-from shared.jobs import FUNC_NAME, JobTemplate, enqueue_event, job_fields, queue_for
+from shared.jobs import (
+    ENQUEUE_LUA,
+    FUNC_NAME,
+    JOB_FIELDS,
+    JobTemplate,
+    QueuedJob,
+    enqueue_event,
+    job_values,
+    queue_for,
+    script_call,
+)
 from shared.keys import Keys
 from shared.settings import Settings
 
@@ -22,9 +32,9 @@ def test_job_hash_has_every_field_rq_writes(settings: Settings, keys: Keys, r: r
     event = _event()
     now = datetime.now(UTC)
     template = JobTemplate.build(keys.events_queue, settings)
-    ours = dict(zip(template.static[::2], template.static[1::2], strict=True))
-    fields = job_fields(event, now)
-    ours.update(zip(fields[::2], fields[1::2], strict=True))
+    shared = template.shared(now)
+    ours = dict(zip(shared[::2], shared[1::2], strict=True))
+    ours.update(zip(JOB_FIELDS, job_values(event), strict=True))
 
     queue = Queue(keys.events_queue, connection=r)
     reference = queue.create_job(
@@ -63,6 +73,32 @@ def test_enqueued_event_is_a_real_rq_job(settings: Settings, keys: Keys, r: redi
     assert job.failure_ttl == settings.failed_ttl
     assert r.ttl(keys.dedupe(event.id)) > 0
     r.delete(f"rq:job:{job.id}", f"rq:queue:{keys.events_queue}")
+    r.srem("rq:queues", f"rq:queue:{keys.events_queue}")
+
+
+def test_one_script_call_writes_a_whole_batch(settings: Settings, keys: Keys, r: redis.Redis) -> None:
+    """Fresh events become jobs in order; a recent duplicate, and a repeat inside the batch
+    itself, are answered "0" and write nothing."""
+    seen_before = _event(entity="1")
+    assert enqueue_event(r, keys, settings, seen_before, keys.events_queue) is True
+    events = [_event(entity="2"), seen_before, _event(entity="3"), _event(entity="2")]
+    jobs = [QueuedJob.of(keys, event) for event in events]
+    script_keys, argv = script_call(JobTemplate.build(keys.events_queue, settings), jobs)
+    flags = r.eval(ENQUEUE_LUA, len(script_keys), *script_keys, *argv)
+    assert flags == b"1010"
+
+    queue = Queue(keys.events_queue, connection=r)
+    assert queue.job_ids[1:] == [jobs[0].job_id, jobs[2].job_id]
+    for job, event in ((jobs[0], events[0]), (jobs[2], events[2])):
+        fetched = Job.fetch(job.job_id, connection=r)
+        assert fetched.args == (event.model_dump(mode="json"),)
+        assert fetched.get_status() == "queued"
+        assert r.hget(f"rq:job:{job.job_id}", "b24_member") == b"m1"
+    for skipped in (jobs[1], jobs[3]):
+        assert not r.exists(f"rq:job:{skipped.job_id}")
+    for job_id in queue.job_ids:
+        r.delete(f"rq:job:{job_id}")
+    r.delete(f"rq:queue:{keys.events_queue}")
     r.srem("rq:queues", f"rq:queue:{keys.events_queue}")
 
 
