@@ -192,3 +192,14 @@ def test_binding_is_repeatable_without_duplicates(
     ours = [b["event"] for b in bound if b["handler"] == "http://127.0.0.1:9/b24/events"]
     assert sorted(ours) == sorted(set(ours)) and "ONCRMDEALUPDATE" in ours
     assert bind_portal(load_settings(), member, []) is None  # no B24PIPE_PUBLIC_URL: skipped
+
+
+def test_a_bucket_filled_by_another_app_costs_one_503(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    _, member = install(simulator, r, env, "custom:5/10", drain=5, burst=10)
+    simulator.faults(member, foreign_burst=10)  # another app on our IP just used the whole bucket
+    b24 = client_for(load_settings(), None, member)
+    assert all(b24.call("profile")["ID"] for _ in range(6))
+    # The first refusal fills our bucket too: from then on every process spaces its calls.
+    assert 1 <= simulator.stats(member)["query_limit_exceeded"] <= 2
