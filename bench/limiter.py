@@ -134,11 +134,15 @@ def _run(target: Any, args_of: Any) -> tuple[list[float], int]:
 
 
 def utilisation(times: list[float], drain: float, burst: int) -> float:
-    """Successful requests per second after the burst, as a fraction of the drain rate."""
-    steady = times[burst:]
-    if len(steady) < 2:
+    """Successful requests per second after the burst, as a fraction of the drain rate.
+
+    Measured from the burst's last success, not the first one after it: a client that stops
+    for a while (a naive one sleeping after a 503) would otherwise have the capacity that
+    drained meanwhile counted as its own speed."""
+    if len(times) <= burst or burst < 1:
         return 0.0
-    return (len(steady) - 1) / (steady[-1] - steady[0]) / drain
+    span = times[-1] - times[burst - 1]
+    return (len(times) - burst) / span / drain if span > 0 else 0.0
 
 
 def main() -> None:

@@ -76,6 +76,11 @@ class Keys:
         return f"{self.ns}:tokens:issued"
 
     @property
+    def reauth_portals(self) -> str:
+        """Set: member ids of portals needing re-authorization (a gauge reads its size)."""
+        return f"{self.ns}:portals:reauth"
+
+    @property
     def keepalive_lock(self) -> str:
         """String: held for one keep-alive interval by the worker that ran the keep-alive."""
         return f"{self.ns}:keepalive-lock"

@@ -217,6 +217,7 @@ def save_portal(keys: Keys, portal: Portal) -> Plan[Saved]:
             _cmd("SADD", keys.portals, member_id),
             _cmd("INCR", keys.portals_version),
             _index_op(keys, portal),
+            _cmd("SADD" if portal.status is Status.REAUTH else "SREM", keys.reauth_portals, member_id),
             _release_op(keys, member_id),
         ),
         parse,
@@ -431,6 +432,7 @@ def revoke(keys: Keys, member_id: str, reason: str) -> Plan[None]:
                 "DEL", keys.app_tokens(member_id), keys.pending_install(member_id), keys.quarantine(member_id)
             ),
             _cmd("ZREM", keys.token_issued, member_id),
+            _cmd("SREM", keys.reauth_portals, member_id),
             _cmd("INCR", keys.portals_version),
         )
     )
@@ -464,6 +466,7 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
             _cmd("DEL", *fixed, *data_keys),
             _cmd("SREM", keys.portals, member_id),
             _cmd("ZREM", keys.token_issued, member_id),
+            _cmd("SREM", keys.reauth_portals, member_id),
             _cmd("INCR", keys.portals_version),
         )
     )

@@ -259,3 +259,14 @@ def test_refused_batch_commands_release_their_echo_marks(
     assert set(answer.errors) == {"bad"}
     assert r.llen(keys.echo_marks(member, f"deal:{deal}", "ONCRMDEALUPDATE", pair.user_id)) == 1
     assert r.llen(keys.echo_marks(member, "deal:999999", "ONCRMDEALUPDATE", pair.user_id)) == 0
+
+
+def test_a_bucket_filled_by_another_app_costs_one_503(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    _, member = install(simulator, r, env, "custom:5/10", drain=5, burst=10)
+    simulator.faults(member, foreign_burst=10)  # another app on our IP just used the whole bucket
+    b24 = client_for(load_settings(), None, member)
+    assert all(b24.call("profile")["ID"] for _ in range(6))
+    # The first refusal fills our bucket too: from then on every process spaces its calls.
+    assert 1 <= simulator.stats(member)["query_limit_exceeded"] <= 2

@@ -27,7 +27,7 @@ def test_changed_fields_is_empty_against_bitrix_strings_of_the_same_values(wante
 
 def test_error_mapping_follows_bitrix_codes() -> None:
     def err(status: int, code: str) -> errors.B24Error:
-        return error_for(Answer(status, {"error": code, "error_description": "d"}, ""), "crm.deal.get")
+        return error_for(Answer(status, {"error": code, "error_description": "d"}), "crm.deal.get")
 
     assert isinstance(err(403, "insufficient_scope"), errors.ScopeMissing)
     assert isinstance(err(403, "WRONG_AUTH_TYPE"), errors.AccessDenied)
@@ -37,16 +37,14 @@ def test_error_mapping_follows_bitrix_codes() -> None:
     assert isinstance(err(500, "PORTAL_DELETED"), errors.PortalDeleted)
     assert err(500, "INTERNAL_SERVER_ERROR").retryable
     assert not err(400, "").retryable
-    html = Answer(502, None, "")
+    html = Answer(502, None)
     assert error_code(html) == "HTML_ERROR_PAGE" and error_for(html, "m").retryable
-    assert error_code(Answer(200, {"result": 1}, "")) is None
+    assert error_code(Answer(200, {"result": 1})) is None
 
 
 def test_error_texts_do_not_carry_tokens() -> None:
     token = "a" * 70
-    text = str(
-        error_for(Answer(400, {"error": "X", "error_description": f"bad auth={token} {token}"}, ""), "m")
-    )
+    text = str(error_for(Answer(400, {"error": "X", "error_description": f"bad auth={token} {token}"}), "m"))
     assert token not in text
 
 

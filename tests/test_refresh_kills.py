@@ -113,6 +113,7 @@ def test_killed_after_the_server_answered_is_detected_parked_and_restored(
     assert metric(exposed, "b24pipe_portals_reauth_marked_total") == 1
     assert metric(exposed, 'b24pipe_token_refresh_total{outcome="invalid_grant"}') == 1
     assert metric(exposed, "b24pipe_portals_parked") == 1
+    assert metric(exposed, "b24pipe_portals_reauth") == 1
     security = [orjson.loads(line) for line in log.read_text().splitlines() if '"security"' in line]
     assert any(e["event_kind"] == "refresh_failed" and e["marked"] is True for e in security)
     assert _done(r, keys) == []
@@ -141,5 +142,6 @@ def test_killed_after_the_server_answered_is_detected_parked_and_restored(
     assert wait_for(lambda: len(_done(r, keys)) == 2, timeout=60)
     assert stored(r, env, member).status is Status.ACTIVE
     assert not r.exists(keys.parked(member))
-    assert metric(scrape(port), "b24pipe_portals_parked") == 0
+    exposed = scrape(port)
+    assert metric(exposed, "b24pipe_portals_parked") == 0 and metric(exposed, "b24pipe_portals_reauth") == 0
     assert simulator.stats(member)["refresh_reused"] == 1  # nobody tried the dead token again

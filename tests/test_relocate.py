@@ -65,6 +65,17 @@ def test_a_confirmed_move_updates_the_record_and_the_call_goes_on(
     assert simulator.stats(member)["requests"]["profile"] == 3
 
 
+def test_a_move_seen_with_an_expired_token_is_confirmed_after_a_refresh(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    _, member = install(simulator, r, env)
+    moved = simulator.change_domain(member, f"moved-{member[:12]}.bitrix24.test")
+    simulator.expire_tokens(member)  # the record still believes its token is good
+    assert client_for(load_settings(), None, member).call("profile")["ID"]
+    assert stored(r, env, member).client_endpoint == moved.client_endpoint
+    assert simulator.stats(member)["refreshes"] == 1
+
+
 def test_a_move_the_authorization_server_does_not_confirm_changes_nothing(
     simulator: SimClient, r: redis.Redis, env: dict[str, str], logged: io.StringIO
 ) -> None:

@@ -30,17 +30,20 @@ def test_cas_saves_only_over_the_refresh_token_used(r: redis.Redis, keys: Keys, 
     newer.seal_tokens(cipher, "access-2", "refresh-2", 3000)
     args = ["access_token", newer.access_token, "refresh_token", newer.refresh_token]
     index = keys.token_issued
+    cas_keys = [keys.portal("m1"), keys.portals_version, index, keys.reauth_portals]
+    r.sadd(keys.reauth_portals, "m1")
     gen = cas(
-        keys=[keys.portal("m1"), keys.portals_version, index],
+        keys=cas_keys,
         args=[used.refresh_token, "1", "m1", 1234, *args],
     )
     assert int(gen) == used.token_gen + 1
     assert r.zscore(index, "m1") == 1234  # the keep-alive index moves with the pair
+    assert not r.sismember(keys.reauth_portals, "m1")
     # A second process that refreshed with the same (now dead) token must not overwrite it.
     late = Portal(member_id="m1", domain="p.example")
     late.seal_tokens(cipher, "access-3", "refresh-3", 4000)
     lost = cas(
-        keys=[keys.portal("m1"), keys.portals_version, index],
+        keys=cas_keys,
         args=[used.refresh_token, "1", "m1", 5678, "refresh_token", late.refresh_token],
     )
     assert int(lost) == -1

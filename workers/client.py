@@ -171,7 +171,7 @@ class AsyncB24:
         )
         for key, error in php_keyed(body.get("result_error")).items():
             method = named[key][0] if key in named else "batch"
-            out.errors[key] = error_for(Answer(400, error if isinstance(error, dict) else {}, ""), method)
+            out.errors[key] = error_for(Answer(400, error if isinstance(error, dict) else {}), method)
         return out
 
     async def call_many(self, method: str, params_list: Sequence[Mapping[str, Any]]) -> list[Any]:

@@ -17,7 +17,6 @@ never races a refresh some handler started.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 
 import redis
@@ -36,8 +35,8 @@ MAX_PER_RUN = 500  # refreshes one run makes at most; the rest wait for the next
 
 def claim_due(client: redis.Redis, keys: Keys, settings: Settings, now: float) -> list[str] | None:
     """The portals due for a keep-alive, if this process won this interval's lock (else None)."""
-    holder = secrets.token_hex(8)
-    if not client.set(keys.keepalive_lock, holder, nx=True, ex=settings.keepalive_interval):
+    # Never released: its expiry is what spaces the passes one interval apart.
+    if not client.set(keys.keepalive_lock, "1", nx=True, ex=settings.keepalive_interval):
         return None
     cutoff = now - settings.keepalive_after
     members = client.zrangebyscore(keys.token_issued, "-inf", cutoff, start=0, num=MAX_PER_RUN)

@@ -66,8 +66,8 @@ class WorkerMetrics:
 
 
 class QueueCollector(Collector):
-    """Depth and oldest-job age of each pipeline queue, and the portals with parked jobs
-    (waiting for re-authorization), read from Redis when Prometheus scrapes."""
+    """Depth and oldest-job age of each pipeline queue, the portals needing re-authorization
+    and those with parked jobs, read from Redis when Prometheus scrapes."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
@@ -99,6 +99,9 @@ class QueueCollector(Collector):
         )
         parked.add_metric([], float(self.client.scard(self.keys.parked_portals)))
         yield parked
+        reauth = GaugeMetricFamily("b24pipe_portals_reauth", "Portals needing re-authorization")
+        reauth.add_metric([], float(self.client.scard(self.keys.reauth_portals)))
+        yield reauth
 
 
 def _text(value: bytes | str) -> str:

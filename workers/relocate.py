@@ -23,7 +23,7 @@ from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.logs import log, security_event
-from shared.oauth import AppInfo, OAuthClient, Unreachable
+from shared.oauth import AppInfo, OAuthClient, Refuted, Unreachable
 from shared.portals import Portal
 from shared.settings import Settings
 from workers.errors import ApiError, OutboundBlocked
@@ -81,6 +81,10 @@ class Relocator:
             self._refuse(member_id, new_host, "inbound-webhook portal moved: add it again with its new URL")
         await self._transport.check(endpoint, (new_host,))  # raises OutboundBlocked
         info = await self._oauth.app_info(portal.open_access(self._tokens.cipher))
+        if isinstance(info, Refuted) and info.reason == "expired_token":
+            # The move is no reason to doubt a token that merely expired: renew it, ask again.
+            portal = await self._tokens.refresh(portal)
+            info = await self._oauth.app_info(portal.open_access(self._tokens.cipher))
         if isinstance(info, Unreachable):
             raise ApiError("AUTH_SERVER_UNREACHABLE", "cannot confirm the portal's new domain")
         if not isinstance(info, AppInfo):

@@ -97,6 +97,10 @@ class TokenStore:
             pipe.incr(self._keys.portals_version)
             await pipe.execute()
 
+    def _cas_keys(self, member_id: str) -> list[str]:
+        keys = self._keys
+        return [keys.portal(member_id), keys.portals_version, keys.token_issued, keys.reauth_portals]
+
     async def unindex(self, member_id: str) -> None:
         """Leave the keep-alive index (a portal that cannot be refreshed until a new token)."""
         await self._redis.zrem(self._keys.token_issued, member_id)
@@ -173,7 +177,7 @@ class TokenStore:
         if endpoint and str(payload.get("member_id") or portal.member_id) == portal.member_id:
             fields["client_endpoint"] = endpoint
         gen = await self._cas(
-            keys=[self._keys.portal(portal.member_id), self._keys.portals_version, self._keys.token_issued],
+            keys=self._cas_keys(portal.member_id),
             args=[
                 portal.refresh_token,
                 "1",
@@ -200,7 +204,7 @@ class TokenStore:
             "updated_at": str(int(time.time())),
         }
         gen = await self._cas(
-            keys=[self._keys.portal(portal.member_id), self._keys.portals_version, self._keys.token_issued],
+            keys=self._cas_keys(portal.member_id),
             args=[
                 portal.refresh_token,
                 "0",

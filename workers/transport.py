@@ -53,12 +53,11 @@ MAX_REDIRECTS = 3
 
 @dataclass(frozen=True)
 class Answer:
-    """What came back: the status, the JSON object (None for HTML or garbage), the final URL,
-    and for a redirect not followed, where it points."""
+    """What came back: the status, the JSON object (None for HTML or garbage), and for a
+    redirect not followed, where it points."""
 
     status: int
     payload: dict[str, Any] | None
-    url: str
     location: str = ""
 
 
@@ -105,13 +104,13 @@ class Transport:
                     if response.status in _REDIRECTS and "Location" in response.headers:
                         target = urljoin(url, response.headers["Location"])
                         if not follow:
-                            return Answer(response.status, None, url, location=target)
+                            return Answer(response.status, None, location=target)
                         url = target
                         if isinstance(body, aiohttp.FormData):
                             body = aiohttp.FormData(dict(form or {}))
                         continue
                     raw = await response.read()
-                    return Answer(response.status, _json_object(raw), url)
+                    return Answer(response.status, _json_object(raw))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise ApiError("CONNECTION_ERROR", type(exc).__name__, method=method) from None
         raise ApiError("TOO_MANY_REDIRECTS", method=method)
