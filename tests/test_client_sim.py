@@ -276,3 +276,13 @@ def test_refused_batch_commands_release_their_echo_marks(
     assert set(answer.errors) == {"bad"}
     assert r.llen(keys.echo_marks(member, f"deal:{deal}", "ONCRMDEALUPDATE", pair.user_id)) == 1
     assert r.llen(keys.echo_marks(member, "deal:999999", "ONCRMDEALUPDATE", pair.user_id)) == 0
+
+
+def test_a_portal_added_without_its_user_learns_it_at_the_first_refresh(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    pair, member = _install(simulator, r, env, "standard")  # seeded as `portals add` does: user 0
+    assert _stored(r, env, member).user_id == 0
+    simulator.expire_tokens(member)
+    assert client_for(load_settings(), None, member).call("profile")["ID"]
+    assert _stored(r, env, member).user_id == pair.user_id  # echo marks are keyed by it from now on
