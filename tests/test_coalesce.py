@@ -219,3 +219,12 @@ def test_storm_in_the_queue_collapses_with_racing_workers(redis_url: str, ns: st
         newest = max((e for e in storm if merge_slot(e) == slot), key=order_key)
         assert newest.id in update_runs  # the latest state of every entity is handled
     assert entities <= len(update_runs) <= 2 * entities
+
+
+def test_handler_options_are_checked_at_registration() -> None:
+    from workers.registry import handler
+
+    with pytest.raises(ValueError, match="delay"):
+        handler("ONCRMDEALUPDATE", delay=1.0)  # a delay means nothing without a group
+    with pytest.raises(ValueError, match="delay"):
+        handler("ONCRMDEALUPDATE", coalesce=True, delay=-1)
