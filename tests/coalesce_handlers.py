@@ -15,8 +15,8 @@ _client = redis.Redis.from_url(os.environ["REDIS_URL"])
 _ns = os.environ["B24PIPE_NAMESPACE"]
 
 
-@handler("ONCRMLEADUPDATE", coalesce=True, delay=0.3)
-@handler("ONCRMLEADADD", coalesce=True, delay=0.3)
+@handler("ONCRMLEADUPDATE", coalesce=True, delay=1.0)
+@handler("ONCRMLEADADD", coalesce=True, delay=1.0)
 def coalesced(event: Event, b24: object) -> None:
     """Sleeps (once per event) when the event asks, so a test can kill the worker mid-run."""
     if event.data.get("sleep") and _client.set(f"{_ns}:test:slept:{event.id}", 1, nx=True):
@@ -25,6 +25,6 @@ def coalesced(event: Event, b24: object) -> None:
     _client.rpush(f"{_ns}:test:coalesced", f"{event.id}|{event.attempt}|{os.getpid()}")
 
 
-@handler("ONCRMCONTACTUPDATE", batch=True, coalesce=True, delay=0.3)
+@handler("ONCRMCONTACTUPDATE", batch=True, coalesce=True, delay=1.0)
 def batched(events: list[Event], b24: object) -> None:
     _client.rpush(f"{_ns}:test:batched", ",".join(event.id for event in events))

@@ -270,3 +270,13 @@ def test_a_bucket_filled_by_another_app_costs_one_503(
     assert all(b24.call("profile")["ID"] for _ in range(6))
     # The first refusal fills our bucket too: from then on every process spaces its calls.
     assert 1 <= simulator.stats(member)["query_limit_exceeded"] <= 2
+
+
+def test_a_portal_added_without_its_user_learns_it_at_the_first_refresh(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    pair, member = install(simulator, r, env, "standard")  # seeded as `portals add` does: user 0
+    assert stored_record(r, env, member).user_id == 0
+    simulator.expire_tokens(member)
+    assert client_for(load_settings(), None, member).call("profile")["ID"]
+    assert stored_record(r, env, member).user_id == pair.user_id  # echo marks are keyed by it from now on

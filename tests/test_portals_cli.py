@@ -74,6 +74,7 @@ def test_add_show_list_revoke_purge(
     assert shown.returncode == 0, shown.stderr
     record = json.loads(shown.stdout)
     assert record["access_token"] is True and record["webhook_url"] is True
+    assert record["user_id"] == 1  # the webhook's user: the app's writes are echoed as that user
     assert {row["kind"] for row in record["accepted_tokens"]} == {"app", "webhook"}
     _no_secret_in(shown.stdout + shown.stderr + done.stdout + done.stderr)
 

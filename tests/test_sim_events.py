@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.simulator.client import Installation, SimClient, SimPortal
+from tests.simulator.client import Installation, SimClient, SimError, SimPortal
 
 
 @pytest.fixture
@@ -197,3 +197,27 @@ def test_offline_extended_feature_is_licensed(simulator: SimClient) -> None:
     app = simulator.install(portal.member_id)
     answer = simulator.rest(portal, "event.offline.get", {"clear": 0}, token=app.access_token)
     assert (answer.status, answer.body["error"]) == (403, "WRONG_LICENSE")
+
+
+def test_a_storm_of_changes_by_a_person_is_delivered_as_fast_as_accepted(
+    simulator: SimClient, portal: SimPortal, app: Installation, sink: str
+) -> None:
+    bind(simulator, portal, app, "ONCRMDEALUPDATE", simulator.sink_url(sink))
+    added = simulator.apply_changes(portal.member_id, [{"action": "add", "fields": {"TITLE": "t"}}] * 5)
+    assert added["applied"] == 5 and added["deliveries"] == 0  # ONCRMDEALADD is not bound
+    ids = added["ids"]
+    storm = [{"id": ids[i % 5], "fields": {"TITLE": f"v{i}"}} for i in range(40)]
+    answer = simulator.apply_changes(portal.member_id, storm, user_id=2, concurrency=8)
+    assert answer["deliveries"] == 40 and answer["statuses"] == {"200": 40}
+    forms = [event["form"] for event in simulator.sink(sink)]
+    assert len(forms) == 40 and {f["auth"]["user_id"] for f in forms} == {"2"}
+    assert sorted(int(f["data"]["FIELDS"]["ID"]) for f in forms) == sorted(ids[i % 5] for i in range(40))
+    deal = simulator.rest(portal, "crm.deal.get", {"id": ids[4]}, token=app.access_token).body["result"]
+    assert deal["TITLE"] == "v39"  # applied in order
+    first = {"id": ids[0], "fields": {"TITLE": "no"}}
+    for bad in ([first, {"action": "update", "id": 999999}], [first, {"action": "merge", "id": ids[0]}], []):
+        with pytest.raises(SimError) as refused:
+            simulator.apply_changes(portal.member_id, bad)
+        assert refused.value.status == 400
+    deal = simulator.rest(portal, "crm.deal.get", {"id": ids[0]}, token=app.access_token).body["result"]
+    assert deal["TITLE"] == "v35"  # a refused call changes nothing

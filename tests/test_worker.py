@@ -98,3 +98,19 @@ def test_worker_metrics_expose_rest_guard_and_queue_figures(r: redis.Redis, keys
     assert 'b24pipe_rest_calls_total{method="crm.deal.get",status="200"}' in text  # process-wide
     assert all(metric.name in text for c in (ECHO_SUPPRESSED, LOOP_CUT) for metric in c.describe())  # guards
     assert f'b24pipe_queue_depth{{queue="{keys.events_queue}"}} 1.0' in text
+
+
+def test_a_taken_event_is_no_longer_a_duplicate_for_the_ingress(
+    r: redis.Redis, keys: Keys, ns: str, base_env: dict[str, str]
+) -> None:
+    """The ingress drops a delivery identical to one already queued; once a worker has taken
+    the event, an identical delivery is a new change in the same second and must be queued."""
+    job_id = enqueue(r, keys, "ONTESTRECORD")
+    event_id = str(Job.fetch(job_id, connection=r).args[0]["id"])
+    r.set(keys.dedupe(event_id), job_id, ex=300)  # what the ingress's enqueue leaves
+    r.set(keys.dedupe("still-queued-elsewhere"), "x", ex=300)
+    worker = start_worker(worker_env(base_env), "--burst")
+    assert worker.wait(60) == 0
+    assert [row[0] for row in seen(r, ns, "record")] == [event_id]
+    assert not r.exists(keys.dedupe(event_id))
+    assert r.exists(keys.dedupe("still-queued-elsewhere"))

@@ -87,8 +87,9 @@ def _prior_state(ctx: context.WorkerContext, event_id: str) -> tuple[set[str], d
 
 
 def run_event(event_dict: dict[str, Any]) -> str:
-    """Run every handler of one event. Returns "ok" or "no_handler"; raises a `JobOutcome`
-    when the job must run again later, be parked or fail."""
+    """Run every handler of one event. Returns "ok", "no_handler", "echo" (our own write's
+    echo, dropped) or "merged" (every handler's run is another job's); raises a `JobOutcome`
+    when the job must run again later (`Hold` for a coalescing leader), be parked or fail."""
     ctx = context.current()
     event = Event.model_validate(event_dict)
     if event.name.upper() == "ONAPPUNINSTALL":

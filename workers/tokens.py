@@ -174,8 +174,14 @@ class TokenStore:
             "updated_at": str(now),
         }
         endpoint = str(payload.get("client_endpoint") or "")
-        if endpoint and str(payload.get("member_id") or portal.member_id) == portal.member_id:
+        same_portal = str(payload.get("member_id") or portal.member_id) == portal.member_id
+        if endpoint and same_portal:
             fields["client_endpoint"] = endpoint
+        user = str(payload.get("user_id") or "")
+        if same_portal and user.isdigit() and int(user) > 0:
+            # whom the app writes as: echo marks are keyed by it (a portal added by hand
+            # learns it here, at its first refresh)
+            fields["user_id"] = str(int(user))
         gen = await self._cas(
             keys=self._cas_keys(portal.member_id),
             args=[

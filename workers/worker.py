@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from types import FrameType
 from typing import Any
 
@@ -100,6 +101,23 @@ class Taken:
             runs=int(runs),
             slot=float(slot) if slot else None,
         )
+
+    @cached_property
+    def call(self) -> tuple[str, Any, Any, Any]:
+        """(function name, instance, args, kwargs), decoded once (raises on a corrupt job)."""
+        func_name, instance, args, kwargs = DefaultSerializer.loads(_unpack(self.data))
+        return func_name, instance, args, kwargs
+
+    @property
+    def event_id(self) -> str | None:
+        """The event id of a `run_event` job, None for any other (or unreadable) job."""
+        try:
+            func_name, _, args, _ = self.call
+        except Exception:  # a corrupt job fails in _run_one, with its reason
+            return None
+        if func_name == RUN_EVENT and args and isinstance(args[0], dict) and args[0].get("id"):
+            return str(args[0]["id"])
+        return None
 
 
 Ack = tuple[str, str, str, str | float | int, str | float | bytes, str]
@@ -283,6 +301,7 @@ class Worker:
         return jobs
 
     def _run_batch(self, jobs: list[Taken], ctx: context.WorkerContext) -> None:
+        self._forget_deliveries(jobs)
         for position, job in enumerate(jobs):
             if self.stopping.is_set():
                 for rest in reversed(jobs[position:]):
@@ -294,6 +313,18 @@ class Worker:
             if time.monotonic() - self._last_flush >= FLUSH_EVERY:
                 self._flush()
         self._flush()
+
+    def _forget_deliveries(self, jobs: list[Taken]) -> None:
+        """The ingress drops a delivery identical to an event *already queued* (same portal,
+        event, entity and second). Once taken, the event is no longer queued: a later
+        identical delivery is a new change (a second edit within the same second) that the
+        running handler may not have seen, so it must be queued again. One round trip per
+        batch."""
+        if self.settings.dedupe_window <= 0:
+            return
+        stale = [self.keys.dedupe(event_id) for job in jobs if (event_id := job.event_id)]
+        if stale:
+            self.client.delete(*stale)
 
     def _flush(self) -> None:
         if not self._acks:
@@ -317,7 +348,7 @@ class Worker:
         now = time.time()
         label = "job"
         try:
-            func_name, instance, args, kwargs = DefaultSerializer.loads(_unpack(job.data))
+            func_name, instance, args, kwargs = job.call
             if func_name == RUN_EVENT and args and isinstance(args[0], dict):
                 label = registry.event_label(str(args[0].get("name", "")))
                 member = str(args[0].get("member_id", ""))

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import redis
@@ -125,6 +126,13 @@ def endpoint_arg(value: str, domain: str, settings: Settings, what: str) -> str:
         return HostPolicy.from_settings(settings).check_url(value, (domain,), _no_dns)
     except OutboundRefused as exc:
         raise UsageError(f"{what}: {exc}") from None
+
+
+def webhook_user(url: str) -> int:
+    """The user an inbound webhook acts as (`https://D/rest/<user>/<secret>/`): the app's
+    writes through it cause events by that user, which echo suppression keys on."""
+    parts = [part for part in urlsplit(url).path.split("/") if part]
+    return int(parts[1]) if len(parts) >= 3 and parts[0] == "rest" and parts[1].isdigit() else 0
 
 
 def connector_arg(value: str) -> str:
@@ -320,6 +328,7 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
             )
         if secrets.get("webhook_url"):
             portal.webhook_url = cipher.encrypt(secrets["webhook_url"], portal.context("webhook_url"))
+            portal.user_id = webhook_user(secrets["webhook_url"])
         writes = store.chain(
             store.save_portal(keys, portal),
             *(

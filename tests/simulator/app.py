@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from tests.simulator import authserver, control, rest, sink
+from tests.simulator import authserver, changes, control, rest, sink
 from tests.simulator.state import Simulator
 
 
@@ -23,6 +23,7 @@ def make_app(sim: Simulator) -> web.Application:
         app.router.add_route(verb, "/p/{domain}/rest/{method}", rest.handle)
         app.router.add_route(verb, "/p/{domain}/rest/{user}/{secret}/{method}", rest.handle)
     app.router.add_routes(control.routes)
+    app.router.add_routes(changes.routes)
     app.router.add_routes(sink.routes)
 
     async def sender(_: web.Application) -> AsyncIterator[None]:

@@ -194,6 +194,30 @@ class SimClient:
         )
         return result
 
+    def apply_changes(
+        self,
+        member_id: str,
+        changes: list[dict[str, Any]],
+        entity: str = "deal",
+        user_id: int | None = None,
+        robot: bool = False,
+        concurrency: int = 16,
+    ) -> dict[str, Any]:
+        """Apply `changes` ([{action, id, fields}], in order) as one person, then deliver their
+        events to the bound handlers with `concurrency` POSTs in flight; answers `applied`,
+        `ids`, `deliveries`, `statuses` ({"200": n, ...}) and `seconds`, once all are delivered."""
+        result: dict[str, Any] = self._post(
+            f"/_sim/portals/{member_id}/changes",
+            {
+                "changes": changes,
+                "entity": entity,
+                "user_id": user_id,
+                "robot": robot,
+                "concurrency": concurrency,
+            },
+        )
+        return result
+
     def wait_events(self, member_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._post(f"/_sim/portals/{member_id}/events/wait", {})
         return result

@@ -15,10 +15,9 @@ import orjson
 from aiohttp import web
 
 from tests.simulator import lifecycle
-from tests.simulator.crm import ENTITIES, item_key
-from tests.simulator.errors import RestError
+from tests.simulator.changes import BadChange, apply_change
 from tests.simulator.events import change_deliveries
-from tests.simulator.portal import PLANS, Change, Portal, User
+from tests.simulator.portal import PLANS, Portal, User
 from tests.simulator.rest import SIM, json_response
 from tests.simulator.state import Simulator
 
@@ -376,29 +375,17 @@ async def change(request: web.Request) -> web.Response:
     try:
         body = await _body(request)
         entity, action = _typed(body, "entity", str, "deal"), _typed(body, "action", str, "update")
-        if entity not in ENTITIES or action not in ("add", "update", "delete"):
-            raise BadInput("entity must be deal|lead and action add|update|delete")
         robot = _typed(body, "robot", bool, False)
         user_id = None if robot else _typed(body, "user_id", int, next(iter(portal.users)))
         if user_id is not None and user_id not in portal.users:
             raise BadInput("user_id must name a user of the portal")
         fields = _typed(body, "fields", dict, {})
-        item_id = body.get("id")
-        now, actor = portal.clock.time(), user_id or 0
-        if action == "add":
-            item_id = portal.crm.add(entity, fields, actor, now)
-        elif action == "update":
-            portal.crm.update(entity, item_id, fields, actor, now)
-        else:
-            portal.crm.delete(entity, item_id)
-    except BadInput as exc:
+        done = apply_change(portal, entity, action, body.get("id"), fields, user_id)
+    except (BadInput, BadChange) as exc:
         return _bad(str(exc))
-    except RestError as exc:  # the store's own answer, e.g. an unknown id
-        return _bad(f"cannot {action} {entity} {item_id}: {exc.description}")
-    event = f"ONCRM{entity.upper()}{action.upper()}"
-    outgoing = change_deliveries(portal, sim.tokens, Change(event, str(item_key(item_id)), user_id))
+    outgoing = change_deliveries(portal, sim.tokens, done)
     sim.sender.enqueue(portal, outgoing)
-    return json_response({"id": item_key(item_id), "event": event, "deliveries": len(outgoing)})
+    return json_response({"id": int(done.entity_id), "event": done.event, "deliveries": len(outgoing)})
 
 
 @routes.post("/_sim/portals/{member_id}/events/wait")

@@ -119,6 +119,18 @@ class EventSender:
         """Deliver at once, in order, and report what each handler answered."""
         return [await self._send(portal, item) for item in items]
 
+    async def send_concurrently(
+        self, portal: Portal, items: list[Outgoing], concurrency: int
+    ) -> list[dict[str, Any]]:
+        """Deliver with up to `concurrency` POSTs in flight, started in order; what each answered."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(item: Outgoing) -> dict[str, Any]:
+            async with gate:
+                return await self._send(portal, item)
+
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
     def enqueue(self, portal: Portal, items: list[Outgoing]) -> None:
         queue = self._queues.get(portal.member_id)
         if queue is None:
