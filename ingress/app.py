@@ -27,7 +27,7 @@ from ingress.metrics import IngressMetrics
 from ingress.tokencheck import TokenCache, Verdict
 from shared.delivery import Delivery
 from shared.formparse import FormError, parse_body
-from shared.jobs import queue_for
+from shared.jobs import queue_of
 from shared.keys import Keys
 from shared.logs import mask, security_event
 from shared.redisconn import async_redis, durability_problems
@@ -119,10 +119,13 @@ class EventPath:
 
         member_id = delivery.auth.member_id
         token = delivery.auth.application_token
-        try:
-            decision = await self.app[TOKENS_KEY].check(member_id, token, deadline)
-        except (RedisError, TimeoutError):
-            return self._unavailable(name)
+        tokens = self.app[TOKENS_KEY]
+        decision = tokens.cached(member_id, token)
+        if decision is None:
+            try:
+                decision = await tokens.check(member_id, token, deadline)
+            except (RedisError, TimeoutError):
+                return self._unavailable(name)
         if decision.verdict is Verdict.REJECT:
             reason = decision.reason.value if decision.reason else "rejected"
             metrics.request(name, "rejected")
@@ -140,9 +143,9 @@ class EventPath:
             metrics.request(name, "quarantined")
             return await lifecycle.quarantine(delivery, remote)
 
-        event = delivery.to_event()
+        queued = delivery.queued_form()
         try:
-            fresh = await self.app[ENQUEUER_KEY].enqueue(event, queue_for(self.keys, event), deadline)
+            fresh = await self.app[ENQUEUER_KEY].submit(queued, queue_of(self.keys, name), deadline)
         except Unavailable:
             return self._unavailable(name)
         metrics.request(name, "accepted" if fresh else "duplicate")

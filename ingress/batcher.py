@@ -9,9 +9,10 @@ and the round trips and commands per event shrink.
 Failure is explicit: every request carries a deadline, and one watchdog per batcher fails
 the requests whose deadline passed with `Unavailable` (the app answers 503, never 200),
 whether their job is still waiting or in flight; a job whose request already gave up is not
-sent at all. A batch that Redis does not answer within `enqueue_timeout` is abandoned with
-its connection, and the next batch reconnects, so the ingress recovers by itself when Redis
-is back.
+sent at all. A batch that Redis does not answer within the client's socket timeout (the
+app sets it to `enqueue_timeout` + 1 s: never before its requests' deadlines, and redis-py
+already times every read) is abandoned with its connection, and the next batch reconnects,
+so the ingress recovers by itself when Redis is back.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -85,21 +87,32 @@ class Enqueuer:
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def enqueue(self, event: Event, queue: str, deadline: float | None = None) -> bool:
-        """Queue `event`; `deadline` (event loop time) defaults to now + `enqueue_timeout`.
-        Raises `Unavailable` when the job is not confirmed stored by then."""
+    async def enqueue(self, event: Event | dict[str, Any], queue: str, deadline: float | None = None) -> bool:
+        """Queue `event` (a model, or its queued form `Event.model_dump(mode="json")`);
+        `deadline` (event loop time) defaults to now + `enqueue_timeout`. Raises
+        `Unavailable` when the job is not confirmed stored by then."""
+        if isinstance(event, Event):
+            event = event.model_dump(mode="json")
+        return await self.submit(event, queue, deadline)
+
+    def submit(
+        self, event: dict[str, Any], queue: str, deadline: float | None = None
+    ) -> asyncio.Future[bool]:
+        """`enqueue` for the hot path: the queued form only, and a future to await instead
+        of one more coroutine per request."""
         if queue not in self._templates:
             raise ValueError(f"unknown queue {queue!r}")
-        if not self._tasks:
-            raise Unavailable("the enqueuer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
+        if not self._tasks:
+            future.set_exception(Unavailable("the enqueuer is not running"))
+            return future
         if deadline is None:
             deadline = loop.time() + self._timeout
         self._pending.append(_Item(queue, QueuedJob.of(self._keys, event), future, deadline))
         self._idle.clear()
         self._wakeup.set()
-        return await future
+        return future
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -166,8 +179,7 @@ class Enqueuer:
             calls.append(_resp(["EVALSHA", self._sha, len(script_keys), *script_keys, *argv]))
         self._inflight = batch
         try:
-            async with asyncio.timeout(self._timeout):
-                replies = await self._execute(calls)
+            replies = await self._execute(calls)
         except (RedisError, OSError, TimeoutError) as exc:
             log(_logger, logging.WARNING, "enqueue batch failed", size=len(batch), error=type(exc).__name__)
             self._fail(batch, "Redis is unavailable")

@@ -223,17 +223,20 @@ def parse_form(body: bytes, *, max_keys: int, max_depth: int, charset: str = "ut
     if _BAD_ESCAPE.search(body):
         raise FormError("form body has an invalid percent-escape")
     tree = _Tree()
+    root, tracked = tree.root, tree.next_index
     for split, value in _fields(body, charset, max_keys):
         if split is None:
             continue
         base, indexes = split
         if len(indexes) >= max_depth:
             raise FormError(f"form nesting is deeper than {max_depth} levels")
-        node = tree.root
+        node = root
         key = base
         for index in indexes:
-            node = tree.child(node, key)
-            key = tree.key(node, index)
+            found = node.get(key)
+            node = found if type(found) is dict else tree.child(node, key)
+            # until the first append (`[]`) no array tracks a next index: keys are as sent
+            key = index if index is not None and not tracked else tree.key(node, index)
         node[key] = value
     out = _export(tree.root)
     return out if isinstance(out, dict) else {str(i): v for i, v in enumerate(out)}
