@@ -188,17 +188,14 @@ def _name(decoded: str) -> _Name:
 
 
 @functools.lru_cache(maxsize=4096)
-def _short_utf8_name(raw: str) -> _Name:
-    return _name(_decode_utf8(raw))
+def _short_name(decoded: str) -> _Name:
+    return _name(decoded)
 
 
-def _utf8_name(raw: str) -> _Name:
-    """The reading of a still-encoded name of a UTF-8 body. Bitrix24 sends the same few
-    dozen names (`auth%5Bmember_id%5D`, ...) in every event, so short ones are cached;
-    a malformed name raises and is not cached."""
-    if len(raw) <= _CACHED_NAME_LENGTH:
-        return _short_utf8_name(raw)
-    return _name(_decode_utf8(raw))
+def _cached_name(decoded: str) -> _Name:
+    """`_name`, cached for short names: Bitrix24 sends the same few dozen names
+    (`auth[member_id]`, ...) in every event. A malformed name raises and is not cached."""
+    return _short_name(decoded) if len(decoded) <= _CACHED_NAME_LENGTH else _name(decoded)
 
 
 def _fields(body: bytes, charset: str, max_keys: int) -> list[tuple[_Name, str]]:
@@ -207,15 +204,22 @@ def _fields(body: bytes, charset: str, max_keys: int) -> list[tuple[_Name, str]]
         pairs = [pair.partition(b"=") for pair in body.split(b"&") if pair]
         if len(pairs) > max_keys:
             raise FormError(f"form has more than {max_keys} fields")
-        return [(_name(_decode(name, charset)), _decode(value, charset)) for name, _, value in pairs]
+        return [(_cached_name(_decode(name, charset)), _decode(value, charset)) for name, _, value in pairs]
     try:
         text = body.decode()
     except UnicodeDecodeError:
         raise FormError("form body is not valid utf-8") from None
+    whole = "%26" not in text and "%3D" not in text and "%3d" not in text
+    if whole:
+        # No escaped `&` or `=`: decoding the body in one pass gives the same pairs as
+        # decoding each name and value, for a fraction of the calls.
+        text = _decode_utf8(text)
     parts = [pair.partition("=") for pair in text.split("&") if pair]
     if len(parts) > max_keys:
         raise FormError(f"form has more than {max_keys} fields")
-    return [(_utf8_name(name), _decode_utf8(value)) for name, _, value in parts]
+    if whole:
+        return [(_cached_name(name), value) for name, _, value in parts]
+    return [(_cached_name(_decode_utf8(name)), _decode_utf8(value)) for name, _, value in parts]
 
 
 def parse_form(body: bytes, *, max_keys: int, max_depth: int, charset: str = "utf-8") -> dict[str, Any]:
