@@ -13,11 +13,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import redis
 from aiohttp.test_utils import TestClient, TestServer
+from rq.job import Job
 
 from ingress.app import create_app
 from shared.crypto import digest
+from shared.delivery import Delivery
+from shared.formparse import FORM as FORM_TYPE
+from shared.formparse import parse_body
 from shared.keys import Keys
 from shared.portals import AcceptedToken, Portal, Status
 from shared.settings import Settings
@@ -102,3 +107,32 @@ def ingress_process(env: dict[str, str], port: int, *args: str) -> Iterator[subp
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+def event_id(form_body: str) -> str:
+    """The id the ingress gives the event a form body carries."""
+    payload = parse_body(form_body.encode(), FORM_TYPE, None, max_keys=1000, max_depth=8)
+    return Delivery.model_validate(payload).event_id()
+
+
+def stored_event_ids(r: redis.Redis, queue: str) -> list[str]:
+    """The event ids of the jobs on `queue`, read back the way RQ reads them."""
+    return [Job.fetch(job_id.decode(), connection=r).args[0]["id"] for job_id in queued(r, queue)]
+
+
+async def post_event(
+    session: aiohttp.ClientSession, port: int, form_body: str, timeout: float = 30
+) -> tuple[int, bytes]:
+    """POST one event to a real ingress; the status and body it answered."""
+    async with session.post(
+        f"http://127.0.0.1:{port}/b24/events",
+        data=form_body,
+        headers=FORM,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    ) as response:
+        return response.status, await response.read()
+
+
+async def metrics_text(session: aiohttp.ClientSession, port: int) -> str:
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        return await response.text()
