@@ -29,6 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from ingress.tasks import stop_tasks
 from shared.events import Event
 from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, script_call
 from shared.keys import Keys
@@ -86,6 +87,7 @@ class Enqueuer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     async def enqueue(self, event: Event | dict[str, Any], queue: str, deadline: float | None = None) -> bool:
         """Queue `event` (a model, or its queued form `Event.model_dump(mode="json")`);
@@ -117,6 +119,7 @@ class Enqueuer:
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         if not self._tasks:
+            self._closing = False
             self._tasks = [
                 asyncio.create_task(self._run(), name="b24pipe-enqueuer"),
                 asyncio.create_task(self._watch(), name="b24pipe-enqueuer-watchdog"),
@@ -129,11 +132,9 @@ class Enqueuer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._timeout + 1):
                 await self._idle.wait()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._closing = True
+        self._wakeup.set()
+        await stop_tasks(self._tasks, self._timeout + 1)
         self._tasks = []
         self._fail([*self._pending, *self._inflight], "the enqueuer stopped")
         self._pending, self._inflight = [], []
@@ -142,7 +143,7 @@ class Enqueuer:
     async def _watch(self) -> None:
         """Fail requests past their deadline: one timer for all of them, not one each."""
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             await asyncio.sleep(WATCH_INTERVAL)
             now = loop.time()
             for items in (self._pending, self._inflight):
@@ -156,7 +157,7 @@ class Enqueuer:
 
     # --- the flusher ----------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -88,6 +90,28 @@ def wait_http(port: int, process: subprocess.Popen[bytes], timeout: float = 20) 
             return
         time.sleep(0.05)
     raise AssertionError("ingress did not start listening")
+
+
+def wait_logged(process: subprocess.Popen[bytes], message: str, count: int = 1, timeout: float = 30) -> None:
+    """Read the process's JSON log (stderr) until `message` was logged `count` times."""
+    assert process.stderr is not None
+    fd = process.stderr.fileno()  # raw reads: a buffered readline would hide lines from select
+    deadline = time.monotonic() + timeout
+    seen, pending = 0, b""
+    while seen < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"{message!r} was logged {seen} times, not {count}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError(f"ingress exited with {process.wait()}")
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                seen += json.loads(line).get("msg") == message
 
 
 @contextlib.contextmanager
