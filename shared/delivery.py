@@ -78,7 +78,10 @@ class Delivery(BaseModel):
         return value
 
     def event_id(self) -> str:
-        return fingerprint(self.auth.member_id, self.event, self.event_handler_id, self.ts, self.data)
+        auth = self.auth
+        return fingerprint(
+            auth.member_id, self.event, self.event_handler_id, self.ts, self.data, auth.user_id
+        )
 
     def queued_form(self, received_at: float | None = None) -> dict[str, Any]:
         """What is queued: `Event.model_dump(mode="json")` of `to_event()`, built without
