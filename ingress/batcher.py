@@ -1,10 +1,10 @@
 """Durable enqueue for many concurrent requests: one script call per batch.
 
-Each request builds its job (`shared.jobs.QueuedJob`) and waits on a future; a single
-flusher task writes everything that accumulated with one `EVALSHA enqueue.lua` per queue
-(all of them in one write to one connection) and resolves the futures with what Redis
-answered. While one batch is in flight the next gathers, so the batch grows with the load
-and the round trips and commands per event shrink.
+Each request builds its job (`shared.jobs.QueuedJob`) and waits on a future; a flusher
+task writes everything that accumulated with one `EVALSHA enqueue.lua` per queue (all of
+them in one write to one connection) and resolves the futures with what Redis answered.
+While the flushers are busy the next batch gathers, so the batch grows with the load and
+the round trips and commands per event shrink.
 
 Failure is explicit: every request carries a deadline, and one watchdog per batcher fails
 the requests whose deadline passed with `Unavailable` (the app answers 503, never 200),
@@ -39,6 +39,10 @@ from shared.settings import Settings
 _logger = logging.getLogger("b24pipe.ingress.batcher")
 
 MAX_BATCH = 512  # events per script call: bounds Lua's unpack() and one call's latency
+# Batches in flight at once, each on its own connection. With one, a process that is faster
+# than Redis's round trip sits idle while every request waits for it; with two, requests
+# that arrive meanwhile leave at once.
+FLIGHTS = 2
 WATCH_INTERVAL = 0.05  # how late past its deadline a request may learn that it failed
 _QUEUED = ord("1")  # enqueue.lua's flag for a job written ("0": a duplicate)
 
@@ -82,7 +86,7 @@ class Enqueuer:
         self._templates = {queue: JobTemplate.build(queue, settings) for queue in keys.queues}
         self._on_batch = on_batch
         self._pending: list[_Item] = []
-        self._inflight: list[_Item] = []
+        self._inflight: list[list[_Item]] = [[] for _ in range(FLIGHTS)]  # per flusher
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -121,7 +125,10 @@ class Enqueuer:
         if not self._tasks:
             self._closing = False
             self._tasks = [
-                asyncio.create_task(self._run(), name="b24pipe-enqueuer"),
+                *(
+                    asyncio.create_task(self._run(slot), name=f"b24pipe-enqueuer-{slot}")
+                    for slot in range(FLIGHTS)
+                ),
                 asyncio.create_task(self._watch(), name="b24pipe-enqueuer-watchdog"),
             ]
 
@@ -136,8 +143,10 @@ class Enqueuer:
         self._wakeup.set()
         await stop_tasks(self._tasks, self._timeout + 1)
         self._tasks = []
-        self._fail([*self._pending, *self._inflight], "the enqueuer stopped")
-        self._pending, self._inflight = [], []
+        self._fail(
+            [*self._pending, *(item for flight in self._inflight for item in flight)], "the enqueuer stopped"
+        )
+        self._pending, self._inflight = [], [[] for _ in range(FLIGHTS)]
 
     # --- the watchdog ---------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -146,7 +155,7 @@ class Enqueuer:
         while not self._closing:
             await asyncio.sleep(WATCH_INTERVAL)
             now = loop.time()
-            for items in (self._pending, self._inflight):
+            for items in (self._pending, *self._inflight):
                 self._fail([item for item in items if item.deadline <= now], "Redis did not confirm in time")
 
     @staticmethod
@@ -156,18 +165,22 @@ class Enqueuer:
                 item.future.set_exception(Unavailable(why))
 
     # --- the flusher ----------------------------------------------------------------------
-    async def _run(self) -> None:
+    async def _run(self, slot: int) -> None:
+        """One of `FLIGHTS` flushers: each takes whatever is pending when it is free, so a
+        new batch leaves while another is still in flight."""
         while not self._closing:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch = [item for item in self._pending[:MAX_BATCH] if not item.future.done()]
-                del self._pending[:MAX_BATCH]
-                if batch:
-                    await self._flush(batch)
-            self._idle.set()
+            if not self._pending:
+                if not any(self._inflight):
+                    self._idle.set()
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            batch = [item for item in self._pending[:MAX_BATCH] if not item.future.done()]
+            del self._pending[:MAX_BATCH]
+            if batch:
+                await self._flush(batch, slot)
 
-    async def _flush(self, batch: list[_Item]) -> None:
+    async def _flush(self, batch: list[_Item], slot: int) -> None:
         if self._on_batch is not None:
             self._on_batch(len(batch))
         groups: dict[str, list[_Item]] = {}
@@ -178,7 +191,7 @@ class Enqueuer:
         for queue, items in groups.items():
             script_keys, argv = script_call(self._templates[queue], [item.job for item in items], now)
             calls.append(_resp(["EVALSHA", self._sha, len(script_keys), *script_keys, *argv]))
-        self._inflight = batch
+        self._inflight[slot] = batch
         try:
             replies = await self._execute(calls)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -190,7 +203,7 @@ class Enqueuer:
             self._fail(batch, "the enqueuer failed")
             return
         finally:
-            self._inflight = []
+            self._inflight[slot] = []
         for items, reply in zip(groups.values(), replies, strict=True):
             if not isinstance(reply, bytes) or len(reply) != len(items):
                 # e.g. OOM under noeviction, READONLY replica: the script wrote nothing
