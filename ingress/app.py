@@ -25,7 +25,7 @@ from ingress.batcher import Enqueuer, Unavailable
 from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, LifecycleHandler, Refuse, answer
 from ingress.metrics import IngressMetrics
 from ingress.tokencheck import TokenCache, Verdict
-from shared.delivery import Delivery
+from shared.delivery import Delivery, Plain
 from shared.formparse import FormError, parse_body
 from shared.jobs import queue_of
 from shared.keys import Keys
@@ -43,6 +43,7 @@ VERIFY_KEY = web.AppKey("verify_installs", bool)
 SESSION_KEY = web.AppKey("http_session", aiohttp.ClientSession)
 
 OK = b'{"status":"ok","message":"event accepted"}'
+_HOOKED = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})  # the lifecycle handler takes the model
 _ERROR_STATUS = {"invalid_request": 400, "payload_too_large": 413, "unsupported_media_type": 415}
 
 
@@ -101,24 +102,28 @@ class EventPath:
             payload = parse_body(
                 body, request.content_type, request.charset, max_keys=self.max_keys, max_depth=self.max_depth
             )
-            delivery = Delivery.model_validate(payload)
+            plain = Plain.read(payload)
+            delivery = Delivery.model_validate(payload) if plain is None or plain.event in _HOOKED else None
         except FormError as exc:
             outcome = "unsupported" if exc.code == "unsupported_media_type" else "invalid"
             return self._refuse("", outcome, exc.code, exc.detail, remote)
         except ValidationError as exc:
             return self._refuse("", "invalid", "invalid_request", _validation_detail(exc), remote)
 
-        name = delivery.event
         lifecycle = self.app[LIFECYCLE_KEY]
-        if name == "ONAPPINSTALL":
-            metrics.request(name, "lifecycle")
-            return await lifecycle.on_install(delivery, remote)
-        if name == "ONAPPUPDATE":
-            metrics.request(name, "lifecycle")
-            return await lifecycle.on_update(delivery, remote)
+        if delivery is not None:
+            if delivery.event == "ONAPPINSTALL":
+                metrics.request(delivery.event, "lifecycle")
+                return await lifecycle.on_install(delivery, remote)
+            if delivery.event == "ONAPPUPDATE":
+                metrics.request(delivery.event, "lifecycle")
+                return await lifecycle.on_update(delivery, remote)
+            plain = delivery.plain()
+        assert plain is not None  # one of the two read it
 
-        member_id = delivery.auth.member_id
-        token = delivery.auth.application_token
+        name = plain.event
+        member_id = plain.member_id
+        token = plain.application_token
         tokens = self.app[TOKENS_KEY]
         decision = tokens.cached(member_id, token)
         if decision is None:
@@ -141,11 +146,12 @@ class EventPath:
             return answer(401, INVALID_TOKEN)
         if decision.verdict is Verdict.QUARANTINE:
             metrics.request(name, "quarantined")
-            return await lifecycle.quarantine(delivery, remote)
+            return await lifecycle.quarantine(delivery or Delivery.model_validate(payload), remote)
 
-        queued = delivery.queued_form()
         try:
-            fresh = await self.app[ENQUEUER_KEY].submit(queued, queue_of(self.keys, name), deadline)
+            fresh = await self.app[ENQUEUER_KEY].submit(
+                plain.queued_form(), queue_of(self.keys, name), deadline
+            )
         except Unavailable:
             return self._unavailable(name)
         metrics.request(name, "accepted" if fresh else "duplicate")
