@@ -51,6 +51,11 @@ def _error(code: str, detail: str) -> web.Response:
     return answer(_ERROR_STATUS[code], dumps({"status": "error", "error": code, "detail": detail}))
 
 
+def _remote(request: web.Request) -> str:
+    """The peer's address, for refusals and security lines (not needed to accept)."""
+    return request.remote or ""
+
+
 def _validation_detail(exc: ValidationError) -> str:
     """First problem as `location: message`, never the offending value (may be a secret)."""
     first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
@@ -72,6 +77,11 @@ class EventPath:
         self.timeout = settings.enqueue_timeout
         self.metrics = app[METRICS_KEY]
 
+    async def bind(self, app: web.Application) -> None:
+        """Startup hook (after `_startup`): keep what every request uses at hand."""
+        self.tokens = app[TOKENS_KEY]
+        self.enqueuer = app[ENQUEUER_KEY]
+
     async def handle(self, request: web.Request) -> web.Response:
         metrics = self.metrics
         if metrics.inflight >= self.max_inflight:
@@ -90,7 +100,6 @@ class EventPath:
 
     async def _handle(self, request: web.Request, deadline: float) -> web.Response:
         metrics = self.metrics
-        remote = request.remote or ""
         length = request.content_length
         if length is not None and length > self.max_body:
             return self._refuse("", "too_large", "payload_too_large", f"body exceeds {self.max_body} bytes")
@@ -106,25 +115,25 @@ class EventPath:
             delivery = Delivery.model_validate(payload) if plain is None or plain.event in _HOOKED else None
         except FormError as exc:
             outcome = "unsupported" if exc.code == "unsupported_media_type" else "invalid"
-            return self._refuse("", outcome, exc.code, exc.detail, remote)
+            return self._refuse("", outcome, exc.code, exc.detail, _remote(request))
         except ValidationError as exc:
-            return self._refuse("", "invalid", "invalid_request", _validation_detail(exc), remote)
+            return self._refuse("", "invalid", "invalid_request", _validation_detail(exc), _remote(request))
 
         lifecycle = self.app[LIFECYCLE_KEY]
         if delivery is not None:
             if delivery.event == "ONAPPINSTALL":
                 metrics.request(delivery.event, "lifecycle")
-                return await lifecycle.on_install(delivery, remote)
+                return await lifecycle.on_install(delivery, _remote(request))
             if delivery.event == "ONAPPUPDATE":
                 metrics.request(delivery.event, "lifecycle")
-                return await lifecycle.on_update(delivery, remote)
+                return await lifecycle.on_update(delivery, _remote(request))
             plain = delivery.plain()
         assert plain is not None  # one of the two read it
 
         name = plain.event
         member_id = plain.member_id
         token = plain.application_token
-        tokens = self.app[TOKENS_KEY]
+        tokens = self.tokens
         decision = tokens.cached(member_id, token)
         if decision is None:
             try:
@@ -141,17 +150,15 @@ class EventPath:
                 member_id=member_id,
                 event=name,
                 token=mask(token),
-                remote=remote,
+                remote=_remote(request),
             )
             return answer(401, INVALID_TOKEN)
         if decision.verdict is Verdict.QUARANTINE:
             metrics.request(name, "quarantined")
-            return await lifecycle.quarantine(delivery or Delivery.model_validate(payload), remote)
+            return await lifecycle.quarantine(delivery or Delivery.model_validate(payload), _remote(request))
 
         try:
-            fresh = await self.app[ENQUEUER_KEY].submit(
-                plain.queued_form(), queue_of(self.keys, name), deadline
-            )
+            fresh = await self.enqueuer.submit(plain.queued_form(), queue_of(self.keys, name), deadline)
         except Unavailable:
             return self._unavailable(name)
         metrics.request(name, "accepted" if fresh else "duplicate")
@@ -261,5 +268,6 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     app.on_startup.append(_startup)
+    app.on_startup.append(path.bind)
     app.on_cleanup.append(_cleanup)
     return app
