@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.hdrs import CONTENT_TYPE
 from orjson import dumps
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -26,7 +27,7 @@ from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, LifecycleHandler, Refuse, 
 from ingress.metrics import IngressMetrics
 from ingress.tokencheck import TokenCache, Verdict
 from shared.delivery import Delivery, Plain
-from shared.formparse import FormError, parse_body
+from shared.formparse import FormError, media_type, parse_body
 from shared.jobs import queue_of
 from shared.keys import Keys
 from shared.logs import mask, security_event
@@ -108,8 +109,9 @@ class EventPath:
         except web.HTTPRequestEntityTooLarge:
             return self._refuse("", "too_large", "payload_too_large", f"body exceeds {self.max_body} bytes")
         try:
+            content_type, charset = media_type(request.headers.get(CONTENT_TYPE))
             payload = parse_body(
-                body, request.content_type, request.charset, max_keys=self.max_keys, max_depth=self.max_depth
+                body, content_type, charset, max_keys=self.max_keys, max_depth=self.max_depth
             )
             plain = Plain.read(payload)
             delivery = Delivery.model_validate(payload) if plain is None or plain.event in _HOOKED else None

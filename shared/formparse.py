@@ -26,6 +26,9 @@ from __future__ import annotations
 import codecs
 import functools
 import re
+from email.message import EmailMessage
+from email.parser import HeaderParser
+from email.policy import HTTP
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -281,6 +284,29 @@ def parse_json(body: bytes, *, max_keys: int, max_depth: int, charset: str = "ut
         raise FormError("JSON body must be an object")
     _check_json(value, max_keys, max_depth)
     return value
+
+
+class _OctetStreamDefault(EmailMessage):
+    """A malformed type reads as application/octet-stream (RFC 9110 8.3), as aiohttp reads it,
+    not as text/plain (the e-mail rule)."""
+
+    def get_content_type(self) -> str:
+        media = self.get("content-type", "").lower().partition(";")[0].strip()
+        return media if media.count("/") == 1 else "application/octet-stream"
+
+
+_HEADER_PARSER = HeaderParser(_OctetStreamDefault, policy=HTTP)
+
+
+@functools.lru_cache(maxsize=64)
+def media_type(header: str | None) -> tuple[str, str | None]:
+    """(media type, charset) of a Content-Type header, read the way aiohttp reads it. Cached:
+    every Bitrix24 event carries the same header, and parsing it is not free."""
+    if header is None:
+        return "application/octet-stream", None
+    message = _HEADER_PARSER.parsestr(f"Content-Type: {header}")
+    charset = message.get_param("charset")
+    return message.get_content_type(), charset if isinstance(charset, str) else None
 
 
 def _charset(charset: str | None) -> str:
