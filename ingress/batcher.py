@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ingress.tasks import stop_tasks
@@ -87,6 +88,7 @@ class Enqueuer:
         self._on_batch = on_batch
         self._pending: list[_Item] = []
         self._inflight: list[list[_Item]] = [[] for _ in range(FLIGHTS)]  # per flusher
+        self._connections: list[Connection | None] = [None] * FLIGHTS  # per flusher
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -147,6 +149,10 @@ class Enqueuer:
             [*self._pending, *(item for flight in self._inflight for item in flight)], "the enqueuer stopped"
         )
         self._pending, self._inflight = [], [[] for _ in range(FLIGHTS)]
+        for connection in self._connections:
+            if connection is not None:
+                await self._client.connection_pool.release(connection)
+        self._connections = [None] * FLIGHTS
 
     # --- the watchdog ---------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -193,7 +199,7 @@ class Enqueuer:
             calls.append(_resp(["EVALSHA", self._sha, len(script_keys), *script_keys, *argv]))
         self._inflight[slot] = batch
         try:
-            replies = await self._execute(calls)
+            replies = await self._execute(calls, slot)
         except (RedisError, OSError, TimeoutError) as exc:
             log(_logger, logging.WARNING, "enqueue batch failed", size=len(batch), error=type(exc).__name__)
             self._fail(batch, "Redis is unavailable")
@@ -214,24 +220,26 @@ class Enqueuer:
                 if not item.future.done():
                     item.future.set_result(flag == _QUEUED)
 
-    async def _execute(self, calls: list[bytes]) -> list[object]:
+    async def _execute(self, calls: list[bytes], slot: int) -> list[object]:
         """One round trip; if the server lost the script it is loaded and the calls
         repeated (a NOSCRIPT call did not run, so repeating it is safe)."""
-        replies = await self._send(calls)
+        replies = await self._send(calls, slot)
         missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             await self._client.script_load(ENQUEUE_LUA)
-            again = await self._send([calls[index] for index in missing])
+            again = await self._send([calls[index] for index in missing], slot)
             for index, reply in zip(missing, again, strict=True):
                 replies[index] = reply
         return replies
 
-    async def _send(self, calls: list[bytes]) -> list[object]:
-        """Send the calls in one write and read one reply per call."""
-        pool = self._client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    async def _send(self, calls: list[bytes], slot: int) -> list[object]:
+        """Send the calls in one write on the flusher's own connection (kept from batch to
+        batch: taking one from the pool checks it each time) and read one reply per call."""
+        connection = self._connections[slot]
+        if connection is None:
+            connection = self._connections[slot] = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command(b"".join(calls))
+            await connection.send_packed_command(b"".join(calls))  # reconnects if it was dropped
             replies: list[object] = []
             for _ in calls:
                 try:
@@ -242,5 +250,3 @@ class Enqueuer:
         except BaseException:
             await connection.disconnect(nowait=True)  # replies may still be in flight
             raise
-        finally:
-            await pool.release(connection)
