@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.hdrs import CONTENT_TYPE
 from orjson import dumps
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -25,9 +26,9 @@ from ingress.batcher import Enqueuer, Unavailable
 from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, LifecycleHandler, Refuse, answer
 from ingress.metrics import IngressMetrics
 from ingress.tokencheck import TokenCache, Verdict
-from shared.delivery import Delivery
-from shared.formparse import FormError, parse_body
-from shared.jobs import queue_for
+from shared.delivery import Delivery, Plain
+from shared.formparse import FormError, media_type, parse_body
+from shared.jobs import queue_of
 from shared.keys import Keys
 from shared.logs import mask, security_event
 from shared.redisconn import async_redis, durability_problems
@@ -43,11 +44,17 @@ VERIFY_KEY = web.AppKey("verify_installs", bool)
 SESSION_KEY = web.AppKey("http_session", aiohttp.ClientSession)
 
 OK = b'{"status":"ok","message":"event accepted"}'
+_HOOKED = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})  # the lifecycle handler takes the model
 _ERROR_STATUS = {"invalid_request": 400, "payload_too_large": 413, "unsupported_media_type": 415}
 
 
 def _error(code: str, detail: str) -> web.Response:
     return answer(_ERROR_STATUS[code], dumps({"status": "error", "error": code, "detail": detail}))
+
+
+def _remote(request: web.Request) -> str:
+    """The peer's address, for refusals and security lines (not needed to accept)."""
+    return request.remote or ""
 
 
 def _validation_detail(exc: ValidationError) -> str:
@@ -71,6 +78,11 @@ class EventPath:
         self.timeout = settings.enqueue_timeout
         self.metrics = app[METRICS_KEY]
 
+    async def bind(self, app: web.Application) -> None:
+        """Startup hook (after `_startup`): keep what every request uses at hand."""
+        self.tokens = app[TOKENS_KEY]
+        self.enqueuer = app[ENQUEUER_KEY]
+
     async def handle(self, request: web.Request) -> web.Response:
         metrics = self.metrics
         if metrics.inflight >= self.max_inflight:
@@ -89,7 +101,6 @@ class EventPath:
 
     async def _handle(self, request: web.Request, deadline: float) -> web.Response:
         metrics = self.metrics
-        remote = request.remote or ""
         length = request.content_length
         if length is not None and length > self.max_body:
             return self._refuse("", "too_large", "payload_too_large", f"body exceeds {self.max_body} bytes")
@@ -98,31 +109,39 @@ class EventPath:
         except web.HTTPRequestEntityTooLarge:
             return self._refuse("", "too_large", "payload_too_large", f"body exceeds {self.max_body} bytes")
         try:
+            content_type, charset = media_type(request.headers.get(CONTENT_TYPE))
             payload = parse_body(
-                body, request.content_type, request.charset, max_keys=self.max_keys, max_depth=self.max_depth
+                body, content_type, charset, max_keys=self.max_keys, max_depth=self.max_depth
             )
-            delivery = Delivery.model_validate(payload)
+            plain = Plain.read(payload)
+            delivery = Delivery.model_validate(payload) if plain is None or plain.event in _HOOKED else None
         except FormError as exc:
             outcome = "unsupported" if exc.code == "unsupported_media_type" else "invalid"
-            return self._refuse("", outcome, exc.code, exc.detail, remote)
+            return self._refuse("", outcome, exc.code, exc.detail, _remote(request))
         except ValidationError as exc:
-            return self._refuse("", "invalid", "invalid_request", _validation_detail(exc), remote)
+            return self._refuse("", "invalid", "invalid_request", _validation_detail(exc), _remote(request))
 
-        name = delivery.event
         lifecycle = self.app[LIFECYCLE_KEY]
-        if name == "ONAPPINSTALL":
-            metrics.request(name, "lifecycle")
-            return await lifecycle.on_install(delivery, remote)
-        if name == "ONAPPUPDATE":
-            metrics.request(name, "lifecycle")
-            return await lifecycle.on_update(delivery, remote)
+        if delivery is not None:
+            if delivery.event == "ONAPPINSTALL":
+                metrics.request(delivery.event, "lifecycle")
+                return await lifecycle.on_install(delivery, _remote(request))
+            if delivery.event == "ONAPPUPDATE":
+                metrics.request(delivery.event, "lifecycle")
+                return await lifecycle.on_update(delivery, _remote(request))
+            plain = delivery.plain()
+        assert plain is not None  # one of the two read it
 
-        member_id = delivery.auth.member_id
-        token = delivery.auth.application_token
-        try:
-            decision = await self.app[TOKENS_KEY].check(member_id, token, deadline)
-        except (RedisError, TimeoutError):
-            return self._unavailable(name)
+        name = plain.event
+        member_id = plain.member_id
+        token = plain.application_token
+        tokens = self.tokens
+        decision = tokens.cached(member_id, token)
+        if decision is None:
+            try:
+                decision = await tokens.check(member_id, token, deadline)
+            except (RedisError, TimeoutError):
+                return self._unavailable(name)
         if decision.verdict is Verdict.REJECT:
             reason = decision.reason.value if decision.reason else "rejected"
             metrics.request(name, "rejected")
@@ -133,16 +152,15 @@ class EventPath:
                 member_id=member_id,
                 event=name,
                 token=mask(token),
-                remote=remote,
+                remote=_remote(request),
             )
             return answer(401, INVALID_TOKEN)
         if decision.verdict is Verdict.QUARANTINE:
             metrics.request(name, "quarantined")
-            return await lifecycle.quarantine(delivery, remote)
+            return await lifecycle.quarantine(delivery or Delivery.model_validate(payload), _remote(request))
 
-        event = delivery.to_event()
         try:
-            fresh = await self.app[ENQUEUER_KEY].enqueue(event, queue_for(self.keys, event), deadline)
+            fresh = await self.enqueuer.submit(plain.queued_form(), queue_of(self.keys, name), deadline)
         except Unavailable:
             return self._unavailable(name)
         metrics.request(name, "accepted" if fresh else "duplicate")
@@ -252,5 +270,6 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     app.on_startup.append(_startup)
+    app.on_startup.append(path.bind)
     app.on_cleanup.append(_cleanup)
     return app

@@ -1,17 +1,18 @@
 """Durable enqueue for many concurrent requests: one script call per batch.
 
-Each request builds its job (`shared.jobs.QueuedJob`) and waits on a future; a single
-flusher task writes everything that accumulated with one `EVALSHA enqueue.lua` per queue
-(all of them in one write to one connection) and resolves the futures with what Redis
-answered. While one batch is in flight the next gathers, so the batch grows with the load
-and the round trips and commands per event shrink.
+Each request builds its job (`shared.jobs.QueuedJob`) and waits on a future; a flusher
+task writes everything that accumulated with one `EVALSHA enqueue.lua` per queue (all of
+them in one write to one connection) and resolves the futures with what Redis answered.
+While the flushers are busy the next batch gathers, so the batch grows with the load and
+the round trips and commands per event shrink.
 
 Failure is explicit: every request carries a deadline, and one watchdog per batcher fails
 the requests whose deadline passed with `Unavailable` (the app answers 503, never 200),
 whether their job is still waiting or in flight; a job whose request already gave up is not
-sent at all. A batch that Redis does not answer within `enqueue_timeout` is abandoned with
-its connection, and the next batch reconnects, so the ingress recovers by itself when Redis
-is back.
+sent at all. A batch that Redis does not answer within the client's socket timeout (the
+app sets it to `enqueue_timeout` + 1 s: never before its requests' deadlines, and redis-py
+already times every read) is abandoned with its connection, and the next batch reconnects,
+so the ingress recovers by itself when Redis is back.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from ingress.tasks import stop_tasks
 from shared.events import Event
 from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, script_call
 from shared.keys import Keys
@@ -36,6 +40,10 @@ from shared.settings import Settings
 _logger = logging.getLogger("b24pipe.ingress.batcher")
 
 MAX_BATCH = 512  # events per script call: bounds Lua's unpack() and one call's latency
+# Batches in flight at once, each on its own connection. With one, a process that is faster
+# than Redis's round trip sits idle while every request waits for it; with two, requests
+# that arrive meanwhile leave at once.
+FLIGHTS = 2
 WATCH_INTERVAL = 0.05  # how late past its deadline a request may learn that it failed
 _QUEUED = ord("1")  # enqueue.lua's flag for a job written ("0": a duplicate)
 
@@ -79,33 +87,50 @@ class Enqueuer:
         self._templates = {queue: JobTemplate.build(queue, settings) for queue in keys.queues}
         self._on_batch = on_batch
         self._pending: list[_Item] = []
-        self._inflight: list[_Item] = []
+        self._inflight: list[list[_Item]] = [[] for _ in range(FLIGHTS)]  # per flusher
+        self._connections: list[Connection | None] = [None] * FLIGHTS  # per flusher
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
-    async def enqueue(self, event: Event, queue: str, deadline: float | None = None) -> bool:
-        """Queue `event`; `deadline` (event loop time) defaults to now + `enqueue_timeout`.
-        Raises `Unavailable` when the job is not confirmed stored by then."""
+    async def enqueue(self, event: Event | dict[str, Any], queue: str, deadline: float | None = None) -> bool:
+        """Queue `event` (a model, or its queued form `Event.model_dump(mode="json")`);
+        `deadline` (event loop time) defaults to now + `enqueue_timeout`. Raises
+        `Unavailable` when the job is not confirmed stored by then."""
+        if isinstance(event, Event):
+            event = event.model_dump(mode="json")
+        return await self.submit(event, queue, deadline)
+
+    def submit(
+        self, event: dict[str, Any], queue: str, deadline: float | None = None
+    ) -> asyncio.Future[bool]:
+        """`enqueue` for the hot path: the queued form only, and a future to await instead
+        of one more coroutine per request."""
         if queue not in self._templates:
             raise ValueError(f"unknown queue {queue!r}")
-        if not self._tasks:
-            raise Unavailable("the enqueuer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
+        if not self._tasks:
+            future.set_exception(Unavailable("the enqueuer is not running"))
+            return future
         if deadline is None:
             deadline = loop.time() + self._timeout
         self._pending.append(_Item(queue, QueuedJob.of(self._keys, event), future, deadline))
         self._idle.clear()
         self._wakeup.set()
-        return await future
+        return future
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         if not self._tasks:
+            self._closing = False
             self._tasks = [
-                asyncio.create_task(self._run(), name="b24pipe-enqueuer"),
+                *(
+                    asyncio.create_task(self._run(slot), name=f"b24pipe-enqueuer-{slot}")
+                    for slot in range(FLIGHTS)
+                ),
                 asyncio.create_task(self._watch(), name="b24pipe-enqueuer-watchdog"),
             ]
 
@@ -116,23 +141,27 @@ class Enqueuer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._timeout + 1):
                 await self._idle.wait()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._closing = True
+        self._wakeup.set()
+        await stop_tasks(self._tasks, self._timeout + 1)
         self._tasks = []
-        self._fail([*self._pending, *self._inflight], "the enqueuer stopped")
-        self._pending, self._inflight = [], []
+        self._fail(
+            [*self._pending, *(item for flight in self._inflight for item in flight)], "the enqueuer stopped"
+        )
+        self._pending, self._inflight = [], [[] for _ in range(FLIGHTS)]
+        for connection in self._connections:
+            if connection is not None:
+                await self._client.connection_pool.release(connection)
+        self._connections = [None] * FLIGHTS
 
     # --- the watchdog ---------------------------------------------------------------------
     async def _watch(self) -> None:
         """Fail requests past their deadline: one timer for all of them, not one each."""
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             await asyncio.sleep(WATCH_INTERVAL)
             now = loop.time()
-            for items in (self._pending, self._inflight):
+            for items in (self._pending, *self._inflight):
                 self._fail([item for item in items if item.deadline <= now], "Redis did not confirm in time")
 
     @staticmethod
@@ -142,18 +171,22 @@ class Enqueuer:
                 item.future.set_exception(Unavailable(why))
 
     # --- the flusher ----------------------------------------------------------------------
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch = [item for item in self._pending[:MAX_BATCH] if not item.future.done()]
-                del self._pending[:MAX_BATCH]
-                if batch:
-                    await self._flush(batch)
-            self._idle.set()
+    async def _run(self, slot: int) -> None:
+        """One of `FLIGHTS` flushers: each takes whatever is pending when it is free, so a
+        new batch leaves while another is still in flight."""
+        while not self._closing:
+            if not self._pending:
+                if not any(self._inflight):
+                    self._idle.set()
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            batch = [item for item in self._pending[:MAX_BATCH] if not item.future.done()]
+            del self._pending[:MAX_BATCH]
+            if batch:
+                await self._flush(batch, slot)
 
-    async def _flush(self, batch: list[_Item]) -> None:
+    async def _flush(self, batch: list[_Item], slot: int) -> None:
         if self._on_batch is not None:
             self._on_batch(len(batch))
         groups: dict[str, list[_Item]] = {}
@@ -164,10 +197,9 @@ class Enqueuer:
         for queue, items in groups.items():
             script_keys, argv = script_call(self._templates[queue], [item.job for item in items], now)
             calls.append(_resp(["EVALSHA", self._sha, len(script_keys), *script_keys, *argv]))
-        self._inflight = batch
+        self._inflight[slot] = batch
         try:
-            async with asyncio.timeout(self._timeout):
-                replies = await self._execute(calls)
+            replies = await self._execute(calls, slot)
         except (RedisError, OSError, TimeoutError) as exc:
             log(_logger, logging.WARNING, "enqueue batch failed", size=len(batch), error=type(exc).__name__)
             self._fail(batch, "Redis is unavailable")
@@ -177,7 +209,7 @@ class Enqueuer:
             self._fail(batch, "the enqueuer failed")
             return
         finally:
-            self._inflight = []
+            self._inflight[slot] = []
         for items, reply in zip(groups.values(), replies, strict=True):
             if not isinstance(reply, bytes) or len(reply) != len(items):
                 # e.g. OOM under noeviction, READONLY replica: the script wrote nothing
@@ -188,24 +220,26 @@ class Enqueuer:
                 if not item.future.done():
                     item.future.set_result(flag == _QUEUED)
 
-    async def _execute(self, calls: list[bytes]) -> list[object]:
+    async def _execute(self, calls: list[bytes], slot: int) -> list[object]:
         """One round trip; if the server lost the script it is loaded and the calls
         repeated (a NOSCRIPT call did not run, so repeating it is safe)."""
-        replies = await self._send(calls)
+        replies = await self._send(calls, slot)
         missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             await self._client.script_load(ENQUEUE_LUA)
-            again = await self._send([calls[index] for index in missing])
+            again = await self._send([calls[index] for index in missing], slot)
             for index, reply in zip(missing, again, strict=True):
                 replies[index] = reply
         return replies
 
-    async def _send(self, calls: list[bytes]) -> list[object]:
-        """Send the calls in one write and read one reply per call."""
-        pool = self._client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    async def _send(self, calls: list[bytes], slot: int) -> list[object]:
+        """Send the calls in one write on the flusher's own connection (kept from batch to
+        batch: taking one from the pool checks it each time) and read one reply per call."""
+        connection = self._connections[slot]
+        if connection is None:
+            connection = self._connections[slot] = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command(b"".join(calls))
+            await connection.send_packed_command(b"".join(calls))  # reconnects if it was dropped
             replies: list[object] = []
             for _ in calls:
                 try:
@@ -216,5 +250,3 @@ class Enqueuer:
         except BaseException:
             await connection.disconnect(nowait=True)  # replies may still be in flight
             raise
-        finally:
-            await pool.release(connection)

@@ -15,7 +15,6 @@ them (prometheus_client's multiprocess mode), the others' at most one interval o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from ingress.tasks import stop_tasks
 from shared.events import LIFECYCLE_EVENTS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -208,9 +208,7 @@ class IngressMetrics:
 
     async def stop(self) -> None:
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await stop_tasks([self._flusher], FLUSH_INTERVAL * 2)
             self._flusher = None
         self.flush()
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ingress.tasks import stop_tasks
 from shared.crypto import digest, same_digest
 from shared.keys import Keys
 from shared.logs import log
@@ -32,6 +33,7 @@ from shared.portals import AcceptedToken, Status
 _logger = logging.getLogger("b24pipe.ingress.tokens")
 
 POLL_INTERVAL = 0.25
+STOP_WAIT = 5.0  # seconds shutdown waits for the poller and reads in flight
 MAX_CACHED = 100_000  # member ids; a flood of unknown ids cannot grow memory past this
 
 
@@ -122,6 +124,15 @@ class TokenCache:
         self._loading: dict[str, asyncio.Task[PortalTokens]] = {}
         self._version: bytes | str | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._running = False
+
+    def cached(self, member_id: str, token: str | None) -> Decision | None:
+        """The decision, when it needs no Redis read (the hot path: no coroutine); None
+        when the portal is not cached (then `check`)."""
+        if not token:
+            return Decision(Verdict.REJECT, Reason.MISSING)
+        entry = self._entries.get(member_id)
+        return None if entry is None else decide(token, entry, time.time())
 
     async def check(self, member_id: str, token: str | None, deadline: float | None = None) -> Decision:
         """Raises RedisError when the portal is not cached and Redis cannot say, TimeoutError
@@ -179,7 +190,7 @@ class TokenCache:
             self._version = version
 
     async def _poll_forever(self) -> None:
-        while True:
+        while self._running:
             try:
                 await self.poll_once()
             except Exception as exc:  # keep polling whatever happens
@@ -188,12 +199,11 @@ class TokenCache:
             await asyncio.sleep(self.poll_interval)
 
     async def start(self) -> None:
+        self._running = True
         await self.poll_once()
-        self._poller = asyncio.create_task(self._poll_forever())
+        self._poller = asyncio.create_task(self._poll_forever(), name="b24pipe-token-poller")
 
     async def stop(self) -> None:
-        for task in [*self._loading.values(), *([self._poller] if self._poller else [])]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError):
-                await task
+        self._running = False
+        await stop_tasks([*self._loading.values(), *([self._poller] if self._poller else [])], STOP_WAIT)
         self._poller = None

@@ -107,9 +107,16 @@ def entity_of(name: str, data: dict[str, Any]) -> tuple[str | None, str | None]:
     return entity_type, entity_id
 
 
-def fingerprint(member_id: str, name: str, handler_id: str | None, ts: int, data: dict[str, Any]) -> str:
-    """Identity of a delivery: same portal, event, handler id, ts and data give the same id."""
+def fingerprint(
+    member_id: str, name: str, handler_id: str | None, ts: int, data: dict[str, Any], user_id: int | None
+) -> str:
+    """Identity of a delivery: same portal, event, handler id, ts, data and user give the
+    same id. The user is part of it because `ts` has one-second resolution and an update
+    event's data is often only the entity id: the app's own write (its echo) and a person's
+    change of the same entity in the same second would otherwise be one event, and the
+    person's change would be lost to de-duplication."""
     canonical = orjson.dumps(
-        [member_id, name, handler_id or "", ts, data], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+        [member_id, name, handler_id or "", ts, data, user_id],
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
     )
     return hashlib.sha256(canonical).hexdigest()[:32]

@@ -9,8 +9,10 @@ never see each other's keys even on a shared server.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from hypothesis import settings as hypothesis_settings
 
 from shared.crypto import generate_key
 from shared.keys import Keys
-from shared.redisserver import LocalServer, start_server
+from shared.redisserver import LocalServer, free_port, start_server
 from shared.settings import Settings, load_settings
 
 pytest_plugins = ["tests.simulator.fixture"]
@@ -93,3 +95,65 @@ def r(redis_url: str, ns: str) -> Iterator[redis.Redis]:
         for key in client.scan_iter(match=f"*{ns}*", count=1000):
             client.delete(key)
         client.close()
+
+
+@dataclass
+class PrivateRedis:
+    """A Redis server of one test's own, which the test may kill, stall and restart."""
+
+    directory: Path
+    port: int
+    server: LocalServer | None = None
+    paused: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
+
+    def start(self) -> None:
+        """(Re)start on the same port and data directory (its AOF is read back)."""
+        self.server = start_server(self.directory, self.port)
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, as in a crash (the last second of writes may be lost)."""
+        if self.server is not None:
+            self.resume()
+            self.server.process.kill()
+            self.server.process.wait()
+            self.server = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers (a stalled server)."""
+        assert self.server is not None
+        self.server.process.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.server is not None and self.paused:
+            self.server.process.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.resume()
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path / "private-redis", free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_env(base_env: dict[str, str], private_redis: PrivateRedis) -> dict[str, str]:
+    """`base_env` pointing at the test's private Redis."""
+    return {**base_env, "REDIS_URL": private_redis.url}

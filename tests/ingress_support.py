@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -13,11 +15,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import redis
 from aiohttp.test_utils import TestClient, TestServer
+from rq.job import Job
 
 from ingress.app import create_app
 from shared.crypto import digest
+from shared.delivery import Delivery
+from shared.formparse import FORM as FORM_TYPE
+from shared.formparse import parse_body
 from shared.keys import Keys
 from shared.portals import AcceptedToken, Portal, Status
 from shared.settings import Settings
@@ -85,6 +92,28 @@ def wait_http(port: int, process: subprocess.Popen[bytes], timeout: float = 20) 
     raise AssertionError("ingress did not start listening")
 
 
+def wait_logged(process: subprocess.Popen[bytes], message: str, count: int = 1, timeout: float = 30) -> None:
+    """Read the process's JSON log (stderr) until `message` was logged `count` times."""
+    assert process.stderr is not None
+    fd = process.stderr.fileno()  # raw reads: a buffered readline would hide lines from select
+    deadline = time.monotonic() + timeout
+    seen, pending = 0, b""
+    while seen < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"{message!r} was logged {seen} times, not {count}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError(f"ingress exited with {process.wait()}")
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                seen += json.loads(line).get("msg") == message
+
+
 @contextlib.contextmanager
 def ingress_process(env: dict[str, str], port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
@@ -102,3 +131,32 @@ def ingress_process(env: dict[str, str], port: int, *args: str) -> Iterator[subp
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+def event_id(form_body: str) -> str:
+    """The id the ingress gives the event a form body carries."""
+    payload = parse_body(form_body.encode(), FORM_TYPE, None, max_keys=1000, max_depth=8)
+    return Delivery.model_validate(payload).event_id()
+
+
+def stored_event_ids(r: redis.Redis, queue: str) -> list[str]:
+    """The event ids of the jobs on `queue`, read back the way RQ reads them."""
+    return [Job.fetch(job_id.decode(), connection=r).args[0]["id"] for job_id in queued(r, queue)]
+
+
+async def post_event(
+    session: aiohttp.ClientSession, port: int, form_body: str, timeout: float = 30
+) -> tuple[int, bytes]:
+    """POST one event to a real ingress; the status and body it answered."""
+    async with session.post(
+        f"http://127.0.0.1:{port}/b24/events",
+        data=form_body,
+        headers=FORM,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    ) as response:
+        return response.status, await response.read()
+
+
+async def metrics_text(session: aiohttp.ClientSession, port: int) -> str:
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        return await response.text()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.formparse import FormError, parse_body, parse_form, parse_json
+from shared.formparse import FormError, media_type, parse_body, parse_form, parse_json
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -179,3 +179,24 @@ def test_only_form_error_escapes(body: bytes, content_type: str, charset: str | 
     except FormError:
         return
     assert isinstance(result, dict)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "application/x-www-form-urlencoded",
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        'Application/JSON;charset="utf-8"',
+        " application/json ; charset=koi8-r; x=1",
+        "application/json; charset",
+        "text/plain",
+        "",
+        "garbage",
+        "a/b/c",
+    ],
+)
+def test_media_type_reads_a_header_as_aiohttp_does(header: str) -> None:
+    from aiohttp.helpers import parse_content_type
+
+    media, params = parse_content_type(header)
+    assert media_type(header) == (media, params.get("charset"))

@@ -110,11 +110,12 @@ def test_entity_of() -> None:
 
 
 def test_fingerprint_depends_on_every_part() -> None:
-    base = fingerprint("m", "E", "1", 10, {"a": 1})
-    assert base == fingerprint("m", "E", "1", 10, {"a": 1})
-    assert len({base, fingerprint("n", "E", "1", 10, {"a": 1}), fingerprint("m", "F", "1", 10, {"a": 1}),
-                fingerprint("m", "E", "2", 10, {"a": 1}), fingerprint("m", "E", "1", 11, {"a": 1}),
-                fingerprint("m", "E", "1", 10, {"a": 2})}) == 6  # fmt: skip
+    base = fingerprint("m", "E", "1", 10, {"a": 1}, 5)
+    assert base == fingerprint("m", "E", "1", 10, {"a": 1}, 5)
+    assert len({base, fingerprint("n", "E", "1", 10, {"a": 1}, 5), fingerprint("m", "F", "1", 10, {"a": 1}, 5),
+                fingerprint("m", "E", "2", 10, {"a": 1}, 5), fingerprint("m", "E", "1", 11, {"a": 1}, 5),
+                fingerprint("m", "E", "1", 10, {"a": 2}, 5), fingerprint("m", "E", "1", 10, {"a": 1}, 6),
+                fingerprint("m", "E", "1", 10, {"a": 1}, None)}) == 8  # fmt: skip
 
 
 def test_test_server_is_durable(redis_url, r: redis.Redis) -> None:

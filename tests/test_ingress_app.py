@@ -16,7 +16,18 @@ from shared.events import Event
 from shared.keys import Keys
 from shared.portals import Status
 from shared.settings import Settings
-from tests.ingress_support import FORM, INVALID_TOKEN, OK, UNAVAILABLE, body, queued, seed_portal, serve
+from tests.ingress_support import (
+    FORM,
+    INVALID_TOKEN,
+    OK,
+    UNAVAILABLE,
+    body,
+    event_id,
+    queued,
+    seed_portal,
+    serve,
+    stored_event_ids,
+)
 
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 
@@ -52,6 +63,28 @@ def test_accepts_queues_and_deduplicates(settings: Settings, keys: Keys, r: redi
     asyncio.run(scenario())
     assert len(queued(r, keys.events_queue)) == 4  # the duplicate was queued once
     assert queued(r, keys.lifecycle_queue) == []
+
+
+def test_an_echo_and_a_persons_change_in_the_same_second_are_two_events(
+    settings: Settings, keys: Keys, r: redis.Redis
+) -> None:
+    """Same portal, event, entity and second: the app's own write (user 1, its echo) and a
+    person's (user 7) are not duplicates of each other; a repeat of either one is."""
+    seed_portal(r, keys, "m1", TOKEN)
+    echo, person = body("m1", TOKEN, user_id="1"), body("m1", TOKEN, user_id="7")
+
+    async def scenario() -> list[int]:
+        async with serve(settings) as client:
+            return [
+                (await client.post("/b24/events", data=form, headers=FORM)).status
+                for form in (echo, person, echo, person)
+            ]
+
+    assert asyncio.run(scenario()) == [200] * 4
+    stored = stored_event_ids(r, keys.events_queue)
+    assert sorted(stored) == sorted({event_id(echo), event_id(person)})
+    for job_id in queued(r, keys.events_queue):
+        r.delete(b"rq:job:" + job_id)
 
 
 @pytest.mark.parametrize(

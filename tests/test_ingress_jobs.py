@@ -34,7 +34,7 @@ def test_job_hash_has_every_field_rq_writes(settings: Settings, keys: Keys, r: r
     template = JobTemplate.build(keys.events_queue, settings)
     shared = template.shared(now)
     ours = dict(zip(shared[::2], shared[1::2], strict=True))
-    ours.update(zip(JOB_FIELDS, job_values(event), strict=True))
+    ours.update(zip(JOB_FIELDS, job_values(event.model_dump(mode="json")), strict=True))
 
     queue = Queue(keys.events_queue, connection=r)
     reference = queue.create_job(
@@ -82,7 +82,7 @@ def test_one_script_call_writes_a_whole_batch(settings: Settings, keys: Keys, r:
     seen_before = _event(entity="1")
     assert enqueue_event(r, keys, settings, seen_before, keys.events_queue) is True
     events = [_event(entity="2"), seen_before, _event(entity="3"), _event(entity="2")]
-    jobs = [QueuedJob.of(keys, event) for event in events]
+    jobs = [QueuedJob.of(keys, event.model_dump(mode="json")) for event in events]
     script_keys, argv = script_call(JobTemplate.build(keys.events_queue, settings), jobs)
     flags = r.eval(ENQUEUE_LUA, len(script_keys), *script_keys, *argv)
     assert flags == b"1010"
