@@ -121,14 +121,13 @@ class EventPath:
         except ValidationError as exc:
             return self._refuse("", "invalid", "invalid_request", _validation_detail(exc), _remote(request))
 
-        lifecycle = self.app[LIFECYCLE_KEY]
         if delivery is not None:
             if delivery.event == "ONAPPINSTALL":
                 metrics.request(delivery.event, "lifecycle")
-                return await lifecycle.on_install(delivery, _remote(request))
+                return await self.app[LIFECYCLE_KEY].on_install(delivery, _remote(request))
             if delivery.event == "ONAPPUPDATE":
                 metrics.request(delivery.event, "lifecycle")
-                return await lifecycle.on_update(delivery, _remote(request))
+                return await self.app[LIFECYCLE_KEY].on_update(delivery, _remote(request))
             plain = delivery.plain()
         assert plain is not None  # one of the two read it
 
@@ -157,7 +156,8 @@ class EventPath:
             return answer(401, INVALID_TOKEN)
         if decision.verdict is Verdict.QUARANTINE:
             metrics.request(name, "quarantined")
-            return await lifecycle.quarantine(delivery or Delivery.model_validate(payload), _remote(request))
+            held = delivery or Delivery.model_validate(payload)
+            return await self.app[LIFECYCLE_KEY].quarantine(held, _remote(request))
 
         try:
             fresh = await self.enqueuer.submit(plain.queued_form(), queue_of(self.keys, name), deadline)
