@@ -157,7 +157,11 @@ class EventPath:
         if decision.verdict is Verdict.QUARANTINE:
             metrics.request(name, "quarantined")
             held = delivery or Delivery.model_validate(payload)
-            return await self.app[LIFECYCLE_KEY].quarantine(held, _remote(request))
+            try:
+                async with asyncio.timeout_at(deadline):  # a stalled Redis: 503 in time here too
+                    return await self.app[LIFECYCLE_KEY].quarantine(held, _remote(request))
+            except (RedisError, TimeoutError):
+                return self._unavailable(name)
 
         try:
             fresh = await self.enqueuer.submit(plain.queued_form(), queue_of(self.keys, name), deadline)

@@ -37,7 +37,8 @@ class LifecycleHandler(Protocol):
         ...
 
     async def quarantine(self, delivery: Delivery, remote: str) -> web.Response:
-        """An event whose token matched a pending (not yet verified) install."""
+        """An event whose token matched a pending (not yet verified) install. Redis errors
+        propagate: the event path answers them 503 within the request's deadline."""
         ...
 
 

@@ -159,10 +159,7 @@ class Lifecycle:
         plan = store.quarantine_push(
             self._keys, member_id, item, self._settings.quarantine_max, self._settings.quarantine_ttl
         )
-        try:
-            held = await store.arun(self._redis, plan)
-        except RedisError:
-            return answer(*_RESPONSES[Outcome.UNAVAILABLE])
+        held = await store.arun(self._redis, plan)  # Redis errors: the caller's 503, counted
         if not held:
             security_event("quarantine_full", member_id=member_id, remote=remote, event=delivery.event)
             return answer(*_RESPONSES[Outcome.UNAVAILABLE])

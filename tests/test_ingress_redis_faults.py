@@ -12,6 +12,7 @@ import asyncio
 import re
 
 import aiohttp
+import orjson
 import redis
 
 from shared.keys import Keys
@@ -110,6 +111,38 @@ def test_stalled_redis_is_503_in_time_and_the_ingress_recovers(
         accepted = asyncio.run(scenario())
         assert process.poll() is None
     _every_200_is_stored(client, keys, accepted)
+
+
+def test_a_quarantined_event_is_503_in_time_when_redis_stalls(
+    private_redis: PrivateRedis, private_env: dict[str, str], keys: Keys
+) -> None:
+    """An event carrying a pending install's token is held in the quarantine list: that
+    write obeys the same deadline as a job's, so a stall answers 503, never a hang."""
+    client = private_redis.client()
+    seed_portal(client, keys, "m3", TOKEN, kind="pending")
+    port = free_port()
+
+    async def scenario() -> tuple[list[int], str]:
+        async with aiohttp.ClientSession() as session:
+            assert (await post_event(session, port, body("m3", TOKEN, entity=1)))[0] == 200
+            private_redis.pause()
+            try:
+                stalled = await post_event(session, port, body("m3", TOKEN, entity=2), PATIENCE)
+            finally:
+                private_redis.resume()
+            assert stalled == (503, UNAVAILABLE_BODY)
+            accepted = (await post_event(session, port, body("m3", TOKEN, entity=3)))[0]
+            await asyncio.sleep(0.6)  # metrics are flushed every 0.5 s
+            return [accepted], await metrics_text(session, port)
+
+    with ingress_process(private_env, port) as process:
+        answers, metrics = asyncio.run(scenario())
+        assert answers == [200]
+        # the stalled write was answered by the event path's deadline, and counted
+        assert re.search(r'b24pipe_ingress_rejections_total\{reason="unavailable"\} 1\.0', metrics)
+        assert process.poll() is None
+    held = [orjson.loads(raw)["data"]["FIELDS"]["ID"] for raw in client.lrange(keys.quarantine("m3"), 0, -1)]
+    assert "1" in held and "3" in held
 
 
 def test_in_flight_requests_are_capped(
