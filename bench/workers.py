@@ -27,6 +27,7 @@ import redis
 from rq import Queue, SimpleWorker
 
 from bench import noop
+from shared.crypto import generate_key
 from shared.events import Event
 from shared.keys import Keys
 from shared.redisserver import start_server
@@ -98,7 +99,6 @@ def _half_rate_wait(url: str, rate: float, seconds: float) -> float:
         "REDIS_URL": url,
         "B24PIPE_NAMESPACE": ns,
         "B24PIPE_HANDLERS": "bench.noop",
-        "B24PIPE_TOKEN_KEYS": os.environ.get("B24PIPE_TOKEN_KEYS") or "A" * 43 + "=",
         "PYTHONPATH": str(ROOT),
     }
     worker = subprocess.Popen(
@@ -141,6 +141,9 @@ def _half_rate_wait(url: str, rate: float, seconds: float) -> float:
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("rq").setLevel(logging.ERROR)
+    # A worker always runs with a token key (`b24pipe worker` refuses to start without one):
+    # handlers get their REST client built from it, even the no-op that never calls it.
+    os.environ.setdefault("B24PIPE_TOKEN_KEYS", generate_key())
     n = int(os.environ.get("BENCH_N", "5000"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     seconds = float(os.environ.get("BENCH_SECONDS", "6"))
