@@ -18,6 +18,7 @@ from workers.errors import (
 )
 from workers.fairness import should_wait_behind
 from workers.retry import Action, HandlerResult, Policy, backoff, classify, combine
+from workers.worker import next_wait
 
 POLICY = Policy(max_attempts=5, base=2.0, cap=60.0)
 
@@ -92,3 +93,21 @@ def test_a_job_waits_behind_only_an_ahead_horizon_and_never_past_its_own_slot(
         assert not waits
     if slot is not None and slot <= now + 1.0:
         assert not waits
+
+
+@given(
+    now=st.floats(0, 1e9),
+    ahead=st.one_of(st.none(), st.floats(-100, 100)),
+    tick=st.floats(0.2, 5),
+)
+def test_the_heartbeat_wakes_for_the_earliest_scheduled_job(
+    now: float, ahead: float | None, tick: float
+) -> None:
+    wait = next_wait(now, None if ahead is None else now + ahead, tick)
+    assert 0 <= wait <= tick
+    if ahead is None:
+        assert wait == tick  # nothing scheduled: one tick
+    elif ahead <= 0:
+        assert wait == 0  # already due: at once
+    elif ahead < tick:
+        assert abs(wait - ahead) < 1e-6  # due before the next tick: then, not a tick later

@@ -12,7 +12,8 @@ event, RQ's job hashes and registries, so `rq info`, `rq requeue` and rq-dashboa
   `ack.lua` (at least every 0.1 s, and at the end of each batch);
 - a heartbeat thread (`maintain.lua`) keeps this worker alive in `Keys.workers`, puts the
   jobs of workers silent for 3/4 of B24PIPE_RECOVERY_AFTER back on their queues, and moves
-  due scheduled jobs back to their queues (no `rq worker --with-scheduler` needed);
+  due scheduled jobs back to their queues (no `rq worker --with-scheduler` needed) as they
+  fall due: it sleeps one tick, or until the earliest scheduled job, whichever is sooner;
 - SIGTERM/SIGINT: the current job finishes, taken-but-unstarted jobs go back to the front
   of their queues, acknowledgements are written, then the worker exits.
 """
@@ -60,6 +61,8 @@ DEFAULT_RESULT_TTL = 500  # RQ's default: finished jobs stay visible this long
 FLUSH_EVERY = 0.1  # seconds between acknowledgement writes inside a long batch
 MAX_SKIP = 2000  # jobs of waiting portals one fetch may defer server-side (bounds the script's run time)
 IDLE_BLOCK = 1  # seconds one BLMOVE waits on an empty queue (also the longest shutdown delay when idle)
+MIN_TICK = 0.1  # seconds between two maintenance ticks at the least
+_SCHEDULING = frozenset({"sched", "defer"})  # acknowledgements that put a job in rq:scheduled
 _PERMANENT_JOB_ERRORS = (ValidationError, DeserializationError, ImportError, AttributeError)
 
 
@@ -153,6 +156,7 @@ class Worker:
         self._functions: dict[str, Callable[..., Any]] = {}
         self._maintainer: threading.Thread | None = None
         self._maintainer_stop = threading.Event()
+        self._maintainer_nudge = threading.Event()  # a job was scheduled: look again soon
         self._keepalive_thread: threading.Thread | None = None
         self.processed = 0
 
@@ -179,6 +183,7 @@ class Worker:
         finally:
             self._flush()
             self._maintainer_stop.set()
+            self._maintainer_nudge.set()
             self._maintainer.join(timeout=10)
             self._deregister()
             log(logger, logging.INFO, "worker stopped", worker=self.name, processed=self.processed)
@@ -198,14 +203,22 @@ class Worker:
     def _maintenance_loop(self) -> None:
         client = sync_redis(self.settings)
         keepalive_at = time.monotonic()
+        wait = self.tick
         try:
-            while not self._maintainer_stop.wait(self.tick):
+            while True:
+                self._maintainer_nudge.wait(wait)
+                self._maintainer_nudge.clear()
+                # however often jobs are scheduled, at most one tick per MIN_TICK
+                if self._maintainer_stop.wait(MIN_TICK):
+                    break
                 try:
-                    self._maintain(client)
+                    next_due = self._maintain(client)
+                    wait = next_wait(time.time(), next_due, self.tick)
                     if time.monotonic() >= keepalive_at:
                         keepalive_at = time.monotonic() + min(60, self.settings.keepalive_interval)
                         self._keepalive()
                 except redis.RedisError as exc:
+                    wait = self.tick
                     log(logger, logging.WARNING, "heartbeat failed", worker=self.name, error=str(exc))
         finally:
             client.close()
@@ -228,10 +241,12 @@ class Worker:
         self._keepalive_thread = threading.Thread(target=run, name="b24pipe-keepalive", daemon=True)
         self._keepalive_thread.start()
 
-    def _maintain(self, client: redis.Redis) -> None:
+    def _maintain(self, client: redis.Redis) -> float | None:
+        """One maintenance tick; returns when the earliest scheduled job falls due (None:
+        nothing is scheduled)."""
         now = time.time()
         script = self.scripts.maintain if client is self.client else Scripts.register(client).maintain
-        recovered, _promoted = script(
+        recovered, _promoted, next_due = script(
             keys=[self.keys.workers, self.keys.defer_horizon],
             args=[
                 self.name,
@@ -257,6 +272,7 @@ class Worker:
                 worker=self.name,
                 jobs=int(recovered),
             )
+        return float(next_due) if next_due else None
 
     # --- the loop --------------------------------------------------------------------------
     def _loop(self, ctx: context.WorkerContext) -> None:
@@ -334,6 +350,8 @@ class Worker:
         for entry in self._acks:
             args.extend(entry)
         self.scripts.ack(keys=[self.inflight, self.keys.defer_horizon, self.keys.parked_portals], args=args)
+        if any(entry[0] in _SCHEDULING for entry in self._acks):
+            self._maintainer_nudge.set()  # its due time may come before the next tick
         self._acks.clear()
         self._last_flush = time.monotonic()
 
@@ -429,6 +447,14 @@ class Worker:
         )
         blob = zlib.compress(scrub(text).encode("utf-8"))
         return ("fail", job.id, job.queue, self.settings.failed_ttl, blob, "")
+
+
+def next_wait(now: float, next_due: float | None, tick: float) -> float:
+    """How long the heartbeat thread sleeps: one tick, or less when a scheduled job falls due
+    sooner, so a retry or a coalescing delay waits what it asked for, not up to a tick more."""
+    if next_due is None:
+        return tick
+    return max(0.0, min(tick, next_due - now))
 
 
 def _unpack(data: bytes) -> bytes:

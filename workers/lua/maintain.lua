@@ -6,6 +6,8 @@
 --    back to the front of their queues and its records are removed;
 -- 3. scheduled jobs that are due move back to their queues (what `rq worker --with-scheduler`
 --    would do), and stale fairness horizons are dropped.
+-- Returns {recovered, promoted, next}: `next` is the time the earliest scheduled job left
+-- falls due (a string, so Lua keeps its fraction; '' when none), for the caller's next tick.
 -- KEYS[1] workers hash, KEYS[2] defer-horizon hash.
 -- ARGV[1] this worker, ARGV[2] now, ARGV[3] dead after (s), ARGV[4] in-flight key prefix,
 -- ARGV[5] registry ttl, ARGV[6] promote limit, ARGV[7] RQ worker hash fields (queues csv),
@@ -88,6 +90,13 @@ for k = 11, #ARGV do
     end
   end
 end
+local next_due = ''
+for k = 11, #ARGV do
+  local first = redis.call('ZRANGE', 'rq:scheduled:' .. ARGV[k], 0, 0, 'WITHSCORES')
+  if first[2] and (next_due == '' or tonumber(first[2]) < tonumber(next_due)) then
+    next_due = first[2]
+  end
+end
 local horizons = redis.call('HGETALL', KEYS[2])
 for i = 1, #horizons, 2 do
   local member = horizons[i]
@@ -95,4 +104,4 @@ for i = 1, #horizons, 2 do
     redis.call('HDEL', KEYS[2], member, member .. ':s')
   end
 end
-return {recovered, promoted}
+return {recovered, promoted, next_due}
