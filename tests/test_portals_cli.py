@@ -207,3 +207,20 @@ def test_runtime_failures_exit_1(base_env: dict[str, str], r: redis.Redis) -> No
     down = add({**base_env, "REDIS_URL": "redis://127.0.0.1:1/0"})
     assert down.returncode == 1 and down.stderr.count("\n") == 1 and "Traceback" not in down.stderr
     _no_secret_in(down.stderr)
+
+
+def test_add_records_the_user_the_app_writes_as(base_env: dict[str, str], r: redis.Redis, keys: Keys) -> None:
+    """Echo marks are keyed by that user: without it a portal added by hand is unguarded until
+    its first refresh tells."""
+    payload = json.dumps({"access_token": SECRETS["access_token"], "refresh_token": SECRETS["refresh_token"]})
+    base = ("add", "--member-id", "m7", "--domain", "a.example.com", "--secrets-file", "-")
+    for bad in ("0", "-3", "x1", "\u0661", "99999999999"):
+        refused = cli(base_env, *base, "--user-id", bad, stdin=payload)
+        assert refused.returncode == 2 and "--user-id" in refused.stderr and "Traceback" not in refused.stderr
+        assert not r.exists(keys.portal("m7"))  # nothing written
+    assert cli(base_env, *base, "--user-id", "7", stdin=payload).returncode == 0
+    stored = store.run(r, store.load_portal(keys, "m7"))
+    assert stored is not None and stored.user_id == 7
+    assert cli(base_env, *base, stdin=payload).returncode == 0  # re-added without it: kept
+    again = store.run(r, store.load_portal(keys, "m7"))
+    assert again is not None and again.user_id == 7

@@ -77,6 +77,11 @@ def register(subparsers: Any) -> None:
         metavar="ID",
         help="passed on the app's writes, so offline events bound with the same ID skip them",
     )
+    add.add_argument(
+        "--user-id",
+        metavar="N",
+        help="the Bitrix24 user the app writes as, for echo suppression (default: learnt at the first refresh)",
+    )
     add.set_defaults(run=run_add)
 
     bind = actions.add_parser("bind", help="make the portal's event.bind registrations match the handlers")
@@ -139,6 +144,12 @@ def connector_arg(value: str) -> str:
     if not _CONNECTOR.match(value):
         raise UsageError(f"invalid --auth-connector {value!r}: letters, digits, '_', '.', '-' (1-64)")
     return value
+
+
+def user_id_arg(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or not 0 < int(value) < 2**31:
+        raise UsageError(f"invalid --user-id {value[:20]!r}: a positive whole number")
+    return int(value)
 
 
 def parse_secrets(text: str) -> dict[str, Any]:
@@ -303,6 +314,7 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
         args.client_endpoint or f"https://{domain}/rest/", domain, settings, "--client-endpoint"
     ).rstrip("/")
     connector = None if args.auth_connector is None else connector_arg(args.auth_connector)
+    user_id = None if args.user_id is None else user_id_arg(args.user_id)
     secrets = parse_secrets(_read_secrets(args.secrets_file))
     if secrets.get("webhook_url"):
         endpoint_arg(secrets["webhook_url"], domain, settings, "secrets: webhook_url")
@@ -319,6 +331,7 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
             auth_connector=connector
             if connector is not None
             else (existing.auth_connector if existing else ""),
+            user_id=user_id if user_id is not None else (existing.user_id if existing else 0),
             reason="added by hand (b24pipe portals add)",
             updated_at=int(time.time()),
         )
