@@ -9,7 +9,7 @@ servers; the figures are medians over rounds. It prints accepted events/s, p50/p
 both, their ratio, Redis commands and ingress CPU microseconds per event, and checks that
 the jobs in Redis equal the 200s the ingress gave.
 
-Knobs (environment): BENCH_ROUNDS (3), BENCH_SECONDS (3), BENCH_CONNECTIONS (64),
+Knobs (environment): BENCH_ROUNDS (5), BENCH_SECONDS (3), BENCH_CONNECTIONS (64),
 BENCH_PORTALS (500).
 """
 
@@ -227,7 +227,7 @@ def _seed(client: redis.Redis, keys: Keys, portals: int, seed: str) -> None:
 
 
 def main() -> int:
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "5"))
     seconds = float(os.environ.get("BENCH_SECONDS", "3"))
     connections = int(os.environ.get("BENCH_CONNECTIONS", "64"))
     portals = int(os.environ.get("BENCH_PORTALS", "500"))
