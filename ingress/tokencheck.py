@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -137,12 +138,11 @@ class TokenCache:
     async def check(self, member_id: str, token: str | None, deadline: float | None = None) -> Decision:
         """Raises RedisError when the portal is not cached and Redis cannot say, TimeoutError
         when it does not say before `deadline` (event loop time)."""
-        if not token:
-            return Decision(Verdict.REJECT, Reason.MISSING)
-        entry = self._entries.get(member_id)
-        if entry is None:
-            async with asyncio.timeout_at(deadline):
-                entry = await asyncio.shield(self._load(member_id))
+        decision = self.cached(member_id, token)
+        if decision is not None:
+            return decision
+        async with asyncio.timeout_at(deadline):
+            entry = await asyncio.shield(self._load(member_id))
         return decide(token, entry, time.time())
 
     def _load(self, member_id: str) -> asyncio.Task[PortalTokens]:
@@ -151,13 +151,11 @@ class TokenCache:
         if task is None:
             task = asyncio.create_task(self._read(member_id), name="b24pipe-token-read")
             self._loading[member_id] = task
-            task.add_done_callback(self._loaded)
+            task.add_done_callback(functools.partial(self._loaded, member_id))
         return task
 
-    def _loaded(self, task: asyncio.Task[PortalTokens]) -> None:
-        for member_id, loading in list(self._loading.items()):
-            if loading is task:
-                del self._loading[member_id]
+    def _loaded(self, member_id: str, task: asyncio.Task[PortalTokens]) -> None:
+        del self._loading[member_id]
         if not task.cancelled():
             task.exception()  # retrieved here: the waiters may all have given up
 
