@@ -57,9 +57,6 @@ def _not_cut(ctx: context.WorkerContext, events: tuple[Event, ...]) -> tuple[Eve
     """The events the loop breaker lets run. A single event that is cut fails the handler
     (parked in the failed registry); in a batch the cut ones are left out of the list, and
     the handler fails only when nothing is left."""
-    if len(events) == 1:
-        ctx.loop_breaker.check(events[0])
-        return events
     kept: list[Event] = []
     last: LoopCut | None = None
     for event in events:
