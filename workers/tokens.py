@@ -97,9 +97,23 @@ class TokenStore:
             pipe.incr(self._keys.portals_version)
             await pipe.execute()
 
-    def _cas_keys(self, member_id: str) -> list[str]:
+    async def _compare_and_set(self, portal: Portal, fields: dict[str, str], issued_at: int | None) -> int:
+        """token_cas.lua: write `fields` unless the stored refresh token is no longer the one
+        `portal` holds. `issued_at`: a new pair issued then (token_gen bumped, keep-alive
+        index moved); None: a status change. The token_gen stored, or -1 (nothing written)."""
         keys = self._keys
-        return [keys.portal(member_id), keys.portals_version, keys.token_issued, keys.reauth_portals]
+        member_id = portal.member_id
+        gen = await self._cas(
+            keys=[keys.portal(member_id), keys.portals_version, keys.token_issued, keys.reauth_portals],
+            args=[
+                portal.refresh_token,
+                "0" if issued_at is None else "1",
+                member_id,
+                issued_at or 0,
+                *[x for pair in fields.items() for x in pair],
+            ],
+        )
+        return int(gen)
 
     async def unindex(self, member_id: str) -> None:
         """Leave the keep-alive index (a portal that cannot be refreshed until a new token)."""
@@ -182,23 +196,14 @@ class TokenStore:
             # whom the app writes as: echo marks are keyed by it (a portal added by hand
             # learns it here, at its first refresh)
             fields["user_id"] = str(int(user))
-        gen = await self._cas(
-            keys=self._cas_keys(portal.member_id),
-            args=[
-                portal.refresh_token,
-                "1",
-                portal.member_id,
-                now,
-                *[x for pair in fields.items() for x in pair],
-            ],
-        )
-        if int(gen) < 0:
+        gen = await self._compare_and_set(portal, fields, issued_at=now)
+        if gen < 0:
             # Cannot happen while we hold the lock, unless the lease ran out: the record moved on.
             restmetrics.REFRESHES.labels(outcome="lost_race").inc()
             security_event("refresh_failed", member_id=portal.member_id, code="cas_conflict", marked=False)
             return await self.load(portal.member_id)
         restmetrics.REFRESHES.labels(outcome="ok").inc()
-        log(_log, logging.INFO, "token refreshed", member_id=portal.member_id, token_gen=int(gen))
+        log(_log, logging.INFO, "token refreshed", member_id=portal.member_id, token_gen=gen)
         return await self.load(portal.member_id)
 
     async def _mark_reauth(self, portal: Portal) -> Portal:
@@ -209,17 +214,8 @@ class TokenStore:
             "reason": "refresh token refused (invalid_grant): reinstall, update or portals add",
             "updated_at": str(int(time.time())),
         }
-        gen = await self._cas(
-            keys=self._cas_keys(portal.member_id),
-            args=[
-                portal.refresh_token,
-                "0",
-                portal.member_id,
-                0,
-                *[x for pair in fields.items() for x in pair],
-            ],
-        )
-        if int(gen) < 0:
+        gen = await self._compare_and_set(portal, fields, issued_at=None)
+        if gen < 0:
             return await self.load(portal.member_id)
         restmetrics.REFRESHES.labels(outcome="invalid_grant").inc()
         restmetrics.REAUTH.inc()
