@@ -126,14 +126,15 @@ def parse_app_info(body: object) -> AppInfo | Refuted:
 
 
 def judge(
-    info: AppInfo, *, client_id: str, member_id: str, domain: str, version: str | None
+    info: AppInfo, *, client_id: str, member_id: str, domain: str | None, version: str | None
 ) -> Refuted | None:
-    """None when `info` vouches for this request; otherwise the first reason it does not."""
+    """None when `info` vouches for this request; otherwise the first reason it does not.
+    `domain` None: the domain is what is being learnt (a portal that moved), not judged."""
     if info.client_id != client_id:
         return Refuted("app.info names another client_id")
     if info.member_id != member_id:
         return Refuted("app.info names another member_id")
-    if not domain or not same_domain(info.domain, domain):
+    if domain is not None and (not domain or not same_domain(info.domain, domain)):
         return Refuted("app.info names another domain")
     if not info.installed:
         return Refuted("app.info says not installed")

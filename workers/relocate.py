@@ -23,7 +23,7 @@ from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.logs import log, security_event
-from shared.oauth import AppInfo, OAuthClient, Refuted, Unreachable
+from shared.oauth import AppInfo, OAuthClient, Refuted, Unreachable, judge
 from shared.portals import Portal
 from shared.settings import Settings
 from workers.errors import ApiError, OutboundBlocked
@@ -49,13 +49,12 @@ def _same_endpoint(a: str, b: str) -> bool:
 
 
 def refusal(info: AppInfo, *, client_id: str, member_id: str, endpoint: str) -> str | None:
-    """None when `info` vouches that the portal now lives at `endpoint`; else the reason."""
-    if info.client_id != client_id:
-        return "app.info names another client_id"
-    if info.member_id != member_id:
-        return "app.info names another member_id"
-    if not info.installed:
-        return "app.info says not installed"
+    """None when `info` vouches that the portal now lives at `endpoint`; else the reason.
+    The same judgement as an install's (`shared.oauth.judge`), the endpoint in place of the
+    domain that is being learnt."""
+    refuted = judge(info, client_id=client_id, member_id=member_id, domain=None, version=None)
+    if refuted is not None:
+        return refuted.reason
     if not _same_endpoint(info.client_endpoint, endpoint):
         return "app.info names another endpoint"
     return None
