@@ -327,14 +327,16 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
             domain=domain,
             client_endpoint=endpoint + "/",
             status=Status.ACTIVE,
-            plan=args.plan or (existing.plan if existing else ""),
-            auth_connector=connector
-            if connector is not None
-            else (existing.auth_connector if existing else ""),
-            user_id=user_id if user_id is not None else (existing.user_id if existing else 0),
             reason="added by hand (b24pipe portals add)",
             updated_at=int(time.time()),
         )
+        # options left out keep what the record had (or the new record's defaults)
+        if args.plan:
+            portal.plan = args.plan
+        if connector is not None:
+            portal.auth_connector = connector
+        if user_id is not None:
+            portal.user_id = user_id
         if secrets.get("access_token"):
             portal.seal_tokens(
                 cipher, secrets["access_token"], secrets.get("refresh_token", ""), secrets.get("expires", 0)
