@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import redis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from b24pipe.commands.run import stop_process
 from shared.crypto import generate_key
 from shared.keys import Keys
 from shared.redisserver import LocalServer, free_port, start_server
@@ -95,6 +97,16 @@ def r(redis_url: str, ns: str) -> Iterator[redis.Redis]:
         for key in client.scan_iter(match=f"*{ns}*", count=1000):
             client.delete(key)
         client.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts (workers, mostly): each is stopped at the end, SIGTERM then
+    SIGKILL, whatever the test left running."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        stop_process(proc)
 
 
 @dataclass

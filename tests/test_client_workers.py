@@ -5,11 +5,9 @@ limit is paused and resumed without an OPERATION_TIME_LIMIT ever reaching a hand
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import pytest
 import redis
 
 from shared.keys import Keys
@@ -17,14 +15,6 @@ from shared.redisserver import free_port
 from tests.clientkit import cli, client_env, done_key, install, metric, scrape, start_logged_worker, stored
 from tests.simulator.client import SimClient
 from tests.workerkit import enqueue, stop, wait_for
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        stop(proc)
 
 
 def _done(r: redis.Redis, keys: Keys, what: str) -> list[dict[str, object]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from shared.portals import Status
 from shared.settings import Settings, load_settings
 from tests.clientkit import client_env, install, start_logged_worker, stored
 from tests.simulator.client import SimClient
-from tests.workerkit import stop, wait_for
+from tests.workerkit import wait_for
 from workers import keepalive
 
 IDLE = 21 * 86400  # older than the default B24PIPE_KEEPALIVE_AFTER (20 days)
@@ -66,14 +65,6 @@ def test_only_idle_portals_are_refreshed_once_per_interval(
     r.delete(keys.keepalive_lock)
     assert keepalive.run(settings, r) == [older]
     assert simulator.stats(idle)["refreshes"] == 1
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        stop(proc)
 
 
 def test_workers_keep_idle_portals_alive(

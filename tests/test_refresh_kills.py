@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import pytest
 import redis
 
 from shared.keys import Keys
@@ -26,16 +24,7 @@ from shared.portals import Status
 from shared.redisserver import free_port
 from tests.clientkit import cli, client_env, done_key, install, metric, scrape, start_logged_worker, stored
 from tests.simulator.client import SimClient
-from tests.workerkit import enqueue, stop, text, wait_for
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            stop(proc)
+from tests.workerkit import enqueue, text, wait_for
 
 
 def _done(r: redis.Redis, keys: Keys) -> list[str]:
