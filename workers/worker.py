@@ -112,15 +112,21 @@ class Taken:
         return func_name, instance, args, kwargs
 
     @property
-    def event_id(self) -> str | None:
-        """The event id of a `run_event` job, None for any other (or unreadable) job."""
+    def event(self) -> dict[str, Any] | None:
+        """The event of a `run_event` job (its queued form), None for any other (or
+        unreadable) job."""
         try:
             func_name, _, args, _ = self.call
         except Exception:  # a corrupt job fails in _run_one, with its reason
             return None
-        if func_name == RUN_EVENT and args and isinstance(args[0], dict) and args[0].get("id"):
-            return str(args[0]["id"])
+        if func_name == RUN_EVENT and args and isinstance(args[0], dict):
+            return args[0]
         return None
+
+    @property
+    def event_id(self) -> str | None:
+        event = self.event
+        return str(event["id"]) if event and event.get("id") else None
 
 
 Ack = tuple[str, str, str, str | float | int, str | float | bytes, str]
@@ -367,9 +373,10 @@ class Worker:
         label = "job"
         try:
             func_name, instance, args, kwargs = job.call
-            if func_name == RUN_EVENT and args and isinstance(args[0], dict):
-                label = registry.event_label(str(args[0].get("name", "")))
-                member = str(args[0].get("member_id", ""))
+            event = job.event
+            if event is not None:
+                label = registry.event_label(str(event.get("name", "")))
+                member = str(event.get("member_id", ""))
                 if should_wait_behind(self.horizons.get(member), job.slot, now):
                     self.metrics.deferrals.labels(label, "portal_waiting").inc()
                     return ("defer", job.id, job.queue, member, 0, "skip")
