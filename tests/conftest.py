@@ -8,6 +8,8 @@ never see each other's keys even on a shared server.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import subprocess
@@ -24,8 +26,10 @@ from hypothesis import settings as hypothesis_settings
 from b24pipe.commands.run import stop_process
 from shared.crypto import generate_key
 from shared.keys import Keys
+from shared.logs import configure_logging
 from shared.redisserver import LocalServer, free_port, start_server
 from shared.settings import Settings, load_settings
+from tests.simulator.client import SimClient
 
 pytest_plugins = ["tests.simulator.fixture"]
 
@@ -107,6 +111,28 @@ def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
     yield started
     for proc in started:
         stop_process(proc)
+
+
+@pytest.fixture
+def env(base_env: dict[str, str], simulator: SimClient, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process's environment for the REST client: the simulator as the authorization
+    server and a short HTTP timeout."""
+    values = {**base_env, "B24_OAUTH_URL": simulator.base_url, "B24PIPE_HTTP_TIMEOUT": "2"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def logged() -> Iterator[io.StringIO]:
+    """What this process logs during the test (every level), as the JSON lines it writes."""
+    stream = io.StringIO()
+    configure_logging("DEBUG")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    yield stream
+    logging.getLogger().handlers.clear()
 
 
 @dataclass

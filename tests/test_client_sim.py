@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +15,6 @@ import redis
 from bench.limiter import utilisation
 from shared.crypto import TokenCipher
 from shared.keys import Keys
-from shared.logs import configure_logging
 from shared.portals import Status
 from shared.settings import load_settings
 from tests.clientkit import install
@@ -28,14 +25,6 @@ from workers.errors import OperatingLimit, ReauthRequired
 
 ROUNDS = 4
 WORKERS = 16
-
-
-@pytest.fixture
-def env(base_env: dict[str, str], simulator: SimClient, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {**base_env, "B24_OAUTH_URL": simulator.base_url, "B24PIPE_HTTP_TIMEOUT": "2"}
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
 
 
 def _caller(env: dict[str, str], member_id: str, rounds: int, out: Any) -> None:
@@ -114,17 +103,6 @@ def test_eight_processes_use_the_rate_without_query_limit(
     assert simulator.stats(member)["query_limit_exceeded"] == 0
     # Achieved rate after the burst (utilisation skips the first `burst` answers), all processes up.
     assert utilisation(times, drain, burst) >= 0.9
-
-
-@pytest.fixture
-def logged() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("DEBUG")
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(stream)
-    yield stream
-    logging.getLogger().handlers.clear()
 
 
 def test_lost_pair_is_detected_marked_and_recovered(

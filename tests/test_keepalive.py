@@ -9,7 +9,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import redis
 
 from shared import portalstore as store
@@ -22,14 +21,6 @@ from tests.workerkit import wait_for
 from workers import keepalive
 
 IDLE = 21 * 86400  # older than the default B24PIPE_KEEPALIVE_AFTER (20 days)
-
-
-@pytest.fixture
-def env(base_env: dict[str, str], simulator: SimClient, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {**base_env, "B24_OAUTH_URL": simulator.base_url, "B24PIPE_HTTP_TIMEOUT": "2"}
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
 
 
 def _portal(simulator: SimClient, r: redis.Redis, env: dict[str, str], keys: Keys, age: int) -> str:

@@ -4,13 +4,10 @@ host policy and the authorization server's app.info confirm the new address."""
 from __future__ import annotations
 
 import io
-import logging
-from collections.abc import Iterator
 
 import pytest
 import redis
 
-from shared.logs import configure_logging
 from shared.oauth import AppInfo
 from shared.settings import load_settings
 from tests.clientkit import install, stored
@@ -18,25 +15,6 @@ from tests.simulator.client import SimClient
 from workers.client import client_for, context_for
 from workers.errors import OutboundBlocked
 from workers.relocate import moved_endpoint, refusal
-
-
-@pytest.fixture
-def env(base_env: dict[str, str], simulator: SimClient, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {**base_env, "B24_OAUTH_URL": simulator.base_url, "B24PIPE_HTTP_TIMEOUT": "2"}
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
-@pytest.fixture
-def logged() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("INFO")
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(stream)
-    yield stream
-    logging.getLogger().handlers.clear()
 
 
 def test_the_new_endpoint_is_read_from_the_redirect() -> None:
