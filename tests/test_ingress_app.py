@@ -330,4 +330,8 @@ def test_health_ready_and_metrics(settings: Settings, keys: Keys, r: redis.Redis
     assert 'b24pipe_ingress_requests_total{event="ONCRMDEALUPDATE",outcome="accepted"} 1.0' in text
     assert "ONSOMETHINGNEW" not in text
     assert "b24pipe_ingress_request_seconds_bucket" in text
+    # the per-process sums reach the histograms (flushed into prometheus_client's internals)
+    assert 'b24pipe_ingress_request_seconds_bucket{le="+Inf"} 2.0' in text
+    assert "b24pipe_ingress_request_seconds_count 2.0" in text
     assert "b24pipe_ingress_enqueue_batch_size_count" in text
+    assert "b24pipe_ingress_enqueue_batch_size_sum 2.0" in text  # both events were written
