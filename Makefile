@@ -32,7 +32,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 simulator: $(STAMP)
-	$(BIN)/python -m tests.simulator
+	$(BIN)/python -m b24pipe.sim
 
 bench: bench-ingress bench-workers bench-limiter bench-storm
 

@@ -50,7 +50,7 @@ def control(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
 def start_simulator(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.simulator", "--port", str(port)], env=env, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "b24pipe.sim", "--port", str(port)], env=env, stdout=subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):

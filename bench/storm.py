@@ -28,12 +28,12 @@ import aiohttp
 import redis
 from aiohttp import web
 
+from b24pipe.sim.client import SimClient
+from b24pipe.sim.fixture import start_simulator, stop
 from shared.crypto import generate_key
 from shared.formparse import parse_form
 from shared.keys import Keys
 from shared.redisserver import free_port, start_server
-from tests.simulator.client import SimClient
-from tests.simulator.fixture import start_simulator, stop
 from tests.storm_naive_handlers import NaiveCounts, review_deal
 from tests.stormkit import (
     DEALS,

@@ -12,11 +12,11 @@ from typing import Any, cast
 
 import redis
 
+from b24pipe.sim.client import Installation, SimClient, SimPortal
 from bench.limiter import seed
 from shared.crypto import TokenCipher
 from shared.keys import Keys
 from shared.portals import Portal
-from tests.simulator.client import Installation, SimClient, SimPortal
 from tests.workerkit import ROOT, worker_env
 
 HANDLERS = "tests.client_handlers"

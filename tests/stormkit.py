@@ -22,9 +22,9 @@ import orjson
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from b24pipe.sim.client import SimClient
 from shared.keys import Keys
 from shared.redisserver import free_port
-from tests.simulator.client import SimClient
 
 RUNS = "storm:runs"
 """Redis list (under the namespace) where the sample handler records each run."""

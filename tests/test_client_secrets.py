@@ -18,12 +18,12 @@ import orjson
 import pytest
 import redis
 
+from b24pipe.sim.client import SimClient
 from shared.keys import Keys
 from shared.portals import Status
 from shared.redisserver import free_port
 from tests.clientkit import cipher_of, cli, client_env, done_key, start_logged_worker, stored
 from tests.ingress_support import wait_http
-from tests.simulator.client import SimClient
 from tests.workerkit import ROOT, enqueue, stop, text, wait_for
 
 

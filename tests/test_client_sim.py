@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from b24pipe.sim.client import SimClient
 from bench.limiter import utilisation
 from shared.crypto import TokenCipher
 from shared.keys import Keys
@@ -19,7 +20,6 @@ from shared.portals import Status
 from shared.settings import load_settings
 from tests.clientkit import install
 from tests.clientkit import stored as stored_record
-from tests.simulator.client import SimClient
 from workers.client import client_for
 from workers.errors import OperatingLimit, ReauthRequired
 

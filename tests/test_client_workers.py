@@ -10,10 +10,10 @@ from pathlib import Path
 import orjson
 import redis
 
+from b24pipe.sim.client import SimClient
 from shared.keys import Keys
 from shared.redisserver import free_port
 from tests.clientkit import cli, client_env, done_key, install, metric, scrape, start_logged_worker, stored
-from tests.simulator.client import SimClient
 from tests.workerkit import enqueue, stop, wait_for
 
 

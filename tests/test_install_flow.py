@@ -20,6 +20,7 @@ import redis
 from aiohttp import web
 from rq import Queue
 
+from b24pipe.sim.client import SimClient
 from ingress.app import ENQUEUER_KEY, REDIS_KEY, create_app
 from ingress.lifecycle import Lifecycle
 from shared import portalstore as store
@@ -29,7 +30,6 @@ from shared.logs import JsonFormatter
 from shared.portals import Status
 from shared.redisserver import free_port
 from shared.settings import Settings, load_settings
-from tests.simulator.client import SimClient
 from workers.lifecycle import confirm_uninstall, reverify_install
 
 

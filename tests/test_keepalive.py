@@ -11,12 +11,12 @@ from pathlib import Path
 
 import redis
 
+from b24pipe.sim.client import SimClient
 from shared import portalstore as store
 from shared.keys import Keys
 from shared.portals import Status
 from shared.settings import Settings, load_settings
 from tests.clientkit import client_env, install, start_logged_worker, stored
-from tests.simulator.client import SimClient
 from tests.workerkit import wait_for
 from workers import keepalive
 

@@ -8,10 +8,10 @@ import io
 import pytest
 import redis
 
+from b24pipe.sim.client import SimClient
 from shared.oauth import AppInfo
 from shared.settings import load_settings
 from tests.clientkit import install, stored
-from tests.simulator.client import SimClient
 from workers.client import client_for, context_for
 from workers.errors import OutboundBlocked
 from workers.relocate import moved_endpoint, refusal

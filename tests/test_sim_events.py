@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.simulator.client import Installation, SimClient, SimError, SimPortal
+from b24pipe.sim.client import Installation, SimClient, SimError, SimPortal
 
 
 @pytest.fixture

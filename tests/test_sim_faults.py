@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from tests.simulator.client import Installation, SimClient, SimPortal
+from b24pipe.sim.client import Installation, SimClient, SimPortal
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_authorization_server_down(simulator: SimClient, portal: SimPortal, app:
 
 
 def test_bad_fault_names_are_refused(simulator: SimClient, portal: SimPortal) -> None:
-    from tests.simulator.client import SimError
+    from b24pipe.sim.client import SimError
 
     with pytest.raises(SimError) as bad:
         simulator.faults(portal.member_id, rest_500="many")

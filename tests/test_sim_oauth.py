@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.simulator.client import Installation, SimClient, SimPortal
+from b24pipe.sim.client import Installation, SimClient, SimPortal
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_uninstall_revokes_tokens_and_sends_clean(simulator: SimClient, portal: 
 
 
 def test_control_api_refuses_bad_input(simulator: SimClient, portal: SimPortal) -> None:
-    from tests.simulator.client import SimError
+    from b24pipe.sim.client import SimError
 
     with pytest.raises(SimError) as bad:
         simulator.create_portal(plan="platinum")

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.simulator.client import SimClient
-from tests.simulator.phpform import http_build_query, parse_str
+from b24pipe.sim.client import SimClient
+from b24pipe.sim.phpform import http_build_query, parse_str
 
 
 @pytest.mark.parametrize(

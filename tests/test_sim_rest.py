@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.simulator.client import Installation, SimClient, SimPortal
+from b24pipe.sim.client import Installation, SimClient, SimPortal
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import redis
 
+from b24pipe.sim.client import SimClient
 from shared.keys import Keys
-from tests.simulator.client import SimClient
 from tests.stormkit import (
     DEALS,
     EVENTS,

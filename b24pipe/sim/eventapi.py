@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.simulator import errors
-from tests.simulator.methods import Answer, Call, method
+from b24pipe.sim import errors
+from b24pipe.sim.methods import Answer, Call, method
 
 
 def _require_admin(call: Call) -> None:

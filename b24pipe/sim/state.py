@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tests.simulator.events import EventSender
-from tests.simulator.oauth import TokenBook
-from tests.simulator.portal import Portal
+from b24pipe.sim.events import EventSender
+from b24pipe.sim.oauth import TokenBook
+from b24pipe.sim.portal import Portal
 
 
 @dataclass

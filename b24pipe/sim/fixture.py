@@ -1,6 +1,6 @@
 """pytest plugin: a session-wide simulator process and its `SimClient`.
 
-Register with `pytest_plugins = ["tests.simulator.fixture"]` (tests/conftest.py does). The
+Register with `pytest_plugins = ["b24pipe.sim.fixture"]` (tests/conftest.py does). The
 process starts once on a free port; tests isolate themselves by creating their own portals
 (`simulator.create_portal()` picks a unique member id and domain), never by resetting it.
 Credentials match the suite's `base_env` (B24_CLIENT_ID / B24_CLIENT_SECRET).
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from b24pipe.sim.client import SimClient
 from shared.redisserver import free_port
-from tests.simulator.client import SimClient
 
 CLIENT_ID = "app.test.client"
 CLIENT_SECRET = "test-client-secret-value"
@@ -45,7 +45,7 @@ def start_simulator(log_path: Path, token_ttl: int = 3600) -> tuple[subprocess.P
         [
             sys.executable,
             "-m",
-            "tests.simulator",
+            "b24pipe.sim",
             "--host",
             "127.0.0.1",
             "--port",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.simulator import errors
+from b24pipe.sim import errors
 
 PAGE = 50
 ENTITIES = ("deal", "lead")

@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 
-from tests.simulator.oauth import TokenBook
-from tests.simulator.phpform import http_build_query
-from tests.simulator.portal import Change, Portal
+from b24pipe.sim.oauth import TokenBook
+from b24pipe.sim.phpform import http_build_query
+from b24pipe.sim.portal import Change, Portal
 
 FORM = "application/x-www-form-urlencoded"
 USER_AGENT = "Bitrix24 Webhook Engine"

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from tests.simulator.phpform import http_build_query
+from b24pipe.sim.phpform import http_build_query
 
 
 class SimError(Exception):
@@ -157,7 +157,7 @@ class SimClient:
         return self.advance_clock(member_id, 0, freeze=frozen)
 
     def faults(self, member_id: str, **switches: Any) -> dict[str, Any]:
-        """See tests/simulator/faults.py; also foreign_rate (req/s) and foreign_burst (requests)."""
+        """See b24pipe/sim/faults.py; also foreign_rate (req/s) and foreign_burst (requests)."""
         result: dict[str, Any] = self._post(f"/_sim/portals/{member_id}/faults", switches)
         return result
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.simulator import errors
-from tests.simulator.crm import item_key
-from tests.simulator.portal import Change, Portal
+from b24pipe.sim import errors
+from b24pipe.sim.crm import item_key
+from b24pipe.sim.portal import Change, Portal
 
 
 @dataclass

@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.simulator import errors
-from tests.simulator.errors import RestError
-from tests.simulator.oauth import OAuthError, TokenPair
-from tests.simulator.portal import Portal
-from tests.simulator.rest import SIM, authenticate, bearer_or_field, json_response, read_params
+from b24pipe.sim import errors
+from b24pipe.sim.errors import RestError
+from b24pipe.sim.oauth import OAuthError, TokenPair
+from b24pipe.sim.portal import Portal
+from b24pipe.sim.rest import SIM, authenticate, bearer_or_field, json_response, read_params
 
 DOWN_PAGE = "<html><head><title>503 Service Unavailable</title></head><body>Service Unavailable</body></html>"
 

@@ -15,16 +15,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.simulator import errors, eventapi  # noqa: F401  (eventapi registers event.* methods)
-from tests.simulator.batch import run_batch
-from tests.simulator.errors import RestError
-from tests.simulator.events import change_deliveries
-from tests.simulator.methods import Answer, Call, lookup
-from tests.simulator.oauth import AccessGrant
-from tests.simulator.phpform import parse_str
-from tests.simulator.portal import Portal
-from tests.simulator.state import Simulator
-from tests.simulator.timeblock import time_block
+from b24pipe.sim import errors, eventapi  # noqa: F401  (eventapi registers event.* methods)
+from b24pipe.sim.batch import run_batch
+from b24pipe.sim.errors import RestError
+from b24pipe.sim.events import change_deliveries
+from b24pipe.sim.methods import Answer, Call, lookup
+from b24pipe.sim.oauth import AccessGrant
+from b24pipe.sim.phpform import parse_str
+from b24pipe.sim.portal import Portal
+from b24pipe.sim.state import Simulator
+from b24pipe.sim.timeblock import time_block
 
 SIM: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
 HTML_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"

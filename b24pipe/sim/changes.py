@@ -16,11 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.simulator.crm import ENTITIES, item_key
-from tests.simulator.errors import RestError
-from tests.simulator.events import change_deliveries
-from tests.simulator.portal import Change, Portal
-from tests.simulator.rest import SIM, json_response
+from b24pipe.sim.crm import ENTITIES, item_key
+from b24pipe.sim.errors import RestError
+from b24pipe.sim.events import change_deliveries
+from b24pipe.sim.portal import Change, Portal
+from b24pipe.sim.rest import SIM, json_response
 
 ACTIONS = ("add", "update", "delete")
 MAX_CHANGES = 20000

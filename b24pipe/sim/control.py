@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.simulator import lifecycle
-from tests.simulator.changes import BadChange, apply_change
-from tests.simulator.events import change_deliveries
-from tests.simulator.portal import PLANS, Portal, User
-from tests.simulator.rest import SIM, json_response
-from tests.simulator.state import Simulator
+from b24pipe.sim import lifecycle
+from b24pipe.sim.changes import BadChange, apply_change
+from b24pipe.sim.events import change_deliveries
+from b24pipe.sim.portal import PLANS, Portal, User
+from b24pipe.sim.rest import SIM, json_response
+from b24pipe.sim.state import Simulator
 
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,200}[a-z0-9])?$")
 _MEMBER = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")

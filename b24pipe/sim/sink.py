@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.simulator.phpform import parse_str
-from tests.simulator.rest import json_response
+from b24pipe.sim.phpform import parse_str
+from b24pipe.sim.rest import json_response
 
 routes = web.RouteTableDef()
 

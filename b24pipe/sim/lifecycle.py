@@ -14,10 +14,10 @@ import secrets
 from typing import Any
 from urllib.parse import urlencode
 
-from tests.simulator.events import Outgoing, auth_block, event_form
-from tests.simulator.oauth import TokenPair
-from tests.simulator.portal import AppInstall, Portal
-from tests.simulator.state import Simulator
+from b24pipe.sim.events import Outgoing, auth_block, event_form
+from b24pipe.sim.oauth import TokenPair
+from b24pipe.sim.portal import AppInstall, Portal
+from b24pipe.sim.state import Simulator
 
 
 def _pair_info(portal: Portal, pair: TokenPair, app: AppInstall) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.simulator.portal import Portal
+from b24pipe.sim.portal import Portal
 
 
 def _iso(moment: float) -> str:

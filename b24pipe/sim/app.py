@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from tests.simulator import authserver, changes, control, rest, sink
-from tests.simulator.state import Simulator
+from b24pipe.sim import authserver, changes, control, rest, sink
+from b24pipe.sim.state import Simulator
 
 
 def make_app(sim: Simulator) -> web.Application:

@@ -12,12 +12,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.simulator.bucket import LeakyBucket
-from tests.simulator.clock import Clock
-from tests.simulator.crm import CrmStore
-from tests.simulator.faults import Faults
-from tests.simulator.offline import OfflineQueue
-from tests.simulator.operating import OperatingTime
+from b24pipe.sim.bucket import LeakyBucket
+from b24pipe.sim.clock import Clock
+from b24pipe.sim.crm import CrmStore
+from b24pipe.sim.faults import Faults
+from b24pipe.sim.offline import OfflineQueue
+from b24pipe.sim.operating import OperatingTime
 
 PLANS: dict[str, tuple[float, float]] = {"standard": (2.0, 50.0), "enterprise": (5.0, 250.0)}
 

@@ -12,10 +12,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tests.simulator.errors import RestError
-from tests.simulator.methods import Answer, Call
-from tests.simulator.phpform import parse_str, php_urlencode
-from tests.simulator.timeblock import time_block
+from b24pipe.sim.errors import RestError
+from b24pipe.sim.methods import Answer, Call
+from b24pipe.sim.phpform import parse_str, php_urlencode
+from b24pipe.sim.timeblock import time_block
 
 MAX_COMMANDS = 50
 _REF = re.compile(r"\$result\[([^\]]*)\]((?:\[[^\]]*\])*)")

@@ -1,4 +1,4 @@
-"""`python -m tests.simulator --host 127.0.0.1 --port 8099`: run the Bitrix24 simulator."""
+"""`python -m b24pipe.sim --host 127.0.0.1 --port 8099`: run the Bitrix24 simulator."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import os
 
 from aiohttp import web
 
-from tests.simulator.app import make_app
-from tests.simulator.state import Simulator
+from b24pipe.sim.app import make_app
+from b24pipe.sim.state import Simulator
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m b24pipe.sim", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--public-url", help="base URL portals advertise (default http://HOST:PORT)")
