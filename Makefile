@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm simulator clean
+.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm simulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/b24pipe run
 
-test: $(STAMP) lint typecheck pytest
+# Debian packages some checks need (installed by .ci/apt-tools when missing).
+APT_TOOLS :=
+
+test: $(STAMP) tools lint typecheck pytest
+
+tools:
+	@.ci/apt-tools $(APT_TOOLS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
