@@ -11,6 +11,8 @@ from typing import Any
 from b24pipe.sim import errors
 from b24pipe.sim.methods import Answer, Call, method
 
+LIST_PAGE = 50  # event.offline.list rows per page
+
 
 def _require_admin(call: Call) -> None:
     if not call.admin:
@@ -42,7 +44,9 @@ def bind(call: Call) -> Answer:
     portal = call.portal
     if any(b.event == event and b.handler == handler and b.offline == offline for b in portal.bindings):
         raise errors.RestError(400, "ERROR_CORE", "Handler already binded")
-    portal.bind(event, handler, auth_type, offline, connector)
+    options = params.get("options") if isinstance(params.get("options"), dict) else {}
+    binding = portal.bind(event, handler, auth_type, offline, connector)
+    binding.min_timeout = float(_int(options.get("minTimeout"), 0))
     return Answer(True)
 
 
@@ -85,9 +89,10 @@ def offline_get(call: Call) -> Answer:
     clear = _int(params.get("clear"), 1) == 1
     if not clear and not call.portal.offline_extended:
         raise errors.RestError(403, "WRONG_LICENSE", "The feature is not available on this plan")
-    limit = max(1, min(1000, _int(params.get("limit"), 50)))
-    process_id, batch = call.portal.offline.get(
-        limit, clear, params.get("process_id") or None, _int(params.get("error")) == 1
+    limit = max(1, _int(params.get("limit"), 50))  # no maximum: the request's time is the bound
+    portal = call.portal
+    process_id, batch = portal.offline.get(
+        limit, clear, params.get("process_id") or None, _int(params.get("error")) == 1, portal.clock.time()
     )
     return Answer({"process_id": process_id, "events": [record.as_api() for record in batch]})
 
@@ -116,5 +121,17 @@ def offline_error(call: Call) -> Answer:
 @method("event.offline.list")
 def offline_list(call: Call) -> Answer:
     _require_admin(call)
-    records = [record.as_api() for record in call.portal.offline.listing()]
-    return Answer(records, len(records))
+    records = call.portal.offline.listing(call.portal.clock.time())
+    start = max(0, _int(call.params.get("start")))
+    page = [record.as_api() for record in records[start : start + LIST_PAGE]]
+    following = start + LIST_PAGE if start + LIST_PAGE < len(records) else None
+    return Answer(page, len(records), following)
+
+
+@method("feature.get")
+def feature_get(call: Call) -> Answer:
+    """Whether a plan feature is available: `rest_offline_extended` follows the portal's switch."""
+    code = str(call.params.get("CODE") or call.params.get("code") or "")
+    if code != "rest_offline_extended":
+        return Answer({"value": "N"})
+    return Answer({"value": "Y" if call.portal.offline_extended else "N"})

@@ -17,7 +17,7 @@ import aiohttp
 
 from b24pipe.sim.oauth import TokenBook
 from b24pipe.sim.phpform import http_build_query
-from b24pipe.sim.portal import Change, Portal
+from b24pipe.sim.portal import DOORBELL, Change, Portal
 
 FORM = "application/x-www-form-urlencoded"
 USER_AGENT = "Bitrix24 Webhook Engine"
@@ -73,8 +73,7 @@ def event_form(
 def change_deliveries(portal: Portal, tokens: TokenBook, change: Change) -> list[Outgoing]:
     """What one entity change sends to the online handlers bound to its event."""
     data = {"FIELDS": {"ID": change.entity_id}}
-    portal.queue_offline(change, data)
-    out = []
+    out = doorbell_deliveries(portal, tokens) if portal.queue_offline(change, data) else []
     for binding in portal.online_targets(change.event):
         if change.user_id is None:  # a robot, workflow or agent: no tokens at all
             auth = auth_block(portal, access=None, refresh=None, user_id=None)
@@ -92,6 +91,19 @@ def change_deliveries(portal: Portal, tokens: TokenBook, change: Change) -> list
                 event_form(portal, change.event, binding.id, data, auth),
             )
         )
+    return out
+
+
+def doorbell_deliveries(portal: Portal, tokens: TokenBook) -> list[Outgoing]:
+    """ONOFFLINEEVENT to its online bindings (throttled); its auth carries a refresh token."""
+    out = []
+    for binding in portal.doorbells():
+        installer = portal.app.installer_id if portal.app else 1
+        pair = tokens.issue(portal.member_id, installer, portal.clock.time(), portal.token_ttl)
+        auth = auth_block(portal, access=pair.access_token, refresh=pair.refresh_token, user_id=installer)
+        data = {"TIMESTAMP": str(int(portal.clock.time()))}
+        form = event_form(portal, DOORBELL, binding.id, data, auth)
+        out.append(Outgoing(binding.handler, DOORBELL, binding.id, form))
     return out
 
 

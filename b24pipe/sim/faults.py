@@ -11,6 +11,10 @@ leaves its refresh token untouched: the server drops requests whose client is go
 PHP server aborts on a closed connection); `oauth_hold` holds the answer after the new pair
 was issued and the used refresh token killed (a caller that dies meanwhile has lost the
 pair).
+
+`rest_stall` and `rest_hold` do the same for the REST methods named in `slow_methods`: a
+caller killed during a stall never reached the server; one killed during a hold lost an
+answer whose effect (an offline batch reserved, say) happened.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ class Faults:
     rest_drop: int = 0  # next N requests: connection closed without an answer
     rest_delay: float = 0.0  # seconds added before every REST answer
     fault_methods: list[str] = field(default_factory=list)
+    rest_stall: float = 0.0  # seconds before a `slow_methods` call runs; not run if the caller left
+    rest_hold: float = 0.0  # seconds a `slow_methods` call's answer is held after it ran
+    slow_methods: list[str] = field(default_factory=list)
     oauth_down: bool = False  # the authorization server answers 503 with an HTML page
     oauth_delay: float = 0.0  # seconds before the authorization server handles a request
     oauth_hold: float = 0.0  # seconds it holds a token answer after issuing the new pair
@@ -69,6 +76,9 @@ class Faults:
             self.rest_500 -= 1
             return "500"
         return None
+
+    def slow(self, method: str) -> bool:
+        return method in self.slow_methods
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

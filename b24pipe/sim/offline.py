@@ -1,16 +1,36 @@
 """Offline events: the lossless queue an app reads with event.offline.get.
 
-Bitrix24 keeps only the latest record per event and object; `event.offline.get` with
-`clear=0` reserves a batch under a `process_id` (parallel readers get disjoint batches),
-`event.offline.clear` confirms, `event.offline.error` marks failures.
+The semantics of the `rest` module's code (bitrix24.md §8), traps included:
+
+- a row is keyed by `MESSAGE_ID = md5(event name | event data)`: the queue keeps the latest
+  state per event and object; a change to an object whose row is reserved makes a new,
+  unreserved row, so nothing is lost while a batch is being processed;
+- `get` with `clear=0` reserves up to `limit` unreserved rows (oldest `TIMESTAMP_X` first)
+  under a fresh random `process_id`; with a `process_id` it reads that reservation again;
+  without `clear=0` (`clear` defaults to 1) it deletes what it returns, a named reservation
+  included;
+- `error` marks rows as failed: they leave the normal lane, later changes of the same object
+  merge into the error row, and only a read with `error=1` sees them again;
+- reservations expire after about 34 days (their rows are dropped); unreserved rows stay.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
+
+RESERVATION_TTL = 34 * 86400.0  # seconds a reserved row is kept before Bitrix24 drops it
+
+
+def message_id(event: str, data: dict[str, Any]) -> str:
+    """The row's identity: md5 of the event name and its data (one row per event and object)."""
+    raw = event.encode() + b"|" + orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    return hashlib.md5(raw, usedforsecurity=False).hexdigest()
 
 
 @dataclass
@@ -18,11 +38,11 @@ class OfflineRecord:
     id: int
     message_id: str
     event: str
-    entity_id: str
     data: dict[str, Any]
     user_id: int | None
     timestamp: float
     process_id: str | None = None
+    reserved_at: float = 0.0
     error: bool = False
 
     def as_api(self) -> dict[str, Any]:
@@ -43,26 +63,37 @@ class OfflineQueue:
         self.records: list[OfflineRecord] = []
         self._next_id = 1
 
-    def put(self, event: str, entity_id: str, data: dict[str, Any], user_id: int | None, now: float) -> None:
+    def put(self, event: str, data: dict[str, Any], user_id: int | None, now: float) -> None:
+        """Queue a change: merged into the object's unreserved row (error row included)."""
+        key = message_id(event, data)
         for record in self.records:
-            if record.event == event and record.entity_id == entity_id and record.process_id is None:
+            if record.message_id == key and record.process_id is None:
                 record.data, record.user_id, record.timestamp = data, user_id, now
-                record.error = False
                 return
-        self.records.append(
-            OfflineRecord(self._next_id, secrets.token_hex(16), event, entity_id, data, user_id, now)
-        )
+        self.records.append(OfflineRecord(self._next_id, key, event, data, user_id, now))
         self._next_id += 1
 
+    def _expire(self, now: float) -> None:
+        self.records = [
+            r for r in self.records if r.process_id is None or now - r.reserved_at < RESERVATION_TTL
+        ]
+
     def get(
-        self, limit: int, clear: bool, process_id: str | None, error: bool
+        self, limit: int, clear: bool, process_id: str | None, error: bool, now: float
     ) -> tuple[str, list[OfflineRecord]]:
-        process_id = process_id or secrets.token_hex(16)
-        batch = [r for r in self.records if r.process_id is None and r.error == error][:limit]
-        for record in batch:
-            record.process_id = process_id
+        self._expire(now)
+        if process_id:
+            batch = [r for r in self.records if r.process_id == process_id]
+        else:
+            process_id = secrets.token_hex(16)
+            waiting = [r for r in self.records if r.process_id is None and r.error == error]
+            batch = sorted(waiting, key=lambda r: (r.timestamp, r.id))[:limit]
+            if not clear:
+                for record in batch:
+                    record.process_id, record.reserved_at = process_id, now
         if clear:
-            self.records = [r for r in self.records if r not in batch]
+            gone = {id(r) for r in batch}
+            self.records = [r for r in self.records if id(r) not in gone]
         return process_id, batch
 
     def clear(self, process_id: str, ids: set[str] | None, message_ids: set[str] | None) -> int:
@@ -78,12 +109,20 @@ class OfflineQueue:
         return before - len(self.records)
 
     def mark_error(self, process_id: str, message_ids: set[str]) -> int:
+        """Move rows out of the normal lane; a newer unreserved row of the object merges in."""
         count = 0
-        for record in self.records:
-            if record.process_id == process_id and record.message_id in message_ids:
-                record.error, record.process_id = True, None
-                count += 1
+        for record in [r for r in self.records if r.process_id == process_id and r.message_id in message_ids]:
+            newer = next(
+                (r for r in self.records if r.process_id is None and r.message_id == record.message_id),
+                None,
+            )
+            if newer is not None:
+                record.data, record.user_id, record.timestamp = newer.data, newer.user_id, newer.timestamp
+                self.records.remove(newer)
+            record.error, record.process_id, record.reserved_at = True, None, 0.0
+            count += 1
         return count
 
-    def listing(self) -> list[OfflineRecord]:
+    def listing(self, now: float) -> list[OfflineRecord]:
+        self._expire(now)
         return list(self.records)

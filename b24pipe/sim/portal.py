@@ -19,6 +19,7 @@ from b24pipe.sim.faults import Faults
 from b24pipe.sim.offline import OfflineQueue
 from b24pipe.sim.operating import OperatingTime
 
+DOORBELL = "ONOFFLINEEVENT"
 PLANS: dict[str, tuple[float, float]] = {"standard": (2.0, 50.0), "enterprise": (5.0, 250.0)}
 
 
@@ -50,6 +51,8 @@ class Binding:
     auth_type: int = 0
     offline: bool = False
     connector: str | None = None
+    min_timeout: float = 0.0  # options[minTimeout] of an ONOFFLINEEVENT binding (seconds)
+    rang_at: float | None = None  # when this doorbell binding last rang
 
     def as_api(self) -> dict[str, Any]:
         answer: dict[str, Any] = {
@@ -166,15 +169,33 @@ class Portal:
     def online_targets(self, event: str) -> list[Binding]:
         return [b for b in self.bindings if b.event == event and not b.offline]
 
-    def queue_offline(self, change: Change, data: dict[str, Any]) -> None:
-        """Offline rules: latest record per object; a matching auth_connector hides the app's own write."""
+    def queue_offline(self, change: Change, data: dict[str, Any]) -> bool:
+        """Offline rules: latest record per object; a matching auth_connector hides the app's
+        own write. True when the change was queued."""
         for binding in self.bindings:
             if not binding.offline or binding.event != change.event:
                 continue
             if binding.connector and change.auth_connector == binding.connector:
                 continue
-            self.offline.put(change.event, change.entity_id, data, change.user_id, self.clock.time())
-            return
+            self.offline.put(change.event, data, change.user_id, self.clock.time())
+            return True
+        return False
+
+    def doorbells(self) -> list[Binding]:
+        """The ONOFFLINEEVENT bindings to ring now that a row was added: each at most once per
+        its `minTimeout` (best effort, as on Bitrix24: a ring swallowed by the throttle is not
+        sent later, hence the consumer's fallback poll)."""
+        now = self.clock.time()
+        due = [
+            b
+            for b in self.bindings
+            if b.event == DOORBELL
+            and not b.offline
+            and (b.rang_at is None or now - b.rang_at >= b.min_timeout)
+        ]
+        for binding in due:
+            binding.rang_at = now
+        return due
 
     def snapshot(self) -> dict[str, Any]:
         """Introspection for tests and benchmarks."""

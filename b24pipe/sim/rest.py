@@ -123,6 +123,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(portal.faults.rest_delay)
     if fault == "drop":
         return _drop(request)
+    slow = portal.faults.slow(method)
+    if slow and portal.faults.rest_stall:
+        await asyncio.sleep(portal.faults.rest_stall)
+        if request.transport is None or request.transport.is_closing():
+            return web.Response(status=499)  # the caller left before the server ran its call
     if fault == "html":
         portal.stats.statuses["502"] += 1
         return web.Response(status=502, text=HTML_PAGE, content_type="text/html")
@@ -152,6 +157,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         portal.stats.errors[exc.code or "(empty)"] += 1
     portal.stats.statuses[str(status)] += 1
     body["time"] = time_block(portal, method, start, portal.operating.cost(method))
+    if slow and portal.faults.rest_hold:
+        await asyncio.sleep(portal.faults.rest_hold)  # the call ran; its answer waits
     outgoing = [item for change in call.changes for item in change_deliveries(portal, sim.tokens, change)]
     if outgoing and portal.faults.echo_before_answer:
         await sim.sender.send_now(portal, outgoing)
