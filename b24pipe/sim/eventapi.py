@@ -44,7 +44,8 @@ def bind(call: Call) -> Answer:
     portal = call.portal
     if any(b.event == event and b.handler == handler and b.offline == offline for b in portal.bindings):
         raise errors.RestError(400, "ERROR_CORE", "Handler already binded")
-    options = params.get("options") if isinstance(params.get("options"), dict) else {}
+    raw_options = params.get("options")
+    options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
     binding = portal.bind(event, handler, auth_type, offline, connector)
     binding.min_timeout = float(_int(options.get("minTimeout"), 0))
     return Answer(True)
