@@ -42,7 +42,7 @@ from shared.keys import Keys
 from shared.logs import log, mask, security_event
 from shared.oauth import OAuthClient, Refuted, Unreachable, Verified
 from shared.outbound import Resolver, system_resolve
-from shared.portals import Portal, Status
+from shared.portals import Portal, Status, namespace_connector
 from shared.redisconn import sync_redis
 from shared.settings import Settings, require_token_keys
 from workers.lifecycle import first_delay, schedule_reverify
@@ -211,7 +211,10 @@ class Lifecycle:
         (existing, pending) = await store.arun(
             self._redis, store.load_portal(self._keys, member_id) + store.load_pending(self._keys, member_id)
         )
-        portal = store.verified_portal(existing, result.info, tokens, self._cipher, self._settings.oauth_url)
+        connector = namespace_connector(self._settings)
+        portal = store.verified_portal(
+            existing, result.info, tokens, self._cipher, self._settings.oauth_url, connector
+        )
         grace_until = (
             int(time.time()) + self._settings.token_grace if grace and self._settings.token_grace else 0
         )

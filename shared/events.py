@@ -55,6 +55,7 @@ class Event(BaseModel):
     attempt: int = 1
     handler_id: str | None = None
     received_at: float = 0.0
+    source: str = Field(default="online", description="`online` (POSTed) or `offline` (drained)")
 
     @property
     def entity_key(self) -> str | None:

@@ -170,9 +170,14 @@ def queue_for(keys: Keys, event: Event) -> str:
     return queue_of(keys, event.name)
 
 
+# The offline queue's doorbell goes with the lifecycle events: it only starts a drain, and a
+# storm in the events queue must not delay the drain that empties the lossless lane.
+DOORBELL = "ONOFFLINEEVENT"
+
+
 def queue_of(keys: Keys, name: str) -> str:
     """The queue of events named `name` (see `queue_for`)."""
-    return keys.lifecycle_queue if name in LIFECYCLE_EVENTS else keys.events_queue
+    return keys.lifecycle_queue if name in LIFECYCLE_EVENTS or name == DOORBELL else keys.events_queue
 
 
 def enqueue_event(client: redis.Redis, keys: Keys, settings: Settings, event: Event, queue: str) -> bool:

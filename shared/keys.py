@@ -147,3 +147,42 @@ class Keys:
     def chain_cycles(self, member_id: str, entity: str) -> str:
         """Sorted set: event id -> time (ms) of write-echo-write cycles on an entity, in the window."""
         return f"{self.ns}:chain:{member_id}:{entity}:cycles"
+
+    # --- offline events (workers/offline.py) ---------------------------------------------
+    def offline_batches(self, member_id: str) -> str:
+        """Hash: batch id (Bitrix24's process_id, or `read:<n>` for a destructive read) ->
+        JSON {at, rows, queued}: what was taken from the portal's queue and not yet cleared."""
+        return f"{self.ns}:offline:{member_id}:batches"
+
+    def offline_lock(self, member_id: str) -> str:
+        """String: the drain job holding the portal's offline queue (one consumer at a time)."""
+        return f"{self.ns}:offline:{member_id}:lock"
+
+    def offline_queued(self, member_id: str) -> str:
+        """String: a drain job is queued for the portal (the doorbell's debounce)."""
+        return f"{self.ns}:offline:{member_id}:queued"
+
+    def offline_state(self, member_id: str) -> str:
+        """Hash: the portal's offline state: `extended` (1/0, from feature.get or
+        WRONG_LICENSE), `checked_at`, `backlog`, `errored`, `drained_at`."""
+        return f"{self.ns}:offline:{member_id}:state"
+
+    @property
+    def offline_held(self) -> str:
+        """Sorted set: member id -> when its oldest stored batch was taken (the age alert)."""
+        return f"{self.ns}:offline:held"
+
+    @property
+    def offline_due(self) -> str:
+        """Sorted set: member id -> when its fallback poll is due."""
+        return f"{self.ns}:offline:due"
+
+    @property
+    def offline_poll_lock(self) -> str:
+        """String: held for one poll step by the worker that rang the due portals."""
+        return f"{self.ns}:offline:poll-lock"
+
+    @property
+    def offline_connector(self) -> str:
+        """String: this namespace's generated `auth_connector`."""
+        return f"{self.ns}:offline:connector"

@@ -11,6 +11,7 @@ digest -> `{"kind": "app"|"webhook"|"grace", "expires_at": unix seconds or 0}`.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import orjson
 
 from shared.crypto import TokenCipher
+from shared.settings import Settings
 
 
 def as_text(value: bytes | str) -> str:
@@ -121,3 +123,12 @@ class AcceptedToken:
 
     def valid_at(self, now: float) -> bool:
         return self.expires_at == 0 or now < self.expires_at
+
+
+def namespace_connector(settings: Settings) -> str:
+    """The `auth_connector` a portal gets at install when offline events are configured and
+    it has none: one per namespace (so each app's own writes stay out of its own offline
+    queue), derived from the namespace so every process agrees without coordination."""
+    if not settings.offline_events:
+        return ""
+    return "b24pipe-" + hashlib.sha256(settings.namespace.encode()).hexdigest()[:16]

@@ -160,10 +160,16 @@ class Tokens:
 
 
 def verified_portal(
-    existing: Portal | None, info: AppInfo, tokens: Tokens, cipher: TokenCipher, oauth_url: str
+    existing: Portal | None,
+    info: AppInfo,
+    tokens: Tokens,
+    cipher: TokenCipher,
+    oauth_url: str,
+    connector: str = "",
 ) -> Portal:
     """The record of a portal the authorization server vouched for: endpoints, scope and
-    version from its answer (never from the request), the new tokens sealed."""
+    version from its answer (never from the request), the new tokens sealed. `connector`
+    becomes its `auth_connector` when it has none (offline events: see workers.offline)."""
     now = int(time.time())
     base = existing or Portal(member_id=info.member_id, domain=info.domain, created_at=now)
     portal = replace(
@@ -176,6 +182,7 @@ def verified_portal(
         app_version=info.version,
         user_id=info.user_id,
         reason="verified by the authorization server",
+        auth_connector=base.auth_connector or connector,
     )
     portal.seal_tokens(cipher, tokens.access_token, tokens.refresh_token, tokens.expires)
     return portal

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         default=3600, ge=1, le=86400, validation_alias=_env("B24PIPE_KEEPALIVE_INTERVAL")
     )
 
+    # --- offline events (workers/offline.py) ---------------------------------------------
+    offline_events: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("B24PIPE_OFFLINE_EVENTS")
+    )
+    offline_poll: float = Field(default=60.0, gt=0, le=86400, validation_alias=_env("B24PIPE_OFFLINE_POLL"))
+
     # --- loop guards and coalescing ------------------------------------------------------
     echo_ttl: int = Field(default=900, ge=1, le=86400, validation_alias=_env("B24PIPE_ECHO_TTL"))
     loop_bound: int = Field(default=10, ge=1, validation_alias=_env("B24PIPE_LOOP_BOUND"))
@@ -110,6 +116,17 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("offline_events", mode="before")
+    @classmethod
+    def _event_names(cls, value: object) -> object:
+        parts = _split_csv(value)
+        if isinstance(parts, list):
+            for part in parts:
+                if not str(part).replace("_", "").isalnum():
+                    raise ValueError(f"{part!r} is not an event name")
+            return [str(part).upper() for part in parts]
+        return parts
 
     @field_validator("token_keys", mode="before")
     @classmethod

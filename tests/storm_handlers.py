@@ -37,6 +37,7 @@ def review_deals(events: list[Event], b24: B24) -> None:
     run = {
         "events": len(events),
         "users": sorted({event.user_id or 0 for event in events}),
+        "sources": sorted({event.source for event in events}),
         "seen": {deal["ID"]: deal["TITLE"] for deal in deals},
         "writes": len(writes),
         "at": time.time(),

@@ -16,6 +16,7 @@ from typing import Any
 from shared.events import LIFECYCLE_EVENTS
 from shared.logs import log
 from shared.settings import Settings
+from workers import offline, offlinerows
 from workers.client import B24, BATCH_MAX, client_for
 
 _log = logging.getLogger("b24pipe.binding")
@@ -46,11 +47,17 @@ def handler_url(settings: Settings) -> str | None:
     return f"{settings.public_url}/b24/events" if settings.public_url else None
 
 
-def bind_with(b24: B24, events: Iterable[str], url: str) -> Plan:
-    """Apply the plan through a client (one `event.get`, then batches of 50 if anything changed)."""
-    plan = binding_plan(b24.call("event.get"), events, url)
-    commands = [("event.bind", {"event": name, "handler": url}) for name in plan.bind]
+def bind_with(
+    b24: B24, events: Iterable[str], url: str, offline_events: Iterable[str] = (), connector: str = ""
+) -> Plan:
+    """Apply the plan through a client (one `event.get`, then batches of 50 if anything
+    changed). `offline_events` are bound offline with `connector` instead (workers.offline)."""
+    existing = b24.call("event.get")
+    offline_events = list(offline_events)
+    plan = binding_plan(existing, offlinerows.online_events(events, offline_events), url)
+    commands = [("event.bind", offlinerows.bind_params(name, url)) for name in plan.bind]
     commands += [("event.unbind", {"event": name, "handler": url}) for name in plan.unbind]
+    commands += offlinerows.offline_commands(existing, offline_events, connector)
     for start in range(0, len(commands), BATCH_MAX):
         b24.batch(commands[start : start + BATCH_MAX]).raise_first()
     return plan
@@ -65,7 +72,9 @@ def bind_portal(settings: Settings, member_id: str, events: Iterable[str]) -> Pl
             _log, logging.WARNING, "B24PIPE_PUBLIC_URL is not set: event binding skipped", member_id=member_id
         )
         return None
-    plan = bind_with(client_for(settings, None, member_id), events, url)
+    connector = offline.ensure_connector(settings, member_id)
+    client = client_for(settings, None, member_id)
+    plan = bind_with(client, events, url, settings.offline_events, connector)
     log(
         _log,
         logging.INFO,

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from shared.events import Event
+from shared.jobs import DOORBELL
 from workers import context, registry
 from workers.coalesce import Grouping, Verdict
 from workers.guards import LoopCut
@@ -92,10 +93,15 @@ def run_event(event_dict: dict[str, Any]) -> str:
     if event.name.upper() == "ONAPPUNINSTALL":
         # workers.lifecycle (install verification, uninstall) is imported only when needed
         importlib.import_module("workers.lifecycle").confirm_uninstall(event_dict)
+    if event.name.upper() == DOORBELL:
+        importlib.import_module("workers.offline").doorbell(event)  # the offline queue grew
     handlers = registry.handlers_for(event.name)
     if not handlers:
         return "no_handler"
-    if ctx.runs <= 1 and not event.is_lifecycle and ctx.echo_guard.consume(event):
+    # An offline row is never our own write's echo (the auth_connector keeps those out of
+    # the queue), so it must not use up a mark a person's change would then lose to.
+    echo = ctx.runs <= 1 and not event.is_lifecycle and event.source != "offline"
+    if echo and ctx.echo_guard.consume(event):
         return "echo"  # the echo of our own write: one mark used up, nothing dispatched
 
     settings = ctx.settings

@@ -35,7 +35,7 @@ from shared.jobs import enqueue_event, queue_for
 from shared.keys import Keys
 from shared.logs import log, security_event
 from shared.oauth import OAuthClient, Refreshed, Refuted, Unreachable, Verification, Verified
-from shared.portals import Portal, Status
+from shared.portals import Portal, Status, namespace_connector
 from shared.redisconn import sync_redis
 from shared.settings import Settings, load_settings, require_token_keys
 
@@ -127,7 +127,8 @@ def _adopt(
         expires=pending.portal.expires,
     )
     existing = store.run(connection, store.load_portal(keys, member_id))
-    portal = store.verified_portal(existing, result.info, tokens, cipher, settings.oauth_url)
+    connector = namespace_connector(settings)
+    portal = store.verified_portal(existing, result.info, tokens, cipher, settings.oauth_url, connector)
     grace_until = int(time.time()) + settings.token_grace if pending.grace and settings.token_grace else 0
     changed = store.run(
         connection, store.commit_verified(keys, portal, pending.token_digest, grace_until, pending)

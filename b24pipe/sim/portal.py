@@ -223,5 +223,7 @@ class Portal:
             "clock": {"offset": self.clock.offset, "frozen": self.clock.frozen, "time": self.clock.time()},
             "bindings": [b.as_api() | {"id": b.id} for b in self.bindings],
             "offline_queue": len(self.offline.records),
+            "offline_reserved": sum(1 for r in self.offline.records if r.process_id),
+            "offline_errored": sum(1 for r in self.offline.records if r.error),
             "faults": self.faults.as_dict(),
         }

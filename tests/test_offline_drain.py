@@ -1,0 +1,114 @@
+"""The offline lane end to end with real worker processes against the simulator: rows of a
+portal's offline queue reach the ordinary handlers once, on each object's latest state, and a
+worker SIGKILLed in the middle of a drain loses nothing and leaves nothing behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+
+from b24pipe.sim.client import SimClient
+from shared.keys import Keys
+from tests.clientkit import client_env, install, start_logged_worker
+from tests.offlinekit import EVENT, bind_offline, offline_env, queue_rows, stored_batches
+from tests.stormkit import PERSON, final_titles, handled, idle, runs, storm_changes
+from tests.workerkit import wait_for
+
+DEALS, CHANGES = 12, 36
+
+
+def _setup(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str], **portal: object
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """A portal with deals, ONCRMDEALUPDATE bound offline, and a storm of changes queued."""
+    env = offline_env(client_env(env, simulator))
+    env |= {
+        "B24PIPE_HANDLERS": "tests.storm_handlers",
+        "B24PIPE_PUBLIC_URL": "http://127.0.0.1:9",  # nobody there: the poll has to do it
+        "B24PIPE_COALESCE_DELAY": "0.2",
+    }
+    _pair, member_id = install(simulator, r, env, **portal)
+    connector = bind_offline(env, member_id)
+    assert connector
+    bound = simulator.stats(member_id)["bindings"]
+    assert {(b["event"], b["offline"], b.get("connector_id")) for b in bound} >= {
+        (EVENT, 1, connector),
+        ("ONOFFLINEEVENT", 0, None),
+    }
+    added = simulator.apply_changes(member_id, [{"action": "add", "fields": {"TITLE": "new"}}] * DEALS)
+    changes = storm_changes([int(i) for i in added["ids"]], CHANGES)
+    simulator.apply_changes(member_id, changes, user_id=PERSON)
+    assert queue_rows(simulator, member_id) == DEALS  # the latest row per deal
+    return member_id, env, final_titles(changes)
+
+
+def _all_handled(
+    simulator: SimClient, r: redis.Redis, keys: Keys, member_id: str, latest: dict[str, str]
+) -> None:
+    assert wait_for(lambda: handled(r, keys) == latest, timeout=90), (handled(r, keys), latest)
+    assert wait_for(lambda: idle(r, keys) and queue_rows(simulator, member_id) == 0, timeout=60)
+    assert stored_batches(r, keys, member_id) == {}
+    assert simulator.stats(member_id)["offline_errored"] == 0
+    assert all(run["sources"] == ["offline"] for run in runs(r, keys))
+    # the handler's own write-backs carried the connector: nothing came back
+    assert queue_rows(simulator, member_id) == 0
+    for queue in keys.queues:
+        assert r.zcard(f"rq:failed:{queue}") == 0
+
+
+def test_offline_rows_reach_the_handlers_on_their_latest_state(
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    member_id, env, latest = _setup(simulator, r, base_env)
+    workers.append(start_logged_worker(env, tmp_path / "worker.log"))
+    _all_handled(simulator, r, keys, member_id, latest)
+    requests = simulator.stats(member_id)["requests"]
+    assert requests.get("event.offline.get", 0) >= 1 and requests.get("event.offline.clear", 0) >= 1
+
+
+@pytest.mark.parametrize(
+    ("method", "fault"),
+    [
+        ("event.offline.get", "rest_hold"),  # reserved at Bitrix24, the answer never read
+        ("event.offline.clear", "rest_stall"),  # jobs queued, the clear never arrived
+    ],
+)
+def test_a_worker_killed_mid_drain_loses_nothing(
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
+    method: str,
+    fault: str,
+) -> None:
+    member_id, env, latest = _setup(simulator, r, base_env)
+    simulator.faults(member_id, slow_methods=[method], **{fault: 60.0})
+    first = start_logged_worker(env, tmp_path / "worker.log")
+    workers.append(first)
+    assert wait_for(lambda: simulator.stats(member_id)["requests"].get(method, 0) >= 1, timeout=60)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    simulator.faults(member_id, slow_methods=[], **{fault: 0.0})
+    assert simulator.stats(member_id)["offline_reserved"] > 0  # a reservation the dead drain held
+    if method == "event.offline.clear":
+        assert stored_batches(r, keys, member_id)  # what the dead drain left: recovered below
+    else:
+        assert not stored_batches(r, keys, member_id)  # its answer never came: found by list
+    # a person keeps working meanwhile: the newer state must win
+    more = storm_changes(sorted({int(k) for k in latest}), DEALS // 2)
+    more = [{**c, "fields": {"TITLE": c["fields"]["TITLE"] + " later"}} for c in more]
+    simulator.apply_changes(member_id, more, user_id=PERSON)
+    latest |= final_titles(more)
+    workers.append(start_logged_worker(env, tmp_path / "worker.log"))
+    _all_handled(simulator, r, keys, member_id, latest)
