@@ -167,6 +167,10 @@ class Keys:
         WRONG_LICENSE), `checked_at`, `backlog`, `errored`, `drained_at`."""
         return f"{self.ns}:offline:{member_id}:state"
 
+    def offline_unreadable(self, member_id: str) -> str:
+        """List: offline rows that could not be turned into events even on the error lane (JSON)."""
+        return f"{self.ns}:offline:{member_id}:unreadable"
+
     @property
     def offline_held(self) -> str:
         """Sorted set: member id -> when its oldest stored batch was taken (the age alert)."""

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from b24pipe.sim.client import SimClient
+from b24pipe.sim.client import Installation, SimClient
 from shared.keys import Keys
 from tests.clientkit import client_env, install, start_logged_worker
 from tests.offlinekit import EVENT, bind_offline, offline_env, queue_rows, stored_batches
@@ -23,7 +24,7 @@ DEALS, CHANGES = 12, 36
 
 def _setup(
     simulator: SimClient, r: redis.Redis, env: dict[str, str], **portal: object
-) -> tuple[str, dict[str, str], dict[str, str]]:
+) -> tuple[Installation, str, dict[str, str], dict[str, str]]:
     """A portal with deals, ONCRMDEALUPDATE bound offline, and a storm of changes queued."""
     env = offline_env(client_env(env, simulator))
     env |= {
@@ -31,7 +32,7 @@ def _setup(
         "B24PIPE_PUBLIC_URL": "http://127.0.0.1:9",  # nobody there: the poll has to do it
         "B24PIPE_COALESCE_DELAY": "0.2",
     }
-    _pair, member_id = install(simulator, r, env, **portal)
+    pair, member_id = install(simulator, r, env, **portal)
     connector = bind_offline(env, member_id)
     assert connector
     bound = simulator.stats(member_id)["bindings"]
@@ -43,7 +44,7 @@ def _setup(
     changes = storm_changes([int(i) for i in added["ids"]], CHANGES)
     simulator.apply_changes(member_id, changes, user_id=PERSON)
     assert queue_rows(simulator, member_id) == DEALS  # the latest row per deal
-    return member_id, env, final_titles(changes)
+    return pair, member_id, env, final_titles(changes)
 
 
 def _all_handled(
@@ -68,7 +69,7 @@ def test_offline_rows_reach_the_handlers_on_their_latest_state(
     tmp_path: Path,
     workers: list[subprocess.Popen[bytes]],
 ) -> None:
-    member_id, env, latest = _setup(simulator, r, base_env)
+    _pair, member_id, env, latest = _setup(simulator, r, base_env)
     workers.append(start_logged_worker(env, tmp_path / "worker.log"))
     _all_handled(simulator, r, keys, member_id, latest)
     requests = simulator.stats(member_id)["requests"]
@@ -92,7 +93,7 @@ def test_a_worker_killed_mid_drain_loses_nothing(
     method: str,
     fault: str,
 ) -> None:
-    member_id, env, latest = _setup(simulator, r, base_env)
+    _pair, member_id, env, latest = _setup(simulator, r, base_env)
     simulator.faults(member_id, slow_methods=[method], **{fault: 60.0})
     first = start_logged_worker(env, tmp_path / "worker.log")
     workers.append(first)
@@ -110,5 +111,42 @@ def test_a_worker_killed_mid_drain_loses_nothing(
     more = [{**c, "fields": {"TITLE": c["fields"]["TITLE"] + " later"}} for c in more]
     simulator.apply_changes(member_id, more, user_id=PERSON)
     latest |= final_titles(more)
+    workers.append(start_logged_worker(env, tmp_path / "worker.log"))
+    _all_handled(simulator, r, keys, member_id, latest)
+
+
+def test_without_reservations_reads_are_destructive_and_lose_nothing(
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    _pair, member_id, env, latest = _setup(simulator, r, base_env, offline_extended=False)
+    # as if feature.get had said yes: the reserving read's WRONG_LICENSE must switch the lane
+    r.hset(keys.offline_state(member_id), mapping={"extended": 1, "feature_at": time.time()})
+    workers.append(start_logged_worker(env, tmp_path / "worker.log"))
+    _all_handled(simulator, r, keys, member_id, latest)
+    assert r.hget(keys.offline_state(member_id), "extended") == b"0"
+    assert simulator.stats(member_id)["errors"].get("WRONG_LICENSE", 0) >= 1
+
+
+def test_rows_marked_as_errors_are_read_again(
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    pair, member_id, env, latest = _setup(simulator, r, base_env)
+    token = pair.access_token
+    taken = simulator.rest(pair.client_endpoint, "event.offline.get", {"clear": 0}, token=token).body[
+        "result"
+    ]
+    marked = {"process_id": taken["process_id"], "message_id": [e["MESSAGE_ID"] for e in taken["events"]]}
+    assert simulator.rest(pair.client_endpoint, "event.offline.error", marked, token=token).status == 200
+    assert simulator.stats(member_id)["offline_errored"] == DEALS  # hidden from normal reads now
     workers.append(start_logged_worker(env, tmp_path / "worker.log"))
     _all_handled(simulator, r, keys, member_id, latest)

@@ -43,6 +43,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 import redis
 from prometheus_client import Counter
 from rq import Queue
@@ -68,6 +69,7 @@ FEATURE_RECHECK = 86400.0  # seconds before `feature.get` is asked again
 CHECK_EVERY = 3600.0  # seconds between backlog reads (`event.offline.list`) per portal
 POLL_STEP = 1.0  # seconds one worker's poll pass holds the poll lock
 POLL_MAX = 1000  # portals rung per poll step at most
+UNREADABLE_KEEP = 1000  # rows that can never be events, kept per portal for a human
 
 ROWS = Counter(
     "b24pipe_offline_rows_total",
@@ -343,6 +345,46 @@ class Drain:
         self._forget(batch_id)
         return len(rows)
 
+    def errored(self) -> int:
+        """The slow lane: rows marked with `event.offline.error` (by us or anyone) are hidden
+        from normal reads; read them with `error=1` on the check cadence and queue them like
+        any row. Rows that still cannot be events are kept in `Keys.offline_unreadable`
+        (`b24pipe portals show` counts them) and cleared. Returns the rows taken."""
+        if not self.extended():
+            return 0  # without reservations an error=1 read would delete: leave them to a human
+        try:
+            answer = self._call("event.offline.get", {"clear": 0, "limit": LIMIT, "error": 1})
+        except AccessDenied as exc:
+            if exc.code != "WRONG_LICENSE":
+                raise
+            self._remember(False)
+            return 0
+        rows = list(_events(answer))
+        process_id = str(answer.get("process_id", "")) if isinstance(answer, Mapping) else ""
+        if not rows or not process_id:
+            self.client.hdel(self.state, "errored")
+            return 0
+        batch = Batch(time.time(), rows)
+        self._store(process_id, batch)
+        bad = set(self._queue(process_id, batch))
+        unreadable = [orjson.dumps(r) for r in rows if str(r.get("MESSAGE_ID", "")) in bad]
+        if unreadable:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(self.keys.offline_unreadable(self.member_id), *unreadable)
+                pipe.ltrim(self.keys.offline_unreadable(self.member_id), -UNREADABLE_KEEP, -1)
+                pipe.execute()
+            log(
+                _log,
+                logging.WARNING,
+                "offline: unreadable rows kept",
+                member_id=self.member_id,
+                rows=len(unreadable),
+            )
+        self._call("event.offline.clear", {"process_id": process_id})
+        ROWS.labels("cleared").inc(len(rows))
+        self._forget(process_id)
+        return len(rows)
+
     def run(self) -> int:
         """Drain until a read comes back short; the rows taken."""
         total = 0
@@ -399,6 +441,7 @@ def drain(member_id: str) -> str:
         checked = float(client.hget(run.state, "checked_at") or 0)
         if unfinished or time.time() - checked > CHECK_EVERY:
             run.adopt_orphans()
+            run.errored()
             client.hset(run.state, "checked_at", time.time())
         recovered = run.recover()
         taken = run.run()
