@@ -164,12 +164,18 @@ class Keys:
 
     def offline_state(self, member_id: str) -> str:
         """Hash: the portal's offline state: `extended` (1/0, from feature.get or
-        WRONG_LICENSE), `checked_at`, `backlog`, `errored`, `drained_at`."""
+        WRONG_LICENSE) and `feature_at`, `checked_at`, `drained_at`, `running` (the drain job
+        holding it; still set after a drain died)."""
         return f"{self.ns}:offline:{member_id}:state"
 
     def offline_unreadable(self, member_id: str) -> str:
         """List: offline rows that could not be turned into events even on the error lane (JSON)."""
         return f"{self.ns}:offline:{member_id}:unreadable"
+
+    @property
+    def offline_backlog(self) -> str:
+        """Hash: member id -> rows in its offline queue, as last read with event.offline.list."""
+        return f"{self.ns}:offline:backlog"
 
     @property
     def offline_held(self) -> str:

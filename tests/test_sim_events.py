@@ -221,3 +221,58 @@ def test_a_storm_of_changes_by_a_person_is_delivered_as_fast_as_accepted(
         assert refused.value.status == 400
     deal = simulator.rest(portal, "crm.deal.get", {"id": ids[0]}, token=app.access_token).body["result"]
     assert deal["TITLE"] == "v35"  # a refused call changes nothing
+
+
+def test_offline_queue_traps(simulator: SimClient, portal: SimPortal, app: Installation) -> None:
+    """The semantics bitrix24.md §8 lists, each of which a consumer must survive."""
+    token = app.access_token
+
+    def rest(method: str, params: dict[str, Any] | None = None) -> Any:
+        answer = simulator.rest(portal, method, params or {}, token=token)
+        assert answer.status == 200, answer.body
+        return answer.body["result"]
+
+    rest("event.bind", {"event": "ONCRMDEALUPDATE", "event_type": "offline"})
+    deals = [rest("crm.deal.add", {"fields": {}}) for _ in range(3)]
+
+    def touch(deal: int) -> None:
+        simulator.change_entity(portal.member_id, "deal", "update", id=deal, user_id=2)
+
+    for deal in deals:
+        touch(deal)
+    touch(deals[0])  # merged into the deal's row: still one row per object
+    rows = rest("event.offline.list")
+    assert len(rows) == 3 and len({r["MESSAGE_ID"] for r in rows}) == 3
+
+    reserved = rest("event.offline.get", {"clear": 0, "limit": 2})
+    assert len(reserved["events"]) == 2
+    touch(int(reserved["events"][0]["EVENT_DATA"]["FIELDS"]["ID"]))  # changed while reserved: a new row
+    assert len(rest("event.offline.list")) == 4
+    again = rest("event.offline.get", {"process_id": reserved["process_id"], "clear": 0})
+    assert [e["ID"] for e in again["events"]] == [e["ID"] for e in reserved["events"]]
+    # the trap: a process_id without clear=0 reads the batch and deletes it
+    rest("event.offline.get", {"process_id": reserved["process_id"]})
+    assert len(rest("event.offline.list")) == 2
+    # clear defaults to 1: a plain read deletes what it returns
+    assert len(rest("event.offline.get")["events"]) == 2
+    assert rest("event.offline.list") == []
+
+
+def test_offline_reservations_expire_and_the_doorbell_is_throttled(
+    simulator: SimClient, portal: SimPortal, app: Installation, sink: str
+) -> None:
+    token = app.access_token
+    bind(simulator, portal, app, "ONOFFLINEEVENT", simulator.sink_url(sink), options={"minTimeout": 1})
+    simulator.rest(portal, "event.bind", {"event": "ONCRMDEALUPDATE", "event_type": "offline"}, token=token)
+    simulator.freeze_clock(portal.member_id)
+    deal = simulator.rest(portal, "crm.deal.add", {"fields": {}}, token=token).body["result"]
+    for _ in range(3):
+        simulator.change_entity(portal.member_id, "deal", "update", id=deal, user_id=2)
+    simulator.wait_events(portal.member_id)
+    rings = [e for e in received(simulator, portal, sink) if e["form"]["event"] == "ONOFFLINEEVENT"]
+    assert len(rings) == 1 and rings[0]["form"]["auth"]["refresh_token"]  # minTimeout=1, clock frozen
+    simulator.rest(portal, "event.offline.get", {"clear": 0}, token=token)
+    simulator.advance_clock(portal.member_id, 35 * 86400)
+    assert simulator.rest(portal, "event.offline.list", token=token).body["result"] == []
+    feature = simulator.rest(portal, "feature.get", {"CODE": "rest_offline_extended"}, token=token)
+    assert feature.body["result"] == {"value": "Y"}

@@ -102,6 +102,24 @@ class QueueCollector(Collector):
         reauth = GaugeMetricFamily("b24pipe_portals_reauth", "Portals needing re-authorization")
         reauth.add_metric([], float(self.client.scard(self.keys.reauth_portals)))
         yield reauth
+        yield from self._offline(now)
+
+    def _offline(self, now: float) -> Iterator[GaugeMetricFamily]:
+        """The offline lane (workers/offline.py): the oldest batch taken and not cleared
+        (Bitrix24 drops a reservation after about 34 days), and the portals' queue backlog as
+        last read with event.offline.list."""
+        oldest = self.client.zrange(self.keys.offline_held, 0, 0, withscores=True)
+        age = GaugeMetricFamily(
+            "b24pipe_offline_oldest_batch_age_seconds",
+            "Age of the oldest offline batch taken from Bitrix24 and not yet cleared",
+        )
+        age.add_metric([], max(0.0, now - float(oldest[0][1])) if oldest else 0.0)
+        yield age
+        backlog = GaugeMetricFamily(
+            "b24pipe_offline_backlog_rows", "Rows waiting in the portals' offline queues (last read)"
+        )
+        backlog.add_metric([], float(sum(int(v) for v in self.client.hvals(self.keys.offline_backlog))))
+        yield backlog
 
 
 def _text(value: bytes | str) -> str:

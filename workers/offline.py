@@ -159,6 +159,30 @@ def ensure_connector(settings: Settings, member_id: str) -> str:
         client.close()
 
 
+def status(client: redis.Redis, keys: Keys, member_id: str, now: float) -> dict[str, Any]:
+    """A portal's offline state for `b24pipe portals show` (Redis only, no Bitrix24 call)."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.offline_state(member_id))
+        pipe.hvals(keys.offline_batches(member_id))
+        pipe.hget(keys.offline_backlog, member_id)
+        pipe.llen(keys.offline_unreadable(member_id))
+        pipe.zscore(keys.offline_due, member_id)
+        state_raw, batches_raw, backlog, unreadable, due = pipe.execute()
+    state = {as_text(k): as_text(v) for k, v in state_raw.items()}
+    taken = [Batch.load(raw).at for raw in batches_raw]
+    extended = state.get("extended")
+    return {
+        "reservations": {"1": "yes", "0": "no (destructive reads)"}.get(extended or "", "unknown"),
+        "backlog": None if backlog is None else int(backlog),
+        "batches_held": len(taken),
+        "oldest_batch_age": round(now - min(taken), 1) if taken else None,
+        "unreadable_rows": int(unreadable),
+        "drain_not_finished": "running" in state,  # running now, or died (the next drain recovers)
+        "last_drained_at": float(state["drained_at"]) if "drained_at" in state else None,
+        "next_poll_in": None if due is None else round(max(0.0, float(due) - now), 1),
+    }
+
+
 # --- the drain -------------------------------------------------------------------------------
 
 
@@ -236,7 +260,6 @@ class Drain:
             if bad:
                 self._call("event.offline.error", {"process_id": batch_id, "message_id": list(bad)})
                 ROWS.labels("errored").inc(len(bad))
-                self.client.hset(self.state, "errored", 1)
             good = [str(r.get("ID")) for r in batch.rows if str(r.get("MESSAGE_ID", "")) not in bad]
             if good or not bad:
                 params: dict[str, Any] = {"process_id": batch_id}
@@ -283,7 +306,7 @@ class Drain:
         answer.raise_first()
         page = answer.result.get("list")
         rows = [r for r in page if isinstance(r, dict)] if isinstance(page, list) else []
-        self.client.hset(self.state, "backlog", int(answer.total.get("list", len(rows))))
+        self.client.hset(self.keys.offline_backlog, self.member_id, int(answer.total.get("list", len(rows))))
         known = set(self._stored())
         orphans = {str(r.get("PROCESS_ID")) for r in rows if r.get("PROCESS_ID")} - known
         for process_id in orphans:
@@ -362,7 +385,6 @@ class Drain:
         rows = list(_events(answer))
         process_id = str(answer.get("process_id", "")) if isinstance(answer, Mapping) else ""
         if not rows or not process_id:
-            self.client.hdel(self.state, "errored")
             return 0
         batch = Batch(time.time(), rows)
         self._store(process_id, batch)
@@ -445,6 +467,7 @@ def drain(member_id: str) -> str:
             client.hset(run.state, "checked_at", time.time())
         recovered = run.recover()
         taken = run.run()
+        client.hset(keys.offline_backlog, member_id, 0)  # read until a short batch: emptied
         client.hdel(run.state, "running")
         client.hset(run.state, "drained_at", time.time())
         client.zadd(keys.offline_due, {member_id: time.time() + settings.offline_poll})

@@ -294,6 +294,10 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
                     if v
                 }
             )
+        if settings.offline_events:
+            from workers.offline import status
+
+            shown["offline"] = status(client, keys, member_id, time.time())
         if pending is not None:
             shown["pending_install"] = {
                 "domain": pending.portal.domain,

@@ -1,0 +1,149 @@
+"""The offline lane's decisions and its Redis-only parts: rows as events, stored batches,
+the bindings it asks for, the doorbell's debounce, the spread poll, and its gauges."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from rq import Queue
+
+from shared.jobs import DOORBELL, queue_of
+from shared.keys import Keys
+from shared.settings import ConfigError, Settings, load_settings
+from workers import offline
+from workers.metrics import QueueCollector
+from workers.offlinerows import (
+    Batch,
+    bind_params,
+    event_id,
+    merged_rows,
+    offline_commands,
+    online_events,
+    row_event,
+)
+
+ROW = {
+    "ID": "7",
+    "TIMESTAMP_X": "2026-01-02T10:00:00+03:00",
+    "EVENT_NAME": "ONCRMDEALUPDATE",
+    "EVENT_DATA": {"FIELDS": {"ID": "42"}},
+    "EVENT_ADDITIONAL": {"user_id": "2"},
+    "MESSAGE_ID": "m" * 32,
+}
+
+
+def test_a_row_is_an_offline_event_with_a_stable_id() -> None:
+    event = row_event("member", "a.bitrix24.test", ROW, 1.0)
+    assert event is not None
+    assert (event.name, event.entity_type, event.entity_id, event.user_id) == (
+        "ONCRMDEALUPDATE",
+        "deal",
+        "42",
+        2,
+    )
+    assert event.source == "offline" and event.ts == 1767337200
+    again = row_event("member", "a.bitrix24.test", dict(ROW), 2.0)
+    assert again is not None and again.id == event.id  # re-read of the same row: same id
+    newer = row_event("member", "a.bitrix24.test", {**ROW, "TIMESTAMP_X": "2026-01-02T10:00:05+03:00"}, 2.0)
+    assert newer is not None and newer.id != event.id  # a later state of the object is new
+    assert event_id("other", ROW) != event.id
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [{"EVENT_NAME": ""}, {"EVENT_NAME": None}, {"EVENT_DATA": "not json"}, {"EVENT_DATA": 5}, {"ID": ""}],
+)
+def test_rows_that_cannot_be_events(broken: dict[str, object]) -> None:
+    assert row_event("member", "", {**ROW, **broken}, 0) is None
+
+
+def test_json_text_data_is_read() -> None:
+    event = row_event("member", "", {**ROW, "EVENT_DATA": '{"FIELDS": {"ID": "9"}}'}, 0)
+    assert event is not None and event.entity_id == "9"
+
+
+def test_a_batch_read_again_keeps_rows_bitrix24_no_longer_has() -> None:
+    stored = [{"ID": "1", "v": "old"}, {"ID": "2"}]
+    assert merged_rows(stored, [{"ID": "1", "v": "new"}, {"ID": "3"}]) == [
+        {"ID": "1", "v": "new"},
+        {"ID": "2"},
+        {"ID": "3"},
+    ]
+    batch = Batch(5.0, stored, queued=True, reserved=False)
+    assert Batch.load(batch.dump()) == batch
+
+
+def test_offline_events_are_bound_offline_and_the_doorbell_online() -> None:
+    url = "https://app.example/b24/events"
+    assert online_events(["ONCRMDEALUPDATE", "ONCRMDEALADD"], ["oncrmdealupdate"]) == [
+        "ONCRMDEALADD",
+        DOORBELL,
+    ]
+    assert online_events(["ONCRMDEALADD"], []) == ["ONCRMDEALADD"]  # no doorbell without offline events
+    assert bind_params(DOORBELL, url)["options"] == {"minTimeout": 1}
+    existing = [{"event": "ONCRMLEADADD", "handler": "", "offline": 1, "connector_id": "c"}]
+    assert offline_commands(existing, ["ONCRMDEALUPDATE", "ONCRMLEADADD"], "c") == [
+        ("event.bind", {"event": "ONCRMDEALUPDATE", "event_type": "offline", "auth_connector": "c"})
+    ]
+    assert queue_of(Keys("ns"), DOORBELL) == Keys("ns").lifecycle_queue
+
+
+def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("B24PIPE_OFFLINE_EVENTS", "oncrmdealupdate, ONCRMLEADADD")
+    loaded = load_settings()
+    assert loaded.offline_events == ["ONCRMDEALUPDATE", "ONCRMLEADADD"] and loaded.offline_poll == 60.0
+    monkeypatch.setenv("B24PIPE_OFFLINE_EVENTS", "ONCRMDEAL;UPDATE")
+    with pytest.raises(ConfigError, match="B24PIPE_OFFLINE_EVENTS"):
+        load_settings()
+    monkeypatch.setenv("B24PIPE_OFFLINE_EVENTS", "X")
+    monkeypatch.setenv("B24PIPE_OFFLINE_POLL", "0")
+    with pytest.raises(ConfigError, match="B24PIPE_OFFLINE_POLL"):
+        load_settings()
+
+
+def _offline_settings(settings: Settings, poll: float = 60.0) -> Settings:
+    return settings.model_copy(update={"offline_events": ["ONCRMDEALUPDATE"], "offline_poll": poll})
+
+
+def test_the_doorbell_queues_one_drain_at_most(settings: Settings, r: redis.Redis, keys: Keys) -> None:
+    configured = _offline_settings(settings)
+    assert offline.ring(r, keys, configured, "m1") is True
+    assert offline.ring(r, keys, configured, "m1") is False  # one already waiting
+    assert offline.ring(r, keys, configured, "m2") is True  # per portal
+    queue = Queue(keys.lifecycle_queue, connection=r)
+    assert [job.args for job in queue.jobs] == [("m1",), ("m2",)]
+    assert all(job.func_name == offline.DRAIN for job in queue.jobs)
+
+
+def test_the_poll_rings_each_portal_once_per_interval_spread_over_it(
+    settings: Settings, r: redis.Redis, keys: Keys
+) -> None:
+    configured = _offline_settings(settings, poll=100.0)
+    now = time.time()
+    members = [f"m{i}" for i in range(40)]
+    for member in members:
+        offline.schedule(r, keys, configured, member, now)
+    phases = [float(r.zscore(keys.offline_due, m) or 0) - now for m in members]
+    assert all(0 <= p < 100 for p in phases) and max(phases) - min(phases) > 50  # spread out
+    rung = offline.poll(configured, r, now + 100)
+    assert sorted(rung) == sorted(members)
+    assert offline.poll(configured, r, now + 100) == []  # the step's lock: one worker per step
+    r.delete(keys.offline_poll_lock)
+    assert offline.poll(configured, r, now + 150) == []  # each moved one interval on
+    assert offline.poll(settings, r, now + 1000) == []  # nothing is polled without offline events
+
+
+def test_gauges(settings: Settings, r: redis.Redis, keys: Keys) -> None:
+    now = time.time()
+    r.zadd(keys.offline_held, {"m1": now - 120, "m2": now - 10})
+    r.hset(keys.offline_backlog, mapping={"m1": 5, "m2": 7})
+    values = {
+        sample.name: sample.value
+        for family in QueueCollector(r, keys).collect()
+        for sample in family.samples
+        if sample.name.startswith("b24pipe_offline")
+    }
+    assert values["b24pipe_offline_backlog_rows"] == 12
+    assert 119 <= values["b24pipe_offline_oldest_batch_age_seconds"] < 200
