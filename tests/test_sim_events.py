@@ -273,6 +273,7 @@ def test_offline_reservations_expire_and_the_doorbell_is_throttled(
     assert len(rings) == 1 and rings[0]["form"]["auth"]["refresh_token"]  # minTimeout=1, clock frozen
     simulator.rest(portal, "event.offline.get", {"clear": 0}, token=token)
     simulator.advance_clock(portal.member_id, 35 * 86400)
+    token = simulator.user_tokens(portal.member_id, 1)["access_token"]  # the old one expired too
     assert simulator.rest(portal, "event.offline.list", token=token).body["result"] == []
     feature = simulator.rest(portal, "feature.get", {"CODE": "rest_offline_extended"}, token=token)
     assert feature.body["result"] == {"value": "Y"}
