@@ -89,8 +89,12 @@ def main() -> int:
             f" {lane.doorbells} doorbells"
         )
     ratio = online.requests / offline.requests if offline.requests else float("inf")
+    # online, a change is lost when its POST failed (Bitrix24 never resends); offline, when
+    # its row never reached a handler (a deal not handled on its latest state, a row left)
+    lost_online, lost_offline = online.undelivered, offline.lost + offline.rows_left
     print(
-        f"  REST requests, online / offline: {ratio:.2f}x; lost changes: online {online.lost}, offline {offline.lost}"
+        f"  REST requests, online / offline: {ratio:.2f}x;"
+        f" lost changes after the {outage:g} s outage: online {lost_online}, offline {lost_offline}"
     )
     problems = []
     if not online.sources or not offline.sources:
