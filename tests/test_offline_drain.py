@@ -8,22 +8,24 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 import redis
 
 from b24pipe.sim.client import Installation, SimClient
 from shared.keys import Keys
-from tests.clientkit import client_env, install, start_logged_worker
+from tests.clientkit import cli, client_env, install, start_logged_worker
 from tests.offlinekit import EVENT, bind_offline, offline_env, queue_rows, stored_batches
-from tests.stormkit import PERSON, final_titles, handled, idle, runs, storm_changes
+from tests.stormkit import INSTALLER, PERSON, final_titles, handled, idle, runs, storm_changes
 from tests.workerkit import wait_for
 
 DEALS, CHANGES = 12, 36
 
 
 def _setup(
-    simulator: SimClient, r: redis.Redis, env: dict[str, str], **portal: object
+    simulator: SimClient, r: redis.Redis, env: dict[str, str], by: int = PERSON, **portal: object
 ) -> tuple[Installation, str, dict[str, str], dict[str, str]]:
     """A portal with deals, ONCRMDEALUPDATE bound offline, and a storm of changes queued."""
     env = offline_env(client_env(env, simulator))
@@ -42,9 +44,16 @@ def _setup(
     }
     added = simulator.apply_changes(member_id, [{"action": "add", "fields": {"TITLE": "new"}}] * DEALS)
     changes = storm_changes([int(i) for i in added["ids"]], CHANGES)
-    simulator.apply_changes(member_id, changes, user_id=PERSON)
+    simulator.apply_changes(member_id, changes, user_id=by)
     assert queue_rows(simulator, member_id) == DEALS  # the latest row per deal
     return pair, member_id, env, final_titles(changes)
+
+
+def _show(env: dict[str, str], member_id: str) -> dict[str, Any]:
+    shown = cli(env, "portals", "show", member_id)
+    assert shown.returncode == 0, shown.stderr
+    offline: dict[str, Any] = orjson.loads(shown.stdout)["offline"]
+    return offline
 
 
 def _all_handled(
@@ -72,6 +81,9 @@ def test_offline_rows_reach_the_handlers_on_their_latest_state(
     _pair, member_id, env, latest = _setup(simulator, r, base_env)
     workers.append(start_logged_worker(env, tmp_path / "worker.log"))
     _all_handled(simulator, r, keys, member_id, latest)
+    shown = _show(env, member_id)
+    assert (shown["reservations"], shown["backlog"], shown["batches_held"]) == ("yes", 0, 0)
+    assert shown["drain_not_finished"] is False and shown["next_poll_in"] is not None
     requests = simulator.stats(member_id)["requests"]
     assert requests.get("event.offline.get", 0) >= 1 and requests.get("event.offline.clear", 0) >= 1
 
@@ -150,3 +162,46 @@ def test_rows_marked_as_errors_are_read_again(
     assert simulator.stats(member_id)["offline_errored"] == DEALS  # hidden from normal reads now
     workers.append(start_logged_worker(env, tmp_path / "worker.log"))
     _all_handled(simulator, r, keys, member_id, latest)
+
+
+def test_rows_that_cannot_be_events_are_marked_then_kept_for_a_human(
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    _pair, member_id, env, latest = _setup(simulator, r, base_env)
+    simulator.faults(member_id, offline_unreadable=2)
+    for deal in sorted(latest, key=int)[:2]:
+        simulator.change_entity(member_id, "deal", "update", id=int(deal), user_id=PERSON)
+    assert queue_rows(simulator, member_id) == DEALS + 2
+    workers.append(start_logged_worker(env, tmp_path / "worker.log"))
+    assert wait_for(lambda: handled(r, keys) == latest, timeout=90)
+    assert wait_for(lambda: simulator.stats(member_id)["offline_errored"] == 2, timeout=30)
+    assert queue_rows(simulator, member_id) == 2  # marked, out of the normal lane, not lost
+    r.hdel(keys.offline_state(member_id), "checked_at")  # the hourly check, now
+    assert wait_for(lambda: r.llen(keys.offline_unreadable(member_id)) == 2, timeout=30)
+    assert wait_for(lambda: queue_rows(simulator, member_id) == 0, timeout=30)
+    assert _show(env, member_id)["unreadable_rows"] == 2
+
+
+def test_a_persons_change_after_our_write_is_not_taken_for_its_echo(
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    # the admin who installed the app edits deals by hand: the app writes as the same user,
+    # and those writes' echo marks are never used up (the connector keeps their rows out)
+    pair, member_id, env, latest = _setup(simulator, r, base_env, by=INSTALLER)
+    assert pair.user_id == INSTALLER
+    r.hset(keys.portal(member_id), "user_id", INSTALLER)  # the app's writes are marked as its
+    workers.append(start_logged_worker(env, tmp_path / "worker.log"))
+    assert wait_for(lambda: handled(r, keys) == latest, timeout=90)
+    more = [{"id": int(deal), "fields": {"TITLE": f"{title} by hand"}} for deal, title in latest.items()]
+    simulator.apply_changes(member_id, more, user_id=INSTALLER)
+    _all_handled(simulator, r, keys, member_id, latest | final_titles(more))

@@ -35,6 +35,7 @@ class Faults:
     rest_stall: float = 0.0  # seconds before a `slow_methods` call runs; not run if the caller left
     rest_hold: float = 0.0  # seconds a `slow_methods` call's answer is held after it ran
     slow_methods: list[str] = field(default_factory=list)
+    offline_unreadable: int = 0  # next N offline rows get EVENT_DATA no consumer can read
     oauth_down: bool = False  # the authorization server answers 503 with an HTML page
     oauth_delay: float = 0.0  # seconds before the authorization server handles a request
     oauth_hold: float = 0.0  # seconds it holds a token answer after issuing the new pair

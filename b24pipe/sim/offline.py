@@ -44,13 +44,14 @@ class OfflineRecord:
     process_id: str | None = None
     reserved_at: float = 0.0
     error: bool = False
+    raw: str | None = None  # EVENT_DATA as sent instead of `data` (the `offline_unreadable` fault)
 
     def as_api(self) -> dict[str, Any]:
         return {
             "ID": str(self.id),
             "TIMESTAMP_X": datetime.fromtimestamp(self.timestamp, UTC).isoformat(),
             "EVENT_NAME": self.event,
-            "EVENT_DATA": self.data,
+            "EVENT_DATA": self.data if self.raw is None else self.raw,
             "EVENT_ADDITIONAL": {"user_id": str(self.user_id or 0)},
             "MESSAGE_ID": self.message_id,
             "ERROR": "1" if self.error else "0",
@@ -63,14 +64,17 @@ class OfflineQueue:
         self.records: list[OfflineRecord] = []
         self._next_id = 1
 
-    def put(self, event: str, data: dict[str, Any], user_id: int | None, now: float) -> None:
-        """Queue a change: merged into the object's unreserved row (error row included)."""
+    def put(
+        self, event: str, data: dict[str, Any], user_id: int | None, now: float, raw: str | None = None
+    ) -> None:
+        """Queue a change: merged into the object's unreserved row (error row included).
+        `raw` replaces the data as the API shows it (a fault: data no consumer can read)."""
         key = message_id(event, data)
         for record in self.records:
             if record.message_id == key and record.process_id is None:
                 record.data, record.user_id, record.timestamp = data, user_id, now
                 return
-        self.records.append(OfflineRecord(self._next_id, key, event, data, user_id, now))
+        self.records.append(OfflineRecord(self._next_id, key, event, data, user_id, now, raw=raw))
         self._next_id += 1
 
     def _expire(self, now: float) -> None:

@@ -177,6 +177,12 @@ class Portal:
                 continue
             if binding.connector and change.auth_connector == binding.connector:
                 continue
+            if self.faults.offline_unreadable:
+                self.faults.offline_unreadable -= 1
+                # a row whose EVENT_DATA is a broken serialisation instead of an array
+                garbled = {"garbled": change.entity_id}
+                self.offline.put(change.event, garbled, change.user_id, self.clock.time(), raw="a:1:{i:0;")
+                return True
             self.offline.put(change.event, data, change.user_id, self.clock.time())
             return True
         return False
