@@ -72,6 +72,7 @@ class Lane:
     undelivered: int = 0  # event POSTs Bitrix24 could not deliver (the outage)
     rows_left: int = 0  # rows left in the portal's offline queue (write-backs would show here)
     doorbells: int = 0  # ONOFFLINEEVENT delivered
+    during_outage: int = 0  # changes made while the ingress was down
     sources: list[str] = field(default_factory=list)
 
     def per_thousand(self, value: float) -> float:
@@ -144,11 +145,15 @@ def storm_with_outage(
     ids: list[int],
     outage: float,
     timeout: float,
+    tag: str = "",
 ) -> Lane:
     """`lane.changes` title changes spread over 2 x `outage` seconds (at least 2 s), the
     ingress down for the last `outage` seconds of it; then wait until every deal is handled
-    on its latest state, or until nothing moves any more (what the online lane lost stays lost)."""
-    changes = storm_changes(ids, lane.changes)
+    on its latest state, or until nothing moves any more (what the online lane lost stays lost).
+    `tag` makes this storm's titles differ from an earlier storm's on the same deals."""
+    changes = [
+        {**c, "fields": {"TITLE": c["fields"]["TITLE"] + tag}} for c in storm_changes(ids, lane.changes)
+    ]
     latest = final_titles(changes)
     span = max(2.0, 2 * outage)
     steps = max(1, min(len(changes), int(span / 0.25)))
@@ -163,6 +168,7 @@ def storm_with_outage(
             down = True
         part = changes[step * len(changes) // steps : (step + 1) * len(changes) // steps]
         simulator.apply_changes(member_id, part, user_id=PERSON, concurrency=16)
+        lane.during_outage += len(part) if down else 0
     time.sleep(max(0.0, started + span - time.monotonic()))
     if down:
         ingress.start()
