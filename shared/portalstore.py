@@ -467,6 +467,10 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
         keys.quarantine(member_id),
         keys.refresh_lock(member_id),
         keys.rate_bucket(member_id, "namespace"),
+        keys.offline_batches(member_id),
+        keys.offline_state(member_id),
+        keys.offline_queued(member_id),
+        keys.offline_unreadable(member_id),
     )
     return Plan(
         (
@@ -474,6 +478,9 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
             _cmd("SREM", keys.portals, member_id),
             _cmd("ZREM", keys.token_issued, member_id),
             _cmd("SREM", keys.reauth_portals, member_id),
+            _cmd("ZREM", keys.offline_due, member_id),
+            _cmd("ZREM", keys.offline_held, member_id),
+            _cmd("HDEL", keys.offline_backlog, member_id),
             _cmd("INCR", keys.portals_version),
         )
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -16,7 +17,8 @@ from shared import portalstore as store
 from shared.crypto import TokenCipher, digest, generate_key
 from shared.keys import Keys
 from shared.oauth import AppInfo
-from shared.portals import AcceptedToken, Portal, Status
+from shared.portals import AcceptedToken, Portal, Status, namespace_connector
+from shared.settings import Settings
 
 CIPHER = TokenCipher([base64.b64decode(generate_key())])
 
@@ -118,7 +120,14 @@ def test_purge_deletes_only_that_portal(r: redis.Redis, keys: Keys) -> None:
         r.set(keys.coalesce_group(member, "h", "ONCRMDEALUPDATE:deal:5"), 1)
         r.set(keys.coalesce_claim(member, "h", "job1"), 1)
         r.set(keys.operating(member, "crm.deal.get"), 1)
+        r.hset(keys.offline_batches(member), "pid", b"{}")
+        r.hset(keys.offline_state(member), "extended", 1)
+        r.zadd(keys.offline_due, {member: 1})
+        r.hset(keys.offline_backlog, member, 3)
     store.purge_sync(r, keys, "5")
+    assert not r.exists(keys.offline_batches("5"), keys.offline_state("5"))
+    assert r.zscore(keys.offline_due, "5") is None and r.hget(keys.offline_backlog, "5") is None
+    assert r.exists(keys.offline_batches("other")) and r.zscore(keys.offline_due, "other") == 1
     assert store.run(r, store.load_portal(keys, "5")) is None
     assert not r.exists(
         keys.chain("5", "deal:5"),
@@ -145,3 +154,23 @@ def test_async_runner_gives_the_same_results(redis_url: str, r: redis.Redis, key
     changed, tokens, held = asyncio.run(scenario())
     assert changed and tokens == {digest("x"): AcceptedToken("app")} and held
     assert r.lrange(keys.quarantine("m2"), 0, -1) == [b'{"a":1}']
+
+
+def test_an_install_gives_the_namespace_connector_to_a_portal_without_one() -> None:
+    tokens = store.Tokens("a", "b", 1, "t")
+    fresh = store.verified_portal(None, _info(), tokens, CIPHER, "https://o", "b24pipe-0123456789abcdef")
+    assert fresh.auth_connector == "b24pipe-0123456789abcdef"
+    own = store.verified_portal(
+        replace(fresh, auth_connector="mine"), _info(), tokens, CIPHER, "https://o", "x"
+    )
+    assert own.auth_connector == "mine"  # a connector the record has is kept
+
+
+def test_the_namespace_connector_exists_only_with_offline_events(settings: Settings) -> None:
+    assert namespace_connector(settings) == ""
+    offline = settings.model_copy(update={"offline_events": ["ONCRMDEALUPDATE"]})
+    connector = namespace_connector(offline)
+    assert connector.startswith("b24pipe-") and len(connector) == 24
+    assert connector == namespace_connector(offline)  # every process derives the same one
+    other = offline.model_copy(update={"namespace": "another-app"})
+    assert namespace_connector(other) != connector

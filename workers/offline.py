@@ -52,14 +52,14 @@ from shared.events import Event
 from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, queue_for, script_call
 from shared.keys import Keys
 from shared.logs import log
-from shared.portals import Portal, as_text, namespace_connector
+from shared.portals import Portal, Status, as_text, namespace_connector
 from shared.settings import Settings
 from workers import context
 from workers.client import B24, client_for
-from workers.errors import AccessDenied, B24Error, OperatingLimit, RateLimited
+from workers.errors import AccessDenied, AuthRevoked, B24Error, OperatingLimit, RateLimited, ReauthRequired
 from workers.luascripts import source
 from workers.offlinerows import FEATURE, Batch, merged_rows, row_event
-from workers.retry import Defer, Reschedule
+from workers.retry import Defer, Park, Reschedule
 
 _log = logging.getLogger("b24pipe.offline")
 
@@ -76,7 +76,7 @@ ROWS = Counter(
     "Offline-queue rows by what the drain did: fetched, queued, cleared, errored, destructive",
     ["outcome"],
 )
-DRAINS = Counter("b24pipe_offline_drains_total", "Drain runs, by result", ["result"])
+DRAINS = Counter("b24pipe_offline_drains_total", "Drain runs, by result: ok, deferred, parked", ["result"])
 
 
 def _lease_ms(settings: Settings) -> int:
@@ -447,8 +447,8 @@ def drain(member_id: str) -> str:
     from shared import portalstore as store
 
     portal = store.run(client, store.load_portal(keys, member_id))
-    if portal is None:
-        return "unknown portal"
+    if portal is None or portal.status is Status.REVOKED:
+        return "unknown or revoked portal"  # its rows stay at Bitrix24 until it comes back
     holder = ctx.job_id or secrets.token_hex(8)
     lock = keys.offline_lock(member_id)
     lease = _lease_ms(settings)
@@ -474,6 +474,9 @@ def drain(member_id: str) -> str:
     except (RateLimited, OperatingLimit) as exc:
         DRAINS.labels("deferred").inc()
         raise Defer(member_id, max(1.0, exc.after), isinstance(exc, RateLimited), str(exc)) from None
+    except (ReauthRequired, AuthRevoked) as exc:  # parked like its events: a new token releases it
+        DRAINS.labels("parked").inc()
+        raise Park(member_id, str(exc)) from None
     finally:
         _release(client, lock, holder)
     DRAINS.labels("ok").inc()
