@@ -15,7 +15,9 @@ import pytest
 import redis
 
 from b24pipe.sim.client import Installation, SimClient
+from shared import portalstore as store
 from shared.keys import Keys
+from shared.portals import Status
 from tests.clientkit import cli, client_env, install, start_logged_worker
 from tests.offlinekit import EVENT, bind_offline, offline_env, queue_rows, stored_batches
 from tests.stormkit import INSTALLER, PERSON, final_titles, handled, idle, runs, storm_changes
@@ -205,3 +207,22 @@ def test_a_persons_change_after_our_write_is_not_taken_for_its_echo(
     more = [{"id": int(deal), "fields": {"TITLE": f"{title} by hand"}} for deal, title in latest.items()]
     simulator.apply_changes(member_id, more, user_id=INSTALLER)
     _all_handled(simulator, r, keys, member_id, latest | final_titles(more))
+
+
+def test_a_drain_waits_parked_while_the_portal_needs_reauthorization(
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    _pair, member_id, env, latest = _setup(simulator, r, base_env)
+    record = store.run(r, store.load_portal(keys, member_id))
+    assert record is not None
+    r.hset(keys.portal(member_id), "status", str(Status.REAUTH))
+    workers.append(start_logged_worker(env, tmp_path / "worker.log"))
+    assert wait_for(lambda: r.llen(keys.parked(member_id)) >= 1, timeout=60)
+    assert queue_rows(simulator, member_id) == DEALS  # nothing was taken
+    store.run(r, store.save_portal(keys, record))  # a new token arrives: parked jobs run again
+    _all_handled(simulator, r, keys, member_id, latest)
