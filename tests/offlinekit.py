@@ -97,13 +97,15 @@ class Ingress:
 
 
 @contextlib.contextmanager
-def lane_pipeline(env: dict[str, str]) -> Iterator[tuple[Ingress, str]]:
-    """An ingress (restartable) and `b24pipe worker --concurrency 2`; yields it and its URL."""
+def lane_pipeline(env: dict[str, str], metrics_port: int | None = None) -> Iterator[tuple[Ingress, str]]:
+    """An ingress (restartable) and `b24pipe worker --concurrency 2` (metrics on
+    `metrics_port` and the next port, when given); yields the ingress and its URL."""
     from tests.workerkit import start_worker, stop
 
     ingress = Ingress(env, free_port())
     ingress.start()
-    workers = start_worker(env, "--concurrency", "2")
+    metrics = () if metrics_port is None else ("--metrics-port", str(metrics_port))
+    workers = start_worker(env, "--concurrency", "2", *metrics)
     try:
         yield ingress, f"http://127.0.0.1:{ingress.port}"
     finally:

@@ -10,8 +10,9 @@ import redis
 
 from b24pipe.sim.client import SimClient
 from shared.keys import Keys
+from shared.redisserver import free_port
 from tests.offlinekit import Lane, install_lane, lane_pipeline, offline_env, storm_with_outage
-from tests.stormkit import PERSON, pipeline_env, runs
+from tests.stormkit import PERSON, Pipeline, pipeline_env, runs
 
 DEALS, CHANGES = 100, 1000
 
@@ -21,11 +22,19 @@ def test_a_storm_drains_through_the_offline_lane(
 ) -> None:
     # a poll far away: the doorbell (ONOFFLINEEVENT through the ingress) has to start the drains
     env = offline_env(pipeline_env(base_env, simulator), poll=3600)
-    with lane_pipeline(env) as (ingress, url):
+    port = free_port()
+    with lane_pipeline(env, port) as (ingress, url):
         member_id, ids = install_lane(simulator, r, keys, env, url, DEALS, offline=True)
         lane = storm_with_outage(
             simulator, r, keys, ingress, member_id, Lane("offline", CHANGES), ids, outage=0, timeout=120
         )
+        counted = Pipeline(url, [port, port + 1])
+        fetched = counted.metric("b24pipe_offline_rows_total", outcome="fetched")
+        assert DEALS <= fetched <= CHANGES  # the queue merged changes: one row per deal at a time
+        assert counted.metric("b24pipe_offline_rows_total", outcome="queued") == fetched
+        assert counted.metric("b24pipe_offline_rows_total", outcome="cleared") == fetched
+        assert counted.metric("b24pipe_offline_rows_total", outcome="errored") == 0
+        assert counted.metric("b24pipe_offline_drains_total", result="ok") >= 1
     assert lane.lost == 0 and lane.rows_left == 0 and lane.refused == 0
     assert lane.undelivered == 0 and lane.doorbells >= 1
     assert lane.sources == ["offline"]
