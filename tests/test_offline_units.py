@@ -147,3 +147,11 @@ def test_gauges(settings: Settings, r: redis.Redis, keys: Keys) -> None:
     }
     assert values["b24pipe_offline_backlog_rows"] == 12
     assert 119 <= values["b24pipe_offline_oldest_batch_age_seconds"] < 200
+
+
+@pytest.mark.parametrize(
+    ("answer", "extended"),
+    [({"value": "Y"}, True), ({"value": "N"}, False), (False, False), (True, True), ({}, True), ("0", False)],
+)
+def test_only_an_explicit_no_from_feature_get_means_no_reservations(answer: object, extended: bool) -> None:
+    assert offline.feature_says(answer) is extended

@@ -327,8 +327,7 @@ class Drain:
         if raw[0] is not None and time.time() - float(raw[1] or 0) < FEATURE_RECHECK:
             return raw[0] == b"1"
         try:
-            answer = self._call("feature.get", {"CODE": FEATURE})
-            value = isinstance(answer, Mapping) and str(answer.get("value", "")).upper() in ("Y", "1", "TRUE")
+            value = feature_says(self._call("feature.get", {"CODE": FEATURE}))
         except B24Error as exc:
             if isinstance(exc, (RateLimited, OperatingLimit)):
                 raise
@@ -364,7 +363,7 @@ class Drain:
         self._store(batch_id, batch)
         ROWS.labels("fetched").inc(len(rows))
         ROWS.labels("destructive").inc(len(rows))
-        self._queue(batch_id, batch)  # rows that cannot be events are already gone: logged
+        self._keep_unreadable(rows, self._queue(batch_id, batch))  # already gone at Bitrix24
         self._forget(batch_id)
         return len(rows)
 
@@ -388,24 +387,29 @@ class Drain:
             return 0
         batch = Batch(time.time(), rows)
         self._store(process_id, batch)
-        bad = set(self._queue(process_id, batch))
-        unreadable = [orjson.dumps(r) for r in rows if str(r.get("MESSAGE_ID", "")) in bad]
-        if unreadable:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.rpush(self.keys.offline_unreadable(self.member_id), *unreadable)
-                pipe.ltrim(self.keys.offline_unreadable(self.member_id), -UNREADABLE_KEEP, -1)
-                pipe.execute()
-            log(
-                _log,
-                logging.WARNING,
-                "offline: unreadable rows kept",
-                member_id=self.member_id,
-                rows=len(unreadable),
-            )
+        self._keep_unreadable(rows, self._queue(process_id, batch))
         self._call("event.offline.clear", {"process_id": process_id})
         ROWS.labels("cleared").inc(len(rows))
         self._forget(process_id)
         return len(rows)
+
+    def _keep_unreadable(self, rows: Sequence[Mapping[str, Any]], bad: Sequence[str]) -> None:
+        """Keep rows that can never be events for a human (the last UNREADABLE_KEEP)."""
+        unreadable = [orjson.dumps(r) for r in rows if str(r.get("MESSAGE_ID", "")) in set(bad)]
+        if not unreadable:
+            return
+        key = self.keys.offline_unreadable(self.member_id)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, *unreadable)
+            pipe.ltrim(key, -UNREADABLE_KEEP, -1)
+            pipe.execute()
+        log(
+            _log,
+            logging.WARNING,
+            "offline: unreadable rows kept",
+            member_id=self.member_id,
+            rows=len(unreadable),
+        )
 
     def run(self) -> int:
         """Drain until a read comes back short; the rows taken."""
@@ -430,6 +434,15 @@ class Drain:
             total += got
             if got < LIMIT:
                 return total
+
+
+def feature_says(answer: Any) -> bool:
+    """Whether `feature.get` leaves reservations possible: only an explicit "no" (`N`, `0`,
+    false) counts as no, since a wrong "no" would switch a portal to destructive reads."""
+    value = answer.get("value") if isinstance(answer, Mapping) else answer
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().upper() not in ("N", "0", "FALSE")
 
 
 def _events(answer: Any) -> list[dict[str, Any]]:
