@@ -109,13 +109,16 @@ def test_a_worker_killed_mid_drain_loses_nothing(
 ) -> None:
     _pair, member_id, env, latest = _setup(simulator, r, base_env)
     simulator.faults(member_id, slow_methods=[method], **{fault: 60.0})
+    # the hourly check just ran: the first get is the reserving one, not the error lane's
+    r.hset(keys.offline_state(member_id), "checked_at", time.time())
     first = start_logged_worker(env, tmp_path / "worker.log")
     workers.append(first)
     assert wait_for(lambda: simulator.stats(member_id)["requests"].get(method, 0) >= 1, timeout=60)
     first.send_signal(signal.SIGKILL)
     first.wait()
     simulator.faults(member_id, slow_methods=[], **{fault: 0.0})
-    assert simulator.stats(member_id)["offline_reserved"] > 0  # a reservation the dead drain held
+    # a reservation the dead drain held (the simulator may still be finishing the call)
+    assert wait_for(lambda: simulator.stats(member_id)["offline_reserved"] > 0, timeout=10)
     if method == "event.offline.clear":
         assert stored_batches(r, keys, member_id)  # what the dead drain left: recovered below
     else:
