@@ -12,7 +12,7 @@ from rq import Queue
 from shared.jobs import DOORBELL, queue_of
 from shared.keys import Keys
 from shared.settings import ConfigError, Settings, load_settings
-from workers import offline
+from workers import doorbell, offline
 from workers.metrics import QueueCollector
 from workers.offlinerows import (
     Batch,
@@ -109,12 +109,12 @@ def _offline_settings(settings: Settings, poll: float = 60.0) -> Settings:
 
 def test_the_doorbell_queues_one_drain_at_most(settings: Settings, r: redis.Redis, keys: Keys) -> None:
     configured = _offline_settings(settings)
-    assert offline.ring(r, keys, configured, "m1") is True
-    assert offline.ring(r, keys, configured, "m1") is False  # one already waiting
-    assert offline.ring(r, keys, configured, "m2") is True  # per portal
+    assert doorbell.ring(r, keys, configured, "m1") is True
+    assert doorbell.ring(r, keys, configured, "m1") is False  # one already waiting
+    assert doorbell.ring(r, keys, configured, "m2") is True  # per portal
     queue = Queue(keys.lifecycle_queue, connection=r)
     assert [job.args for job in queue.jobs] == [("m1",), ("m2",)]
-    assert all(job.func_name == offline.DRAIN for job in queue.jobs)
+    assert all(job.func_name == doorbell.DRAIN for job in queue.jobs)
 
 
 def test_the_poll_rings_each_portal_once_per_interval_spread_over_it(
@@ -124,15 +124,15 @@ def test_the_poll_rings_each_portal_once_per_interval_spread_over_it(
     now = time.time()
     members = [f"m{i}" for i in range(40)]
     for member in members:
-        offline.schedule(r, keys, configured, member, now)
+        doorbell.schedule(r, keys, configured, member, now)
     phases = [float(r.zscore(keys.offline_due, m) or 0) - now for m in members]
     assert all(0 <= p < 100 for p in phases) and max(phases) - min(phases) > 50  # spread out
-    rung = offline.poll(configured, r, now + 100)
+    rung = doorbell.poll(configured, r, now + 100)
     assert sorted(rung) == sorted(members)
-    assert offline.poll(configured, r, now + 100) == []  # the step's lock: one worker per step
+    assert doorbell.poll(configured, r, now + 100) == []  # the step's lock: one worker per step
     r.delete(keys.offline_poll_lock)
-    assert offline.poll(configured, r, now + 150) == []  # each moved one interval on
-    assert offline.poll(settings, r, now + 1000) == []  # nothing is polled without offline events
+    assert doorbell.poll(configured, r, now + 150) == []  # each moved one interval on
+    assert doorbell.poll(settings, r, now + 1000) == []  # nothing is polled without offline events
 
 
 def test_gauges(settings: Settings, r: redis.Redis, keys: Keys) -> None:

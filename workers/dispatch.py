@@ -94,7 +94,7 @@ def run_event(event_dict: dict[str, Any]) -> str:
         # workers.lifecycle (install verification, uninstall) is imported only when needed
         importlib.import_module("workers.lifecycle").confirm_uninstall(event_dict)
     if event.name.upper() == DOORBELL:
-        importlib.import_module("workers.offline").doorbell(event)  # the offline queue grew
+        importlib.import_module("workers.doorbell").answer(event)  # the offline queue grew
     handlers = registry.handlers_for(event.name)
     if not handlers:
         return "no_handler"

@@ -28,10 +28,7 @@ storing them (a worker killed then loses that batch); `b24pipe_offline_rows_tota
 "destructive"}` counts the rows read so. The feature is asked once per portal
 (`feature.get`) and again every `FEATURE_RECHECK` seconds.
 
-`ring` is the doorbell (ONOFFLINEEVENT, and the fallback poll): it queues a drain unless
-one is already queued, so a portal has at most one drain running and one waiting. `poll`,
-run by every worker's heartbeat, lets one worker per step ring the portals whose poll is
-due (`Keys.offline_due`, each portal at its own phase of `B24PIPE_OFFLINE_POLL`).
+What starts a drain (the doorbell, the fallback poll) is `workers.doorbell`.
 """
 
 from __future__ import annotations
@@ -39,16 +36,13 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 import redis
 from prometheus_client import Counter
-from rq import Queue
 
-from shared.events import Event
 from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, queue_for, script_call
 from shared.keys import Keys
 from shared.logs import log
@@ -56,6 +50,7 @@ from shared.portals import Portal, Status, as_text, namespace_connector
 from shared.settings import Settings
 from workers import context
 from workers.client import B24, client_for
+from workers.doorbell import schedule
 from workers.errors import AccessDenied, AuthRevoked, B24Error, OperatingLimit, RateLimited, ReauthRequired
 from workers.luascripts import source
 from workers.offlinerows import FEATURE, Batch, merged_rows, row_event
@@ -63,12 +58,9 @@ from workers.retry import Defer, Park, Reschedule
 
 _log = logging.getLogger("b24pipe.offline")
 
-DRAIN = "workers.offline.drain"
 LIMIT = 500  # rows per reserving read: one request per 500 changes, well inside 60 s
 FEATURE_RECHECK = 86400.0  # seconds before `feature.get` is asked again
 CHECK_EVERY = 3600.0  # seconds between backlog reads (`event.offline.list`) per portal
-POLL_STEP = 1.0  # seconds one worker's poll pass holds the poll lock
-POLL_MAX = 1000  # portals rung per poll step at most
 UNREADABLE_KEEP = 1000  # rows that can never be events, kept per portal for a human
 
 ROWS = Counter(
@@ -81,54 +73,6 @@ DRAINS = Counter("b24pipe_offline_drains_total", "Drain runs, by result: ok, def
 
 def _lease_ms(settings: Settings) -> int:
     return int((settings.http_timeout * 3 + 5) * 1000)  # longer than one call and its retries
-
-
-# --- the doorbell and the poll ---------------------------------------------------------------
-
-
-def schedule(client: redis.Redis, keys: Keys, settings: Settings, member_id: str, now: float) -> None:
-    """Put a portal on the poll schedule (if not already there) at its own phase of the poll
-    interval, so portals' polls spread over it instead of coming together."""
-    phase = (zlib.crc32(member_id.encode()) % 1000) / 1000 * settings.offline_poll
-    client.zadd(keys.offline_due, {member_id: now + phase}, nx=True)
-
-
-def ring(client: redis.Redis, keys: Keys, settings: Settings, member_id: str) -> bool:
-    """Queue a drain of the portal unless one is queued already (the debounce). True when queued."""
-    if not client.set(keys.offline_queued(member_id), "1", nx=True, ex=settings.job_timeout + 60):
-        return False
-    Queue(keys.lifecycle_queue, connection=client).enqueue(
-        DRAIN, member_id, description=f"offline drain ({member_id})", job_timeout=settings.job_timeout
-    )
-    return True
-
-
-def doorbell(event: Event) -> str:
-    """ONOFFLINEEVENT arrived (run by `run_event`): ring, and keep the portal on the poll."""
-    ctx = context.current()
-    if not ctx.settings.offline_events:
-        return "offline events not configured"
-    schedule(ctx.redis, ctx.keys, ctx.settings, event.member_id, time.time())
-    return (
-        "drain queued" if ring(ctx.redis, ctx.keys, ctx.settings, event.member_id) else "drain already queued"
-    )
-
-
-def poll(settings: Settings, client: redis.Redis, now: float | None = None) -> list[str]:
-    """One poll step if it is this process's turn: ring every portal whose poll is due and
-    move it one interval on. Returns the member ids rung."""
-    if not settings.offline_events:
-        return []
-    keys = Keys(settings.namespace)
-    # Never released: its expiry spaces the steps, whichever worker's heartbeat comes first.
-    if not client.set(keys.offline_poll_lock, "1", nx=True, px=int(POLL_STEP * 1000)):
-        return []
-    moment = time.time() if now is None else now
-    found = client.zrangebyscore(keys.offline_due, "-inf", moment, start=0, num=POLL_MAX)
-    due = [as_text(m) for m in found if isinstance(m, bytes | str)]
-    if due:
-        client.zadd(keys.offline_due, {member: moment + settings.offline_poll for member in due})
-    return [member for member in due if ring(client, keys, settings, member)]
 
 
 def ensure_connector(settings: Settings, member_id: str) -> str:

@@ -48,7 +48,7 @@ from shared.keys import Keys
 from shared.logs import log, scrub
 from shared.redisconn import sync_redis
 from shared.settings import Settings
-from workers import context, keepalive, offline, registry
+from workers import context, doorbell, keepalive, registry
 from workers.dispatch import RUN_EVENT
 from workers.fairness import SKIP_MARGIN, should_wait_behind
 from workers.metrics import OUTCOMES, WorkerMetrics, parse_rq_time
@@ -220,7 +220,7 @@ class Worker:
                 try:
                     next_due = self._maintain(client)
                     wait = next_wait(time.time(), next_due, self.tick)
-                    offline.poll(self.settings, client)  # Redis only: rings the portals due
+                    doorbell.poll(self.settings, client)  # Redis only: rings the portals due
                     if time.monotonic() >= keepalive_at:
                         keepalive_at = time.monotonic() + min(60, self.settings.keepalive_interval)
                         self._keepalive()
