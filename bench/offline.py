@@ -14,7 +14,8 @@ deals (1,000) by a person. The first, made within 2 s, gives REST requests and d
 per 1,000 changes; the second is spread over 2 x BENCH_OUTAGE seconds with the ingress killed
 for its last BENCH_OUTAGE seconds (30) and started again, which gives the changes each lane
 lost. Exits 1 when a lane handled nothing, a storm without an outage was
-not handled on every deal's latest state, the offline lane lost anything, or a 503 came back.
+not handled on every deal's latest state, the ingress answered anything but 200 to a storm
+without an outage, the offline lane lost anything, or a 503 came back.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def main() -> int:
     problems = []
     if min(len(lane.sources) for lane in (online, offline, online_out, offline_out)) == 0:
         problems.append("a lane handled nothing")
+    if set(online.answers) != {"200"} or set(offline.answers) - {"200"}:
+        problems.append(f"the ingress answered {online.answers} (online), {offline.answers} (offline)")
     if online.lost or offline.lost:
         problems.append("a storm without an outage was not handled on its latest state")
     if lost_offline:

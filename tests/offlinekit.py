@@ -73,6 +73,7 @@ class Lane:
     rows_left: int = 0  # rows left in the portal's offline queue (write-backs would show here)
     doorbells: int = 0  # ONOFFLINEEVENT delivered
     during_outage: int = 0  # changes made while the ingress was down
+    answers: dict[str, int] = field(default_factory=dict)  # what the ingress answered, by status
     sources: list[str] = field(default_factory=list)
 
     def per_thousand(self, value: float) -> float:
@@ -169,8 +170,10 @@ def storm_with_outage(
             ingress.kill()
             down = True
         part = changes[step * len(changes) // steps : (step + 1) * len(changes) // steps]
-        simulator.apply_changes(member_id, part, user_id=PERSON, concurrency=16)
+        applied = simulator.apply_changes(member_id, part, user_id=PERSON, concurrency=16)
         lane.during_outage += len(part) if down else 0
+        for status, count in applied["statuses"].items():
+            lane.answers[str(status)] = lane.answers.get(str(status), 0) + int(count)
     time.sleep(max(0.0, started + span - time.monotonic()))
     if down:
         ingress.start()
