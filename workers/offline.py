@@ -198,16 +198,18 @@ class Drain:
         ROWS.labels("queued").inc(len(batch.rows) - len(bad))
         return [m for m in bad if m]
 
-    def _finish(self, batch_id: str, batch: Batch, bad: Sequence[str]) -> None:
-        """Mark the bad rows, clear the batch at Bitrix24 (jobs are durably queued), forget it."""
+    def _finish(self, batch_id: str, batch: Batch, bad: Sequence[str], by_id: bool = False) -> None:
+        """Mark the bad rows, clear the batch at Bitrix24 (jobs are durably queued), forget it.
+        `by_id` clears only the rows we hold (a recovered reservation may hold rows its
+        re-read did not return: they stay reserved, to be adopted and read again later)."""
         if batch.reserved:
             if bad:
                 self._call("event.offline.error", {"process_id": batch_id, "message_id": list(bad)})
                 ROWS.labels("errored").inc(len(bad))
             good = [str(r.get("ID")) for r in batch.rows if str(r.get("MESSAGE_ID", "")) not in bad]
-            if good or not bad:
+            if good or not (bad or by_id):
                 params: dict[str, Any] = {"process_id": batch_id}
-                if bad:
+                if bad or by_id:
                     params["id"] = good
                 self._call("event.offline.clear", params)
                 ROWS.labels("cleared").inc(len(good))
@@ -226,13 +228,13 @@ class Drain:
                 queued += len(batch.rows) - len(bad)
             else:
                 bad = [str(r.get("MESSAGE_ID", "")) for r in batch.rows if row_event("", "", r, 0) is None]
-            self._finish(batch_id, batch, bad)
+            self._finish(batch_id, batch, bad, by_id=True)
         return queued
 
     def _reread(self, process_id: str) -> list[dict[str, Any]]:
         """The rows of a stored reservation, read again (`clear=0`: without it, the read deletes)."""
         try:
-            answer = self._call("event.offline.get", {"process_id": process_id, "clear": 0})
+            answer = self._call("event.offline.get", {"process_id": process_id, "clear": 0, "limit": LIMIT})
         except AccessDenied as exc:
             if exc.code != "WRONG_LICENSE":
                 raise
