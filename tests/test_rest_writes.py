@@ -1,0 +1,149 @@
+"""Writes whose answer was lost: what the REST client resends and what it hands to the handler.
+
+The simulator's lost-answer faults run the method, commit it and then drop the connection,
+so every case here is a write that did happen and whose caller cannot know."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+
+from b24pipe.sim.client import SimClient
+from shared.settings import load_settings
+from tests.clientkit import install
+from workers.client import client_for, idempotency_key_for, v3_base
+from workers.errors import ApiError, BadRequest, IdempotencyKeyReused, WriteUncertain
+from workers.methodkind import Kind, calls_kind, method_kind, resend_safe
+from workers.restmetrics import UNCERTAIN_WRITES
+
+
+def test_methods_are_classified_by_what_they_do() -> None:
+    for read in ("crm.deal.get", "crm.deal.list", "profile", "app.info", "user.admin", "crm.deal.fields"):
+        assert method_kind(read) is Kind.READ, read
+    for same in ("crm.deal.update", "crm.deal.delete", "tasks.task.update", "entity.item.property.set"):
+        assert method_kind(same) is Kind.IDEMPOTENT, same
+    for write in ("crm.deal.add", "im.notify", "tasks.task.start", "event.bind", "something.new"):
+        assert method_kind(write) is Kind.WRITE, write
+    assert calls_kind(["crm.deal.get", "crm.deal.add"]) is Kind.WRITE
+    assert calls_kind(["crm.deal.get", "crm.deal.update"]) is Kind.IDEMPOTENT
+    assert resend_safe(Kind.READ, False) and resend_safe(Kind.IDEMPOTENT, False)
+    assert not resend_safe(Kind.WRITE, False) and resend_safe(Kind.WRITE, True)
+
+
+def test_idempotency_keys_are_deterministic_per_handler_run() -> None:
+    key = idempotency_key_for(("event-1", "app.handlers:create"), 1)
+    assert key == idempotency_key_for(("event-1", "app.handlers:create"), 1)
+    assert key != idempotency_key_for(("event-1", "app.handlers:create"), 2)
+    assert key != idempotency_key_for(("event-1", "app.handlers:other"), 1)
+    assert key != idempotency_key_for(("event-2", "app.handlers:create"), 1)
+    assert 1 <= len(key) <= 255 and key.isascii() and key.isprintable() and " " not in key
+    assert v3_base("https://a.bitrix24.test/rest/") == "https://a.bitrix24.test/rest/api/"
+    assert v3_base("https://a.bitrix24.test/rest/1/s3cret/") == "https://a.bitrix24.test/rest/api/1/s3cret/"
+
+
+def _titles(simulator: SimClient, endpoint: str, token: str) -> Counter[str]:
+    titles: Counter[str] = Counter()
+    start = 0
+    while True:
+        page = simulator.rest(endpoint, "crm.deal.list", {"start": start}, token=token).body
+        titles.update(str(item["TITLE"]) for item in page["result"])
+        if page.get("next") is None:
+            return titles
+        start = int(page["next"])
+
+
+def _v3(url: str, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Idempotency-Key": key},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_simulator_keeps_v3_answers_by_idempotency_key(simulator: SimClient) -> None:
+    portal = simulator.create_portal()
+    pair = simulator.install(portal.member_id)
+    url = f"{portal.client_endpoint}api/crm.deal.add"
+    body = {"fields": {"TITLE": "once"}, "auth": pair.access_token}
+    status, first = _v3(url, body, "key-1")
+    assert status == 200 and first["result"]["item"]["id"]
+    again = _v3(url, body, "key-1")
+    assert again[0] == 200 and again[1]["result"] == first["result"]
+    status, refused = _v3(url, {**body, "fields": {"TITLE": "other"}}, "key-1")
+    assert status == 422 and refused["error"]["code"]  # v3 error shape: {error: {code, message}}
+    assert _v3(url, body, "bad key")[0] == 400
+    assert _titles(simulator, portal.client_endpoint, pair.access_token) == Counter({"once": 1})
+    assert simulator.stats(portal.member_id)["idempotent_replays"] == 1
+
+
+def test_a_lost_create_is_not_resent_but_surfaced(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    pair, member = install(simulator, r, env)
+    b24 = client_for(load_settings(), None, member)
+    simulator.faults(member, rest_commit_drop=1, fault_methods=["crm.deal.add"])
+    counted = UNCERTAIN_WRITES.labels(method="crm.deal.add")._value.get()
+    with pytest.raises(WriteUncertain) as caught:
+        b24.call("crm.deal.add", {"fields": {"TITLE": "v2"}})
+    assert isinstance(caught.value, ApiError) and caught.value.method == "crm.deal.add"
+    assert UNCERTAIN_WRITES.labels(method="crm.deal.add")._value.get() == counted + 1
+    # it did happen, exactly once: the client did not send it again
+    assert _titles(simulator, pair.client_endpoint, pair.access_token) == Counter({"v2": 1})
+    assert simulator.stats(member)["answers_lost"] == 1
+
+
+def test_reads_and_idempotent_writes_are_resent(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    pair, member = install(simulator, r, env)
+    b24 = client_for(load_settings(), None, member)
+    deal = b24.call("crm.deal.add", {"fields": {"TITLE": "before"}})
+    simulator.faults(member, rest_commit_drop=2, fault_methods=["crm.deal.update", "crm.deal.get"])
+    assert b24.call("crm.deal.update", {"id": deal, "fields": {"TITLE": "after"}}) is True
+    assert b24.call("crm.deal.get", {"id": deal})["TITLE"] == "after"
+    assert simulator.stats(member)["answers_lost"] == 2
+
+
+def test_a_lost_v3_create_is_resent_under_its_key_and_done_once(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    pair, member = install(simulator, r, env)
+    settings = load_settings()
+    simulator.faults(member, rest_commit_drop=1, fault_methods=["crm.deal.add"])
+    first_run = client_for(settings, None, member, ("event-7", "handlers:create"))
+    result = first_run.v3("crm.deal.add", {"fields": {"TITLE": "v3"}})
+    assert result["item"]["id"]
+    # The handler is retried: a new client for the same (event, handler) sends the same key.
+    second_run = client_for(settings, None, member, ("event-7", "handlers:create"))
+    assert second_run.v3("crm.deal.add", {"fields": {"TITLE": "v3"}}) == result
+    stats = simulator.stats(member)
+    assert stats["answers_lost"] == 1 and stats["idempotent_replays"] == 2
+    assert _titles(simulator, pair.client_endpoint, pair.access_token) == Counter({"v3": 1})
+    # The same key with another body is a clear, permanent error.
+    third_run = client_for(settings, None, member, ("event-7", "handlers:create"))
+    with pytest.raises(IdempotencyKeyReused) as caught:
+        third_run.v3("crm.deal.add", {"fields": {"TITLE": "changed"}})
+    assert isinstance(caught.value, BadRequest) and not caught.value.retryable
+
+
+def test_v3_errors_map_to_the_same_typed_errors(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    _, member = install(simulator, r, env)
+    b24 = client_for(load_settings(), None, member)
+    assert b24.v3("profile")["ID"]
+    with pytest.raises(BadRequest) as caught:
+        b24.v3("crm.deal.add", {"fields": "not an object"})
+    assert caught.value.code == "ERROR_ARGUMENT"
