@@ -107,7 +107,7 @@ def test_a_lost_create_is_not_resent_but_surfaced(
 def test_reads_and_idempotent_writes_are_resent(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
-    pair, member = install(simulator, r, env)
+    _, member = install(simulator, r, env)
     b24 = client_for(load_settings(), None, member)
     deal = b24.call("crm.deal.add", {"fields": {"TITLE": "before"}})
     simulator.faults(member, rest_commit_drop=2, fault_methods=["crm.deal.update", "crm.deal.get"])
