@@ -15,12 +15,15 @@ import pytest
 import redis
 
 from b24pipe.sim.client import SimClient
+from bench.limiter import seed
+from shared.redisserver import free_port
 from shared.settings import load_settings
-from tests.clientkit import install
+from tests.clientkit import cipher_of, install
 from workers.client import client_for, idempotency_key_for, v3_base
 from workers.errors import ApiError, BadRequest, IdempotencyKeyReused, WriteUncertain
 from workers.methodkind import Kind, calls_kind, method_kind, resend_safe
 from workers.restmetrics import UNCERTAIN_WRITES
+from workers.transport import NOT_SENT
 
 
 def test_methods_are_classified_by_what_they_do() -> None:
@@ -147,3 +150,28 @@ def test_v3_errors_map_to_the_same_typed_errors(
     with pytest.raises(BadRequest) as caught:
         b24.v3("crm.deal.add", {"fields": "not an object"})
     assert caught.value.code == "ERROR_ARGUMENT"
+
+
+def test_a_write_that_never_left_is_sent_again(
+    r: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed connect sent nothing: even a create is tried again (here until the attempts
+    run out), and the error is not `WriteUncertain`."""
+    member = "closed-port"
+    closed = f"http://127.0.0.1:{free_port()}/rest/"
+    seed(r, env["B24PIPE_NAMESPACE"], cipher_of(env), _pair(member, closed), "standard")
+    monkeypatch.setattr("workers.client.backoff", lambda attempt: 0.0)
+    b24 = client_for(load_settings(), None, member)
+    with pytest.raises(ApiError) as caught:
+        b24.call("crm.deal.add", {"fields": {"TITLE": "never sent"}})
+    assert not isinstance(caught.value, WriteUncertain) and caught.value.code == NOT_SENT
+
+
+def _pair(member: str, endpoint: str) -> dict[str, Any]:
+    return {
+        "member_id": member,
+        "domain": "127.0.0.1",
+        "client_endpoint": endpoint,
+        "access_token": "a" * 20,
+        "refresh_token": "r" * 20,
+    }

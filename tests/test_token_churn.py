@@ -10,13 +10,18 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 import redis
 
 from b24pipe.sim.client import SimClient
 from shared.keys import Keys
-from shared.portals import Status
+from shared.portals import Portal, Status
+from shared.settings import load_settings
 from tests.clientkit import client_env, done_key, install, start_logged_worker, stored
 from tests.workerkit import enqueue_many, event_dict, stop, wait_for
+from workers.client import client_for
+from workers.restmetrics import REFRESH_LIFETIME_USED
+from workers.tokens import lifetime_used, needs_refresh, refresh_margin, token_lifetime
 
 EVENTS = 60
 PROCESSES = 4
@@ -61,3 +66,33 @@ def test_short_tokens_and_four_workers_park_nothing(
     # About once per lifetime: the margin is a fifth of it, so at most 1.25 per lifetime, plus
     # the first refresh (the seeded record does not know the 2 s lifetime) and the last one.
     assert 1 <= stats["refreshes"] <= explained * 1.25 + 2
+
+
+def test_the_refresh_margin_follows_the_token_lifetime() -> None:
+    assert refresh_margin(3600) == 60 and refresh_margin(2) == pytest.approx(0.4)
+    hour = Portal("m", "d", refresh_token="x", expires=10_000 + 3600, updated_at=10_000)
+    assert token_lifetime(hour) == 3600
+    assert not needs_refresh(hour, 10_000 + 3600 - 61) and needs_refresh(hour, 10_000 + 3600 - 59)
+    short = Portal("m", "d", refresh_token="x", expires=10_002, updated_at=10_000)
+    assert not needs_refresh(short, 10_001.5) and needs_refresh(short, 10_001.7)
+    assert lifetime_used(short, 10_001.6) == pytest.approx(0.8)
+
+
+def _observed(upper: str) -> float:
+    for metric in REFRESH_LIFETIME_USED.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_bucket") and sample.labels.get("le") == upper:
+                return sample.value
+    return 0.0
+
+
+def test_a_refresh_the_lifetime_does_not_explain_is_measured(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    _, member = install(simulator, r, env)
+    b24 = client_for(load_settings(), None, member)
+    early = _observed("0.1")
+    assert simulator.expire_tokens(member) >= 1  # an hour-long token dies at once
+    assert b24.call("profile")["ID"]
+    assert simulator.stats(member)["refreshes"] == 1
+    assert _observed("0.1") == early + 1  # replaced at a tiny share of its lifetime
