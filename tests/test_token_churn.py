@@ -14,10 +14,11 @@ import pytest
 import redis
 
 from b24pipe.sim.client import SimClient
+from bench.limiter import seed
 from shared.keys import Keys
 from shared.portals import Portal, Status
 from shared.settings import load_settings
-from tests.clientkit import client_env, done_key, install, start_logged_worker, stored
+from tests.clientkit import cipher_of, client_env, done_key, install, start_logged_worker, stored
 from tests.workerkit import enqueue_many, event_dict, stop, wait_for
 from workers.client import client_for
 from workers.restmetrics import REFRESH_LIFETIME_USED
@@ -96,3 +97,16 @@ def test_a_refresh_the_lifetime_does_not_explain_is_measured(
     assert b24.call("profile")["ID"]
     assert simulator.stats(member)["refreshes"] == 1
     assert _observed("0.1") == early + 1  # replaced at a tiny share of its lifetime
+
+
+def test_an_invalid_token_a_refresh_cures_parks_nothing(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    portal = simulator.create_portal()
+    pair = simulator.install(portal.member_id)
+    unknown = {**pair.__dict__, "access_token": "not-a-token-bitrix24-knows"}
+    seed(r, env["B24PIPE_NAMESPACE"], cipher_of(env), {**unknown, "domain": portal.domain}, "standard")
+    b24 = client_for(load_settings(), None, portal.member_id)
+    assert b24.call("profile")["ID"]  # invalid_token, one refresh, the call goes through
+    assert simulator.stats(portal.member_id)["refreshes"] == 1
+    assert stored(r, env, portal.member_id).status is Status.ACTIVE
