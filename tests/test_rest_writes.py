@@ -18,7 +18,7 @@ from b24pipe.sim.client import SimClient
 from bench.limiter import seed
 from shared.redisserver import free_port
 from shared.settings import load_settings
-from tests.clientkit import cipher_of, install
+from tests.clientkit import cipher_of, install, stored
 from workers.client import client_for, idempotency_key_for, v3_base
 from workers.errors import ApiError, BadRequest, IdempotencyKeyReused, WriteUncertain
 from workers.methodkind import Kind, calls_kind, method_kind, resend_safe
@@ -175,3 +175,13 @@ def _pair(member: str, endpoint: str) -> dict[str, Any]:
         "access_token": "a" * 20,
         "refresh_token": "r" * 20,
     }
+
+
+def test_a_v3_call_follows_a_confirmed_move(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    _, member = install(simulator, r, env)
+    b24 = client_for(load_settings(), None, member)
+    moved = simulator.change_domain(member, f"moved-{member[:12]}.bitrix24.test")
+    assert b24.v3("profile")["ID"]
+    assert stored(r, env, member).client_endpoint == moved.client_endpoint  # not ".../rest/api/"

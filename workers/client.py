@@ -374,7 +374,9 @@ class AsyncB24:
             if moved:
                 raise ApiError("TOO_MANY_REDIRECTS", method=call.method)
             moved = True
-            await self._ctx.relocator.follow(exchange.portal, exchange.answer.location, call.method)
+            # the redirect names `<endpoint>api/<method>` for REST 3.0: the endpoint is before "api/"
+            target = f"api/{call.method}" if call.v3 else call.method
+            await self._ctx.relocator.follow(exchange.portal, exchange.answer.location, target)
 
     async def _authorized(self, call: _Call) -> _Exchange:
         """Send with the portal's current pair. A 401 for a pair another process has replaced
