@@ -20,4 +20,4 @@ def test_lost_answers_duplicate_nothing_and_are_surfaced(tmp_path: Path) -> None
     assert v2.created == CREATES  # a lost answer's write did happen (once)
     assert v3.lost + v2.lost > 0, "no answer was lost: the run proved nothing"
     assert naive.duplicates == naive.lost  # the baseline resends every lost answer
-    assert verdict(v3, v2) == []
+    assert verdict(v3, v2, naive) == []

@@ -1,18 +1,24 @@
 """The Bitrix24 REST client handlers get as `b24`: `AsyncB24` (the logic) and `B24` (sync).
 
 Every request goes through, in order: the method's operating-time window (pause or defer),
-the portal's OAuth tokens (refreshed single-flight when near expiry), the shared limiter
-(wait in place or defer), one HTTP exchange, and the reaction to its answer:
+the portal's OAuth tokens (refreshed single-flight when near expiry, in proportion to the
+token's lifetime), the shared limiter (wait in place or defer), one HTTP exchange, and the
+reaction to its answer, one layer per reason to go round again (see `_request`):
 
 - success: feed the operating window; return `result`;
 - 503 QUERY_LIMIT_EXCEEDED: the limiter treats the bucket as full, the request waits its turn
   again; 429 OPERATION_TIME_LIMIT: the method is held until its reset time;
-- 401: re-read the stored pair and retry if another process changed it; on `expired_token`
-  (or `invalid_token`) refresh once and retry once;
+- 401: re-read the stored pair and send again with it if another process replaced it; else
+  on `expired_token` or `invalid_token` refresh once and send again;
 - 3xx: a portal that moved; followed only once the authorization server confirms the new
   address (workers/relocate.py);
-- 5xx, connection errors, HTML error pages: bounded exponential backoff with jitter;
+- 5xx, connection errors, HTML error pages: bounded exponential backoff with jitter, when
+  sending again is safe for what the call does (workers/methodkind.py); a write that is not
+  raises `WriteUncertain` at once;
 - anything else: the typed error of workers/errors.py at once.
+
+`v3(...)` calls REST 3.0 (`/rest/api/<method>`, JSON) through the same layers, with an
+`Idempotency-Key` on every write, so lost answers of its writes are resent safely.
 
 The sync client is a thin wrapper: it runs the same coroutines on this process's loop thread.
 """
