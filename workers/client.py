@@ -324,9 +324,11 @@ class AsyncB24:
         call = _Call(method, params, methods, batch, v3, idempotency_key)
         try:
             exchange = await self._resending(call)
-        except B24Error as exc:
-            if not isinstance(exc, WriteUncertain):  # it may have run: its echo may come
-                await ctx.echoes.release(self.member_id, call.writer, call.echoes or [])
+        except B24Error:
+            # Even when the write may have run (WriteUncertain): a mark kept for an echo that
+            # never comes would swallow a person's next change of the entity; an echo that
+            # does come unmarked only runs a handler once more (the loop breaker bounds it).
+            await ctx.echoes.release(self.member_id, call.writer, call.echoes or [])
             raise
         payload = exchange.answer.payload if exchange.answer else None
         assert payload is not None
