@@ -16,6 +16,8 @@ import redis
 
 from b24pipe.sim.client import SimClient
 from bench.limiter import seed
+from shared.keys import Keys
+from shared.portals import Portal
 from shared.redisserver import free_port
 from shared.settings import load_settings
 from tests.clientkit import cipher_of, install, stored
@@ -185,3 +187,17 @@ def test_a_v3_call_follows_a_confirmed_move(
     moved = simulator.change_domain(member, f"moved-{member[:12]}.bitrix24.test")
     assert b24.v3("profile")["ID"]
     assert stored(r, env, member).client_endpoint == moved.client_endpoint  # not ".../rest/api/"
+
+
+def test_v3_goes_through_an_inbound_webhook(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    portal = simulator.create_portal()
+    simulator.install(portal.member_id)
+    url = simulator.add_webhook(portal.member_id, user_id=1)
+    record = Portal(portal.member_id, portal.domain, client_endpoint=portal.client_endpoint)
+    record.webhook_url = cipher_of(env).encrypt(url, record.context("webhook_url"))
+    r.hset(Keys(env["B24PIPE_NAMESPACE"]).portal(portal.member_id), mapping=record.to_hash())
+    b24 = client_for(load_settings(), None, portal.member_id)
+    assert str(b24.v3("profile")["ID"]) == "1"
+    assert b24.v3("crm.deal.add", {"fields": {"TITLE": "by webhook"}})["item"]["id"]
