@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from b24pipe.sim.client import SimClient
+from b24pipe.sim.client import SimClient, SimError
 from bench.limiter import seed
 from shared.keys import Keys
 from shared.portals import Portal
@@ -201,3 +201,30 @@ def test_v3_goes_through_an_inbound_webhook(
     b24 = client_for(load_settings(), None, portal.member_id)
     assert str(b24.v3("profile")["ID"]) == "1"
     assert b24.v3("crm.deal.add", {"fields": {"TITLE": "by webhook"}})["item"]["id"]
+
+
+def test_an_answer_held_past_the_timeout_is_a_lost_answer(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    _, member = install(simulator, r, env)  # the client's timeout is 2 s (env fixture)
+    b24 = client_for(load_settings(), None, member)
+    simulator.faults(member, rest_commit_drop=1, rest_commit_hang=3.0, fault_methods=["crm.deal.add"])
+    with pytest.raises(WriteUncertain):
+        b24.call("crm.deal.add", {"fields": {"TITLE": "slow"}})
+    assert simulator.stats(member)["answers_lost"] == 1
+
+
+def test_lost_answer_faults_are_checked_and_keys_expire_after_a_day(simulator: SimClient) -> None:
+    portal = simulator.create_portal()
+    pair = simulator.install(portal.member_id)
+    with pytest.raises(SimError) as bad:
+        simulator.faults(portal.member_id, rest_commit_drop_rate=1.5)
+    assert bad.value.status == 400
+    url = f"{portal.client_endpoint}api/crm.deal.add"
+    body = {"fields": {"TITLE": "daily"}, "auth": pair.access_token}
+    assert _v3(url, body, "day-key")[0] == 200
+    simulator.advance_clock(portal.member_id, 24 * 3600 + 1)
+    fresh = simulator.user_tokens(portal.member_id, 1)["access_token"]  # the old one expired
+    assert _v3(url, {**body, "auth": fresh}, "day-key")[0] == 200
+    assert _titles(simulator, portal.client_endpoint, fresh) == Counter({"daily": 2})
+    assert simulator.stats(portal.member_id)["idempotent_replays"] == 0
