@@ -29,11 +29,18 @@ from workers.transport import NOT_SENT
 
 
 def test_methods_are_classified_by_what_they_do() -> None:
-    for read in ("crm.deal.get", "crm.deal.list", "profile", "app.info", "user.admin", "crm.deal.fields"):
+    reads = ("crm.deal.get", "crm.deal.list", "profile", "app.info", "user.admin", "crm.deal.fields")
+    for read in (*reads, "humanresources.node.search"):
         assert method_kind(read) is Kind.READ, read
-    for same in ("crm.deal.update", "crm.deal.delete", "tasks.task.update", "entity.item.property.set"):
+    for same in (
+        "crm.deal.update",
+        "crm.deal.delete",
+        "entity.item.property.set",
+        "event.unbind",
+        "x.remove",
+    ):
         assert method_kind(same) is Kind.IDEMPOTENT, same
-    for write in ("crm.deal.add", "im.notify", "tasks.task.start", "event.bind", "something.new"):
+    for write in ("crm.deal.add", "mail.message.send", "tasks.task.start", "event.bind", "something.new"):
         assert method_kind(write) is Kind.WRITE, write
     assert calls_kind(["crm.deal.get", "crm.deal.add"]) is Kind.WRITE
     assert calls_kind(["crm.deal.get", "crm.deal.update"]) is Kind.IDEMPOTENT
