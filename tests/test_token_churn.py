@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+from prometheus_client import Histogram
 
 from b24pipe.sim.client import SimClient
 from bench.limiter import seed
@@ -21,7 +22,7 @@ from shared.settings import load_settings
 from tests.clientkit import cipher_of, client_env, done_key, install, start_logged_worker, stored
 from tests.workerkit import enqueue_many, event_dict, stop, wait_for
 from workers.client import client_for
-from workers.restmetrics import REFRESH_LIFETIME_USED
+from workers.restmetrics import REFRESH_INTERVAL, REFRESH_LIFETIME_USED
 from workers.tokens import lifetime_used, needs_refresh, refresh_margin, token_lifetime
 
 EVENTS = 60
@@ -79,8 +80,8 @@ def test_the_refresh_margin_follows_the_token_lifetime() -> None:
     assert lifetime_used(short, 10_001.6) == pytest.approx(0.8)
 
 
-def _observed(upper: str) -> float:
-    for metric in REFRESH_LIFETIME_USED.collect():
+def _observed(histogram: Histogram, upper: str) -> float:
+    for metric in histogram.collect():
         for sample in metric.samples:
             if sample.name.endswith("_bucket") and sample.labels.get("le") == upper:
                 return sample.value
@@ -92,11 +93,21 @@ def test_a_refresh_the_lifetime_does_not_explain_is_measured(
 ) -> None:
     _, member = install(simulator, r, env)
     b24 = client_for(load_settings(), None, member)
-    early = _observed("0.1")
+    early, young = _observed(REFRESH_LIFETIME_USED, "0.1"), _observed(REFRESH_INTERVAL, "60.0")
     assert simulator.expire_tokens(member) >= 1  # an hour-long token dies at once
     assert b24.call("profile")["ID"]
     assert simulator.stats(member)["refreshes"] == 1
-    assert _observed("0.1") == early + 1  # replaced at a tiny share of its lifetime
+    assert _observed(REFRESH_LIFETIME_USED, "0.1") == early + 1  # at a tiny share of its lifetime
+    assert _observed(REFRESH_INTERVAL, "60.0") == young + 1  # within its first minute
+
+
+def test_a_token_can_live_one_second(simulator: SimClient) -> None:
+    portal = simulator.create_portal(token_ttl=1)
+    pair = simulator.install(portal.member_id)
+    assert simulator.rest(portal, "profile", token=pair.access_token).status == 200
+    simulator.advance_clock(portal.member_id, 1.1)
+    answer = simulator.rest(portal, "profile", token=pair.access_token)
+    assert answer.status == 401 and answer.body["error"] == "expired_token"
 
 
 def test_an_invalid_token_a_refresh_cures_parks_nothing(

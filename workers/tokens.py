@@ -232,6 +232,7 @@ class TokenStore:
             return await self.load(portal.member_id)
         restmetrics.REFRESHES.labels(outcome="ok").inc()
         restmetrics.REFRESH_LIFETIME_USED.observe(lifetime_used(portal, now))
+        restmetrics.REFRESH_INTERVAL.observe(max(0, now - portal.updated_at))
         log(_log, logging.INFO, "token refreshed", member_id=portal.member_id, token_gen=gen)
         return await self.load(portal.member_id)
 
