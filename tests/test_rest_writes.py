@@ -25,6 +25,7 @@ from workers.client import client_for, idempotency_key_for, v3_base
 from workers.errors import ApiError, BadRequest, IdempotencyKeyReused, WriteUncertain
 from workers.methodkind import Kind, calls_kind, method_kind, resend_safe
 from workers.restmetrics import UNCERTAIN_WRITES
+from workers.retry import Action, Policy, classify
 from workers.transport import NOT_SENT
 
 
@@ -235,3 +236,11 @@ def test_lost_answer_faults_are_checked_and_keys_expire_after_a_day(simulator: S
     assert _v3(url, {**body, "auth": fresh}, "day-key")[0] == 200
     assert _titles(simulator, portal.client_endpoint, fresh) == Counter({"daily": 2})
     assert simulator.stats(portal.member_id)["idempotent_replays"] == 0
+
+
+def test_the_job_follows_the_handlers_retry_policy() -> None:
+    policy = Policy(max_attempts=5, base=2.0, cap=60.0)
+    uncertain = WriteUncertain("CONNECTION_ERROR", "lost", method="crm.deal.add")
+    assert classify(uncertain, 1, policy, 0.5).action is Action.RETRY  # like any ApiError
+    reused = IdempotencyKeyReused("IDEMPOTENCY_KEY_REUSED", method="crm.deal.add", status=422)
+    assert classify(reused, 1, policy, 0.5).action is Action.FAIL
