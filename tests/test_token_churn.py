@@ -5,6 +5,7 @@ rotation end in a retry with the current pair)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
 from pathlib import Path
@@ -21,9 +22,10 @@ from shared.portals import Portal, Status
 from shared.settings import load_settings
 from tests.clientkit import cipher_of, client_env, done_key, install, start_logged_worker, stored
 from tests.workerkit import enqueue_many, event_dict, stop, wait_for
-from workers.client import client_for
+from workers.client import AUTH_ROUNDS, client_for
+from workers.errors import ApiError
 from workers.restmetrics import REFRESH_INTERVAL, REFRESH_LIFETIME_USED
-from workers.tokens import lifetime_used, needs_refresh, refresh_margin, token_lifetime
+from workers.tokens import TokenStore, lifetime_used, needs_refresh, refresh_margin, token_lifetime
 
 EVENTS = 60
 PROCESSES = 4
@@ -121,3 +123,28 @@ def test_an_invalid_token_a_refresh_cures_parks_nothing(
     assert b24.call("profile")["ID"]  # invalid_token, one refresh, the call goes through
     assert simulator.stats(portal.member_id)["refreshes"] == 1
     assert stored(r, env, portal.member_id).status is Status.ACTIVE
+
+
+def test_tokens_rotating_under_every_call_end_in_a_retried_error_not_a_park(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    portal = simulator.create_portal()
+    pair = simulator.install(portal.member_id)
+    unknown = {**pair.__dict__, "access_token": "not-a-token-bitrix24-knows"}
+    seed(r, env["B24PIPE_NAMESPACE"], cipher_of(env), {**unknown, "domain": portal.domain}, "standard")
+    load = TokenStore.load
+    gen = 0
+
+    async def rotating(self: TokenStore, member_id: str) -> Portal:
+        """Every read finds a pair newer than the one the 401 was for."""
+        nonlocal gen
+        gen += 1
+        return dataclasses.replace(await load(self, member_id), token_gen=gen)
+
+    monkeypatch.setattr(TokenStore, "load", rotating)
+    b24 = client_for(load_settings(), None, portal.member_id)
+    with pytest.raises(ApiError) as caught:
+        b24.call("profile")
+    assert caught.value.code == "AUTH_CHURN" and caught.value.retryable  # the worker retries it
+    assert simulator.stats(portal.member_id)["requests"]["profile"] == AUTH_ROUNDS
+    assert simulator.stats(portal.member_id)["refreshes"] == 0
