@@ -201,7 +201,7 @@ async def serve(request: web.Request, *, v3: bool) -> web.StreamResponse:
         portal.stats.errors[exc.code or "(empty)"] += 1
     if owner is not None and replay is None and status not in (401, 422, 429, 503) and status < 500:
         request.app[IDEMPOTENCY].keep(
-            owner, Stored(digest_of(call.params), status, body, portal.clock.time())
+            owner, Stored(digest_of(call.params), status, dict(body), portal.clock.time())
         )
     portal.stats.statuses[str(status)] += 1
     body["time"] = time_block(portal, method, start, portal.operating.cost(method))
