@@ -21,6 +21,7 @@ from shared.portals import Portal
 from shared.redisserver import free_port
 from shared.settings import load_settings
 from tests.clientkit import cipher_of, install, stored
+from tests.workerkit import wait_for
 from workers.client import client_for, idempotency_key_for, v3_base
 from workers.errors import ApiError, BadRequest, IdempotencyKeyReused, WriteUncertain
 from workers.methodkind import Kind, calls_kind, method_kind, resend_safe
@@ -244,3 +245,24 @@ def test_the_job_follows_the_handlers_retry_policy() -> None:
     assert classify(uncertain, 1, policy, 0.5).action is Action.RETRY  # like any ApiError
     reused = IdempotencyKeyReused("IDEMPOTENCY_KEY_REUSED", method="crm.deal.add", status=422)
     assert classify(reused, 1, policy, 0.5).action is Action.FAIL
+
+
+def test_a_keyed_write_that_timed_out_is_resent_only_once_the_first_could_finish(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    """The first request runs 3 s, past the client's 2 s timeout. Bitrix24 runs two requests
+    with one key at the same moment both; the client waits out its timeout before resending,
+    so the second finds the first's answer."""
+    pair, member = install(simulator, r, env)
+    simulator.faults(member, rest_slow=3.0)
+    b24 = client_for(load_settings(), None, member, ("event-slow", "handlers:create"))
+    assert b24.v3("crm.deal.add", {"fields": {"TITLE": "slow"}})["item"]["id"]
+    simulator.faults(member, rest_slow=0.0)
+
+    def settled() -> bool:  # every request the simulator took has run to its end
+        stats = simulator.stats(member)
+        return stats["requests"]["crm.deal.add"] == sum(stats["statuses"].values())
+
+    assert wait_for(settled, timeout=30)
+    assert _titles(simulator, pair.client_endpoint, pair.access_token) == Counter({"slow": 1})
+    assert simulator.stats(member)["idempotent_replays"] >= 1

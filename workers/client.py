@@ -52,7 +52,17 @@ from workers.params import changed_fields
 from workers.ratelimit import Limiter, Plan, PlanError, parse_plan
 from workers.relocate import Relocator
 from workers.tokens import TokenStore, portal_hosts
-from workers.transport import NOT_SENT, Answer, Runtime, Transport, backoff, error_code, error_for, host_of
+from workers.transport import (
+    NOT_SENT,
+    TIMED_OUT,
+    Answer,
+    Runtime,
+    Transport,
+    backoff,
+    error_code,
+    error_for,
+    host_of,
+)
 from workers.writemap import Echo
 
 MAX_ATTEMPTS = 5  # transient failures (5xx, connection, 503) before giving up to the worker's retry
@@ -370,7 +380,12 @@ class AsyncB24:
             attempts += 1
             if attempts >= MAX_ATTEMPTS:
                 raise error
-            await asyncio.sleep(backoff(attempts))
+            delay = backoff(attempts)
+            if error.code == TIMED_OUT and call.idempotency_key:
+                # The timed-out request may still be running, and Bitrix24 runs two requests
+                # with one key at the same moment both: give the first its time to finish.
+                delay = max(delay, self._ctx.settings.http_timeout)
+            await asyncio.sleep(delay)
 
     async def _relocating(self, call: _Call) -> _Exchange:
         """Follow a portal's move once, after the authorization server confirmed it."""

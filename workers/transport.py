@@ -50,6 +50,7 @@ T = TypeVar("T")
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 NOT_SENT = "CONNECT_ERROR"  # the code of a transport error raised before anything was sent
+TIMED_OUT = "TIMEOUT"  # sent, and no answer within B24PIPE_HTTP_TIMEOUT
 MAX_REDIRECTS = 3
 
 
@@ -116,7 +117,9 @@ class Transport:
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # no connection was made: the request never left, resending is always safe
                 raise ApiError(NOT_SENT, type(exc).__name__, method=method) from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except TimeoutError as exc:  # sent, no answer in time: the request may still be running
+                raise ApiError(TIMED_OUT, type(exc).__name__, method=method) from None
+            except aiohttp.ClientError as exc:
                 raise ApiError("CONNECTION_ERROR", type(exc).__name__, method=method) from None
         raise ApiError("TOO_MANY_REDIRECTS", method=method)
 

@@ -16,7 +16,9 @@ Lost answers: `rest_commit_drop` (the next N requests) and `rest_commit_drop_rat
 request with that probability) run the method, commit its changes and send its events, then
 close the connection without the answer; with `rest_commit_hang` seconds set, the answer is
 held that long first (a caller with a shorter timeout times out). The write happened; the
-caller cannot know.
+caller cannot know. `rest_slow` makes every request take that long to run, between the
+lookup of its `Idempotency-Key` and the storing of its answer: a second request with the key
+meanwhile runs too, as on Bitrix24.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class Faults:
     rest_commit_drop: int = 0  # next N requests: run and committed, then dropped without the answer
     rest_commit_drop_rate: float = 0.0  # share of requests run and committed, then dropped (0..1)
     rest_commit_hang: float = 0.0  # seconds a lost answer is held before the connection is dropped
+    rest_slow: float = (
+        0.0  # seconds each request runs: after its Idempotency-Key is looked up, before it is done
+    )
     fault_methods: list[str] = field(default_factory=list)
     oauth_down: bool = False  # the authorization server answers 503 with an HTML page
     oauth_delay: float = 0.0  # seconds before the authorization server handles a request

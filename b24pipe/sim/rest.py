@@ -190,6 +190,8 @@ async def serve(request: web.Request, *, v3: bool) -> web.StreamResponse:
             portal.stats.idempotent_replays += 1
             status, body = replay.status, dict(replay.body)
         else:
+            if portal.faults.rest_slow:
+                await asyncio.sleep(portal.faults.rest_slow)
             answer = run_batch(call, execute) if method == "batch" else execute(method, call)
             body = {"result": v3_result(method, answer.result) if v3 else answer.result}
             if answer.next is not None:
