@@ -261,7 +261,7 @@ def test_a_keyed_write_that_timed_out_is_resent_only_once_the_first_could_finish
 
     def settled() -> bool:  # every request the simulator took has run to its end
         stats = simulator.stats(member)
-        return stats["requests"]["crm.deal.add"] == sum(stats["statuses"].values())
+        return bool(stats["requests"]["crm.deal.add"] == sum(stats["statuses"].values()))
 
     assert wait_for(settled, timeout=30)
     assert _titles(simulator, pair.client_endpoint, pair.access_token) == Counter({"slow": 1})
