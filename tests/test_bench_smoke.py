@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
             {"BENCH_CHANGES": "100", "BENCH_DEALS": "10", "BENCH_OUTAGE": "1", "BENCH_POLL": "1"},
             "verdict: OK",
         ),
+        ("bench.writes", {"BENCH_WRITES": "50"}, "writes: OK"),
     ],
 )
 def test_benchmark_runs_and_checks_itself(module: str, knobs: dict[str, str], verdict: str) -> None:

@@ -12,13 +12,23 @@ PHP server aborts on a closed connection); `oauth_hold` holds the answer after t
 was issued and the used refresh token killed (a caller that dies meanwhile has lost the
 pair).
 
-`rest_stall` and `rest_hold` do the same for the REST methods named in `slow_methods`: a
+Lost answers: `rest_commit_drop` (the next N requests) and `rest_commit_drop_rate` (each
+request with that probability) run the method, commit its changes and send its events, then
+close the connection without the answer; with `rest_commit_hang` seconds set, the answer is
+held that long first (a caller with a shorter timeout times out). The write happened; the
+caller cannot know. `rest_slow` makes every request take that long to run, between the
+lookup of its `Idempotency-Key` and the storing of its answer: a second request with the key
+meanwhile runs too, as on Bitrix24.
+
+`rest_stall` and `rest_hold` are `oauth_delay` and `oauth_hold` for the REST methods named in
+`slow_methods`: a
 caller killed during a stall never reached the server; one killed during a hold lost an
 answer whose effect (an offline batch reserved, say) happened.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -31,6 +41,12 @@ class Faults:
     rest_html: int = 0  # next N requests: an HTML 502 page instead of JSON
     rest_drop: int = 0  # next N requests: connection closed without an answer
     rest_delay: float = 0.0  # seconds added before every REST answer
+    rest_commit_drop: int = 0  # next N requests: run and committed, then dropped without the answer
+    rest_commit_drop_rate: float = 0.0  # share of requests run and committed, then dropped (0..1)
+    rest_commit_hang: float = 0.0  # seconds a lost answer is held before the connection is dropped
+    rest_slow: float = (
+        0.0  # seconds each request runs: after its Idempotency-Key is looked up, before it is done
+    )
     fault_methods: list[str] = field(default_factory=list)
     rest_stall: float = 0.0  # seconds before a `slow_methods` call runs; not run if the caller left
     rest_hold: float = 0.0  # seconds a `slow_methods` call's answer is held after it ran
@@ -61,6 +77,8 @@ class Faults:
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ValueError(f"fault {name!r} must not be negative")
             current[name] = value
+        if current["rest_commit_drop_rate"] > 1:
+            raise ValueError("fault 'rest_commit_drop_rate' must be at most 1")
         for name, value in current.items():
             setattr(self, name, value)
 
@@ -80,6 +98,15 @@ class Faults:
 
     def slow(self, method: str) -> bool:
         return method in self.slow_methods
+
+    def take_commit_fault(self, method: str) -> bool:
+        """Whether this request, once run and committed, loses its answer."""
+        if self.fault_methods and method not in self.fault_methods:
+            return False
+        if self.rest_commit_drop:
+            self.rest_commit_drop -= 1
+            return True
+        return self.rest_commit_drop_rate > 0 and random.random() < self.rest_commit_drop_rate
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
