@@ -133,23 +133,18 @@ class Lifecycle:
         outcome = await self._adopt(delivery, remote, version=version, grace=True)
         return answer(*_RESPONSES[outcome])
 
-    async def on_install_page(self, request: web.Request) -> web.Response:
-        now = int(time.time())
+    async def on_install_page(self, form: dict[str, str], query: dict[str, str], remote: str) -> web.Response:
         try:
-            posted = await request.post()
-            form = {key: value for key, value in posted.items() if isinstance(value, str)}
-            delivery = page_delivery(form, dict(request.query), now)
-        except (ValidationError, ValueError):
-            security_event(
-                "install_refused", source="install_page", remote=request.remote or "", reason="malformed"
-            )
-            return install_page.refused(400, "The installation request is malformed.")
-        outcome = await self._adopt(delivery, request.remote or "", version=None, grace=False)
+            delivery = page_delivery(form, query, int(time.time()))
+        except ValidationError:
+            security_event("install_refused", source="install_page", remote=remote, reason="malformed")
+            return install_page.refused(400, install_page.MALFORMED)
+        outcome = await self._adopt(delivery, remote, version=None, grace=False)
         if outcome in (Outcome.STORED, Outcome.PENDING):
             return install_page.finished()
         if outcome is Outcome.REFUSED:
-            return install_page.refused(401, "The installation could not be verified.")
-        return install_page.refused(503, "The installation could not be stored; please try again.")
+            return install_page.refused(401, install_page.UNVERIFIED)
+        return install_page.refused(503, install_page.TRY_AGAIN)
 
     async def quarantine(self, delivery: Delivery, remote: str) -> web.Response:
         """Hold an event whose token is a pending install's until that install is verified."""
