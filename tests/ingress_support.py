@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -115,12 +116,17 @@ def wait_logged(process: subprocess.Popen[bytes], message: str, count: int = 1, 
 
 
 @contextlib.contextmanager
-def ingress_process(env: dict[str, str], port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+def ingress_process(
+    env: dict[str, str], port: int, *args: str, log_path: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`b24pipe ingress` on `port`; its log on a pipe (see `wait_logged`), or in `log_path`
+    for a test that makes it log more than a pipe holds."""
+    log_file = open(log_path, "wb") if log_path is not None else None  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "b24pipe", "ingress", "--host", "127.0.0.1", "--port", str(port), *args],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file if log_file is not None else subprocess.PIPE,
     )
     try:
         wait_http(port, process)
@@ -131,6 +137,8 @@ def ingress_process(env: dict[str, str], port: int, *args: str) -> Iterator[subp
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+        if log_file is not None:
+            log_file.close()
 
 
 def event_id(form_body: str) -> str:
