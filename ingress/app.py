@@ -180,10 +180,10 @@ class EventPath:
         if delivery is not None:
             if delivery.event == "ONAPPINSTALL":
                 metrics.request(delivery.event, "lifecycle")
-                return await self.app[LIFECYCLE_KEY].on_install(delivery, _remote(request))
+                return self._counted(await self.app[LIFECYCLE_KEY].on_install(delivery, _remote(request)))
             if delivery.event == "ONAPPUPDATE":
                 metrics.request(delivery.event, "lifecycle")
-                return await self.app[LIFECYCLE_KEY].on_update(delivery, _remote(request))
+                return self._counted(await self.app[LIFECYCLE_KEY].on_update(delivery, _remote(request)))
             plain = delivery.plain()
         assert plain is not None  # one of the two read it
 
@@ -215,7 +215,7 @@ class EventPath:
             held = delivery or Delivery.model_validate(payload)
             try:
                 async with asyncio.timeout_at(deadline):  # a stalled Redis: 503 in time here too
-                    return await self.app[LIFECYCLE_KEY].quarantine(held, _remote(request))
+                    return self._counted(await self.app[LIFECYCLE_KEY].quarantine(held, _remote(request)))
             except (RedisError, TimeoutError):
                 return self._unavailable(name)
 
@@ -232,6 +232,13 @@ class EventPath:
         if code == "invalid_request":
             security_event("invalid_request", detail=detail, remote=remote)
         return _error(code, detail)
+
+    def _counted(self, response: web.Response) -> web.Response:
+        """A lifecycle hook's answer; its 503s (a cap on unverified installs and their
+        quarantines reached, or Redis failing) are counted as `lifecycle_refused`."""
+        if response.status == 503:
+            self.metrics.reject("lifecycle_refused")
+        return response
 
     def _unavailable(self, name: str) -> web.Response:
         self.metrics.request(name, "unavailable")

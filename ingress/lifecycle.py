@@ -73,6 +73,24 @@ _RESPONSES = {
 }
 
 
+_HELD_REASONS = {
+    store.FULL: "quarantine full",
+    store.ORPHAN: "no pending install waits for the token",
+    store.OVER_BYTES: "quarantine byte cap reached",
+}
+
+
+def bounds(settings: Settings) -> store.Bounds:
+    """What unverified installs may hold, from the settings."""
+    return store.Bounds(
+        ttl=settings.quarantine_ttl,
+        max_events=max(1, settings.quarantine_max),
+        max_pending=settings.pending_max,
+        max_bytes=settings.quarantine_bytes,
+        source_bytes=int(settings.quarantine_bytes * settings.quarantine_share),
+    )
+
+
 def _tokens(auth: DeliveryAuth, now: int) -> store.Tokens:
     expires = auth.expires or (now + auth.expires_in if auth.expires_in else 0)
     return store.Tokens(
@@ -118,6 +136,7 @@ class Lifecycle:
         self._keys = Keys(settings.namespace)
         self._cipher = TokenCipher(require_token_keys(settings))
         self._oauth = OAuthClient(settings, http_session, resolve)
+        self._bounds = bounds(settings)
 
     # --- the hook protocol ---------------------------------------------------------------
 
@@ -147,16 +166,23 @@ class Lifecycle:
         return install_page.refused(503, install_page.TRY_AGAIN)
 
     async def quarantine(self, delivery: Delivery, remote: str) -> web.Response:
-        """Hold an event whose token is a pending install's until that install is verified."""
+        """Hold an event whose token is a pending install's until that install is verified.
+        503 (counted by the event path) when it cannot be held: nothing waits for the token
+        any more, or a cap is reached; never a 200 for an event nothing could release."""
         member_id = delivery.auth.member_id
+        token_digest = digest(delivery.auth.application_token or "")
         event = delivery.to_event()
         item = orjson.dumps(event.model_dump(mode="json"))
-        plan = store.quarantine_push(
-            self._keys, member_id, item, self._settings.quarantine_max, self._settings.quarantine_ttl
-        )
+        plan = store.quarantine_push(self._keys, member_id, token_digest, item, self._bounds)
         held = await store.arun(self._redis, plan)  # Redis errors: the caller's 503, counted
-        if not held:
-            security_event("quarantine_full", member_id=member_id, remote=remote, event=delivery.event)
+        if held < 0:
+            security_event(
+                "quarantine_refused",
+                member_id=member_id,
+                remote=remote,
+                event=delivery.event,
+                reason=_HELD_REASONS[held],
+            )
             return answer(*_RESPONSES[Outcome.UNAVAILABLE])
         log(
             _logger,
@@ -203,14 +229,16 @@ class Lifecycle:
         self, delivery: Delivery, remote: str, result: Verified, tokens: store.Tokens, grace: bool
     ) -> Outcome:
         member_id = delivery.auth.member_id
+        token_digest = digest(tokens.application_token) if tokens.application_token else ""
         (existing, pending) = await store.arun(
-            self._redis, store.load_portal(self._keys, member_id) + store.load_pending(self._keys, member_id)
+            self._redis,
+            store.load_portal(self._keys, member_id)
+            + store.load_pending(self._keys, member_id, token_digest),
         )
         portal = store.verified_portal(existing, result.info, tokens, self._cipher, self._settings.oauth_url)
         grace_until = (
             int(time.time()) + self._settings.token_grace if grace and self._settings.token_grace else 0
         )
-        token_digest = digest(tokens.application_token) if tokens.application_token else ""
         changed = await store.arun(
             self._redis, store.commit_verified(self._keys, portal, token_digest, grace_until, pending)
         )
@@ -225,15 +253,15 @@ class Lifecycle:
         if changed:
             _token_changed(portal, existing, tokens.application_token, grace_until, remote)
         await self._enqueuer.enqueue(delivery.to_event(), self._keys.lifecycle_queue)
-        if pending is not None and pending.token_digest == token_digest:
-            await self._release(member_id)
+        if pending is not None:
+            await self._release(member_id, token_digest)
         return Outcome.STORED
 
-    async def _release(self, member_id: str) -> None:
-        raw = await store.arun(self._redis, store.quarantine_read(self._keys, member_id))
+    async def _release(self, member_id: str, token_digest: str) -> None:
+        raw = await store.arun(self._redis, store.quarantine_read(self._keys, member_id, token_digest))
         for event in store.quarantined_events(raw):
             await self._enqueuer.enqueue(event, queue_for(self._keys, event))
-        await store.arun(self._redis, store.quarantine_trim(self._keys, member_id, len(raw)))
+        await store.arun(self._redis, store.quarantine_trim(self._keys, member_id, token_digest, len(raw)))
 
     async def _store_pending(
         self,
@@ -263,18 +291,17 @@ class Lifecycle:
             first_seen=now,
         )
         item = orjson.dumps(delivery.to_event().model_dump(mode="json"))
-        await store.arun(
+        stored, held = await store.arun(
             self._redis,
-            store.save_pending(self._keys, pending)
-            + store.quarantine_push(
-                self._keys,
-                member_id,
-                item,
-                max(1, self._settings.quarantine_max),
-                self._settings.quarantine_ttl,
-            ),
+            store.save_pending(self._keys, pending, self._bounds)
+            + store.quarantine_push(self._keys, member_id, pending.token_digest, item, self._bounds),
         )
-        await asyncio.to_thread(self._schedule, member_id)
+        if stored == store.FULL:
+            # too many installs wait already: nothing is stored, and the 503 is counted
+            self._refused(delivery, remote, "too many pending installs")
+            return Outcome.UNAVAILABLE
+        if stored == 1:
+            await asyncio.to_thread(self._schedule, member_id, pending.token_digest)
         security_event(
             "install_pending",
             member_id=member_id,
@@ -282,13 +309,17 @@ class Lifecycle:
             remote=remote,
             reason=result.reason,
             application_token=mask(tokens.application_token),
+            already=stored == store.ALREADY_PENDING,
         )
-        return Outcome.PENDING
+        # the install is pending; its own event could not be held (a byte cap): say so
+        return Outcome.PENDING if held >= 0 else Outcome.UNAVAILABLE
 
-    def _schedule(self, member_id: str) -> None:
+    def _schedule(self, member_id: str, token_digest: str) -> None:
         connection = sync_redis(self._settings)
         try:
-            schedule_reverify(connection, self._keys, member_id, first_delay(), attempt=1)
+            schedule_reverify(
+                connection, self._keys, member_id, first_delay(), attempt=1, token_digest=token_digest
+            )
         finally:
             connection.close()
 

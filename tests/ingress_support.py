@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from rq.job import Job
 
 from ingress.app import create_app
+from shared import portalstore as store
 from shared.crypto import digest
 from shared.delivery import Delivery
 from shared.formparse import FORM as FORM_TYPE
@@ -44,6 +45,19 @@ def seed_portal(
     r.sadd(keys.portals, member_id)
     r.hset(keys.app_tokens(member_id), digest(token), AcceptedToken(kind).encode())
     r.incr(keys.portals_version)
+
+
+def seed_pending(r: redis.Redis, keys: Keys, member_id: str, token: str) -> None:
+    """A pending install of `token` (its events are quarantined), as the ingress stores one."""
+    pending = store.PendingInstall(
+        Portal(member_id=member_id, domain=f"{member_id}.bitrix24.ru", status=Status.PENDING),
+        digest(token),
+        None,
+        False,
+        int(time.time()),
+    )
+    bounds = store.Bounds(ttl=3600, max_events=1000, max_pending=100, max_bytes=1 << 26, source_bytes=1 << 24)
+    assert store.run(r, store.save_pending(keys, pending, bounds)) == 1
 
 
 def body(
