@@ -36,9 +36,14 @@ CLIENT_DISCONNECTED = "client_disconnected"
 MALFORMED_HTTP = "malformed_http"
 
 
+LINGER = 1.0  # seconds an unread body is still drained after a refusal, so the client sees it
+
+
 def runner_options(settings: Settings) -> dict[str, Any]:
-    """aiohttp server options: no decompression, and the header read deadline."""
-    return {"auto_decompress": False, "keepalive_timeout": settings.read_timeout}
+    """aiohttp server options: no decompression, the header read deadline, and a short
+    drain of a refused body (aiohttp's default, 10 s, would let a trickling client keep its
+    connection that much longer after its 408)."""
+    return {"auto_decompress": False, "keepalive_timeout": settings.read_timeout, "lingering_time": LINGER}
 
 
 class Refusal(Exception):

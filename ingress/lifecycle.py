@@ -8,8 +8,12 @@ server is asked (`shared.oauth.OAuthClient.verify`). Three outcomes:
   OAuth tokens sealed; the application token as a digest) and the event is queued;
 - refuted: 401, nothing stored, a security-log line;
 - unreachable: the install is stored as *pending*, its token accepted as "pending", the
-  event itself held in the portal's quarantine, and a worker job re-verifies with backoff
-  (`workers.lifecycle.reverify_install`); 200, because Bitrix24 never re-sends.
+  event itself held in that install's quarantine, and a worker job re-verifies with backoff
+  (`workers.lifecycle.reverify_install`); 200, because Bitrix24 never re-sends. Each
+  (member id, token) is its own pending install: a second install for the same member id
+  (a forgery during the outage) never replaces the first nor touches its quarantine. The
+  number of pending installs and the bytes they hold are capped (503 past the caps), so
+  nobody without a verified install can fill Redis.
 
 `Lifecycle` implements the ingress hook protocol (`on_install`, `on_update`,
 `on_install_page`, `quarantine`); the ingress calls it and owns everything else.
@@ -177,7 +181,7 @@ class Lifecycle:
         held = await store.arun(self._redis, plan)  # Redis errors: the caller's 503, counted
         if held < 0:
             security_event(
-                "quarantine_refused",
+                "quarantine_full" if held != store.ORPHAN else "quarantine_refused",
                 member_id=member_id,
                 remote=remote,
                 event=delivery.event,
