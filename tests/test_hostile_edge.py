@@ -5,9 +5,11 @@ in-flight slots valid events need; the log gets one counted line, not a tracebac
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
+import re
 import socket
 import time
 import zlib
@@ -21,10 +23,12 @@ from hypothesis import strategies as st
 
 from shared.keys import Keys
 from shared.redisserver import free_port
+from shared.settings import Settings
 from tests.ingress_support import body, ingress_process, seed_portal
 
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 FORM = "application/x-www-form-urlencoded"
+ROOT = Path(__file__).resolve().parent.parent
 BAD_CHARSETS = [
     "base64",
     "bz2",
@@ -271,3 +275,47 @@ def test_property_no_5xx_but_503(edge: Edge) -> None:
     # the interesting branches were reached: accepted, refused as malformed, as unsupported
     assert {200, 400, 415} <= set(seen), seen
     edge.assert_no_traceback()
+
+
+def test_out_of_descriptors_is_one_counted_line_and_recovers(
+    base_env: dict[str, str], r: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """At the open-file limit `accept()` fails: a count per interval in the log, not a line
+    per attempt, and the ingress serves again once the slow clients are cut off."""
+    seed_portal(r, keys, "m1", TOKEN)
+    port = free_port()
+    log = tmp_path / "ingress.log"
+    env = {**base_env, "B24PIPE_READ_TIMEOUT": "2"}
+    with ingress_process(env, port, log_path=log, open_files=64):
+        edge = Edge(port, log)
+        hogs = [_slow_header(port) for _ in range(120)]  # the backlog holds what is not accepted
+        try:
+            deadline = time.monotonic() + 40
+            lines: list[dict[str, object]] = []
+            while time.monotonic() < deadline:
+                lines = [line for line in edge.lines() if line.get("kind") == "accept_failed"]
+                if lines:
+                    break
+                time.sleep(0.2)
+            assert lines and int(str(lines[0]["count"])) >= 1
+        finally:
+            for sock in hogs:
+                sock.close()
+        status = 0
+        deadline = time.monotonic() + 30
+        while status != 200 and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                status = edge.post("/b24/events", _valid(), {"Content-Type": FORM})[0]
+        assert status == 200
+        assert len(edge.lines()) < 30, edge.lines()[:40]
+        edge.assert_no_traceback()
+
+
+def test_shipped_unit_sizes_open_files_for_the_default_cap() -> None:
+    unit = (ROOT / "deploy/systemd/b24pipe-ingress.service").read_text()
+    found = re.search(r"^LimitNOFILE=(\d+)$", unit, re.MULTILINE)
+    assert (
+        found is not None and int(found.group(1)) >= 4 * Settings.model_fields["max_inflight"].default + 100
+    )
+    redis_conf = (ROOT / "deploy/redis.conf").read_text()
+    assert "Bitrix24 retries" not in redis_conf and "Bitrix24 does not retry a 503" in redis_conf
