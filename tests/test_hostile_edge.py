@@ -5,6 +5,7 @@ in-flight slots valid events need; the log gets one counted line, not a tracebac
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import http.client
@@ -16,6 +17,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis
 from hypothesis import HealthCheck, event, given, settings, target
@@ -24,7 +26,8 @@ from hypothesis import strategies as st
 from shared.keys import Keys
 from shared.redisserver import free_port
 from shared.settings import Settings
-from tests.ingress_support import body, ingress_process, seed_portal
+from tests.conftest import PrivateRedis
+from tests.ingress_support import body, ingress_process, metrics_text, post_event, seed_portal
 
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 FORM = "application/x-www-form-urlencoded"
@@ -319,3 +322,39 @@ def test_shipped_unit_sizes_open_files_for_the_default_cap() -> None:
     )
     redis_conf = (ROOT / "deploy/redis.conf").read_text()
     assert "Bitrix24 retries" not in redis_conf and "Bitrix24 does not retry a 503" in redis_conf
+
+
+def test_install_page_takes_a_slot_like_events(
+    private_redis: PrivateRedis, private_env: dict[str, str], keys: Keys, tmp_path: Path
+) -> None:
+    """Every slot held (Redis stalled under 4 events): the install page gets the 503 page at
+    once instead of a slot of its own."""
+    seed_portal(private_redis.client(), keys, "m1", TOKEN)
+    port = free_port()
+    env = {**private_env, "B24PIPE_MAX_INFLIGHT": "4", "B24PIPE_ENQUEUE_TIMEOUT": "5"}
+
+    async def scenario() -> int:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            assert (await post_event(session, port, body("m1", TOKEN, entity=1)))[0] == 200
+            private_redis.pause()
+            try:
+                held = [
+                    asyncio.create_task(post_event(session, port, body("m1", TOKEN, entity=10 + n)))
+                    for n in range(4)
+                ]
+                async with asyncio.timeout(30):
+                    while "b24pipe_ingress_inflight 4.0" not in await metrics_text(session, port):
+                        await asyncio.sleep(0.1)
+                async with session.post(
+                    f"http://127.0.0.1:{port}/b24/install",
+                    data=b"member_id=m1",
+                    headers={"Content-Type": FORM},
+                ) as page:
+                    status = page.status
+                await asyncio.gather(*held)
+            finally:
+                private_redis.resume()
+            return status
+
+    with ingress_process(env, port, log_path=tmp_path / "ingress.log"):
+        assert asyncio.run(scenario()) == 503
