@@ -211,13 +211,15 @@ class EventPath:
             )
             return answer(401, INVALID_TOKEN)
         if decision.verdict is Verdict.QUARANTINE:
-            metrics.request(name, "quarantined")
             held = delivery or Delivery.model_validate(payload)
             try:
                 async with asyncio.timeout_at(deadline):  # a stalled Redis: 503 in time here too
-                    return self._counted(await self.app[LIFECYCLE_KEY].quarantine(held, _remote(request)))
+                    response = await self.app[LIFECYCLE_KEY].quarantine(held, _remote(request))
             except (RedisError, TimeoutError):
                 return self._unavailable(name)
+            # a refused hold is a lost event like any other 503 (the ingress alert counts it)
+            metrics.request(name, "unavailable" if response.status == 503 else "quarantined")
+            return self._counted(response)
 
         try:
             fresh = await self.enqueuer.submit(plain.queued_form(), queue_of(self.keys, name), deadline)

@@ -78,6 +78,7 @@ class Edge:
     def assert_no_traceback(self) -> None:
         text = self.log.read_text(errors="replace")
         assert "Traceback" not in text and "Error handling request" not in text, text[-3000:]
+        assert TOKEN not in text
 
 
 @pytest.fixture

@@ -117,6 +117,8 @@ def test_forged_install_cannot_hijack_a_pending_one_nor_drop_its_events(
     )
     assert held_ids(r, keys, keys.events_queue) == ["1", "2", "3", "4", "5", "6", "7", "8"]
     assert until_answered(outage, event_form("ONCRMDEALUPDATE", member, FORGED, 100), 401)
+    log = (tmp_path / "ingress.log").read_text()
+    assert token not in log and FORGED not in log and done.access_token not in log
 
 
 def test_an_event_nothing_can_release_is_never_answered_200(outage: str, r: redis.Redis, keys: Keys) -> None:
@@ -155,6 +157,11 @@ def test_unverified_installs_cannot_fill_redis(
     assert r.zcard(keys.pending_index) == 3
     refused = re.search(r'b24pipe_ingress_rejections_total\{reason="lifecycle_refused"\} ([0-9.]+)', metrics)
     assert refused is not None and float(refused.group(1)) == 10
+    # the refused events count as lost (the B24pipeIngressUnavailable alert's outcome)
+    lost = re.search(r'requests_total\{event="ONCRMDEALUPDATE",outcome="unavailable"\} ([0-9.]+)', metrics)
+    assert lost is not None and float(lost.group(1)) == 8
+    log = (tmp_path / "ingress.log").read_text()
+    assert FORGED not in log and "Traceback" not in log
 
 
 def test_uninstall_of_a_portal_needing_reauthorization_keeps_its_data(
