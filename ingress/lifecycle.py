@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from enum import Enum
 from typing import Protocol
@@ -76,6 +77,10 @@ _RESPONSES = {
     Outcome.UNAVAILABLE: (503, UNAVAILABLE),
 }
 
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
 
 _HELD_REASONS = {
     store.FULL: "quarantine full",
@@ -205,6 +210,10 @@ class Lifecycle:
         tokens = _tokens(auth, int(time.time()))
         if not tokens.access_token or not auth.domain:
             self._refused(delivery, remote, "no access token or domain")
+            return Outcome.REFUSED
+        if not _HOSTNAME.fullmatch(auth.domain):
+            # nothing to verify nor to keep pending: a portal's domain is a host name
+            self._refused(delivery, remote, "domain is not a host name")
             return Outcome.REFUSED
         if not tokens.application_token and delivery.data.get("SOURCE") != "install_page":
             self._refused(delivery, remote, "no application token")

@@ -153,6 +153,11 @@ def test_install_page_is_bounded_like_events(edge: Edge) -> None:
     assert status == 400
     status, _ = edge.post("/b24/install", b"member_id=m1", {"Content-Type": f"{FORM}; charset=base64"})
     assert status == 415
+    # a domain that is no host name is refused at once, never kept pending
+    page = b"member_id=m9&AUTH_ID=abc&REFRESH_ID=def&APPLICATION_TOKEN=tok&AUTH_EXPIRES=3600"
+    for domain in ("%ff%fe", "a%00b.ru", "x" * 300, "exa%20mple.com"):
+        status, _ = edge.post(f"/b24/install?DOMAIN={domain}", page, {"Content-Type": FORM})
+        assert status == 401, domain
 
 
 def _trickler(port: int, path: str = "/b24/events") -> socket.socket:
