@@ -89,17 +89,6 @@ _HELD_REASONS = {
 }
 
 
-def bounds(settings: Settings) -> store.Bounds:
-    """What unverified installs may hold, from the settings."""
-    return store.Bounds(
-        ttl=settings.quarantine_ttl,
-        max_events=max(1, settings.quarantine_max),
-        max_pending=settings.pending_max,
-        max_bytes=settings.quarantine_bytes,
-        source_bytes=int(settings.quarantine_bytes * settings.quarantine_share),
-    )
-
-
 def _tokens(auth: DeliveryAuth, now: int) -> store.Tokens:
     expires = auth.expires or (now + auth.expires_in if auth.expires_in else 0)
     return store.Tokens(
@@ -145,7 +134,7 @@ class Lifecycle:
         self._keys = Keys(settings.namespace)
         self._cipher = TokenCipher(require_token_keys(settings))
         self._oauth = OAuthClient(settings, http_session, resolve)
-        self._bounds = bounds(settings)
+        self._bounds = store.Bounds.of(settings)
 
     # --- the hook protocol ---------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from shared.logs import security_event
 from shared.lua import source
 from shared.oauth import AppInfo
 from shared.portals import AcceptedToken, Portal, Status
+from shared.settings import Settings
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -389,6 +390,16 @@ class Bounds:
     max_bytes: int  # quarantined bytes in all
     source_bytes: int  # quarantined bytes per pending install
 
+    @classmethod
+    def of(cls, settings: Settings) -> Bounds:
+        return cls(
+            ttl=settings.quarantine_ttl,
+            max_events=max(1, settings.quarantine_max),
+            max_pending=settings.pending_max,
+            max_bytes=settings.quarantine_bytes,
+            source_bytes=int(settings.quarantine_bytes * settings.quarantine_share),
+        )
+
 
 def save_pending(keys: Keys, pending: PendingInstall, bounds: Bounds) -> Plan[int]:
     """Store a pending install and accept its token as "pending" (events carrying it go to
@@ -502,6 +513,32 @@ def quarantine_trim(keys: Keys, member_id: str, token_digest: str, released: int
     """Drop the first `released` events (those already enqueued): a crash between enqueue
     and trim releases them again, and the enqueue de-duplicates on the event id."""
     return Plan((_cmd("LTRIM", keys.quarantine(member_id, token_digest), released, -1),))
+
+
+def adopt_legacy_pending(client: redis.Redis, keys: Keys, member_id: str, bounds: Bounds) -> str:
+    """Move a pending install stored before pending installs were kept per token (one hash
+    and one quarantine per member id) to today's keys, its quarantine with it, so that its
+    re-verification job still finds it and its acknowledged events are not lost. Returns the
+    token digest it waits for, or "" when there is none. Synchronous: the worker's job."""
+    legacy, legacy_quarantine = f"{keys.ns}:pending:{member_id}", f"{keys.ns}:quarantine:{member_id}"
+    raw = client.hgetall(legacy)
+    if not raw:
+        return ""
+    pending = PendingInstall.from_hash(raw)
+    token_digest = pending.token_digest
+    run(client, save_pending(keys, pending, replace(bounds, max_pending=2**31)))  # accepted already
+    held = [
+        item if isinstance(item, bytes) else item.encode() for item in client.lrange(legacy_quarantine, 0, -1)
+    ]
+    target = keys.quarantine(member_id, token_digest)
+    with client.pipeline(transaction=True) as pipe:
+        if held:
+            pipe.rpush(target, *held)
+            pipe.expireat(target, pending.first_seen + bounds.ttl)
+            pipe.hincrby(keys.quarantine_bytes, _source(member_id, token_digest), sum(map(len, held)))
+        pipe.delete(legacy, legacy_quarantine)
+        pipe.execute()
+    return token_digest
 
 
 def _forget_pending_op(keys: Keys, member_id: str) -> Lua:

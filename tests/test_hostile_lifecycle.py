@@ -23,10 +23,12 @@ from rq import Queue
 
 from b24pipe.sim.client import SimClient
 from shared import portalstore as store
-from shared.crypto import digest
+from shared.crypto import TokenCipher, digest
+from shared.events import Event
 from shared.keys import Keys
-from shared.portals import Status
+from shared.portals import AcceptedToken, Portal, Status
 from shared.redisserver import free_port
+from shared.settings import load_settings
 from tests.ingress_support import ingress_process
 from workers.lifecycle import confirm_uninstall, reverify_install
 from workers.metrics import QueueCollector
@@ -218,3 +220,40 @@ def test_uninstall_of_a_portal_needing_reauthorization_keeps_its_data(
     assert purged.returncode == 0, purged.stderr
     assert store.run(r, store.load_portal(keys, member)) is None
     assert not r.exists(keys.chain(member, "deal:7")) and not r.scard(keys.uninstall_unconfirmed)
+
+
+def test_a_pending_install_stored_before_the_upgrade_is_still_released(
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    base_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """An older b24pipe kept one pending install per member id (no token in its keys) and
+    scheduled `reverify_install(member_id, attempt)`: that job still releases its events."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in {**base_env, "B24_OAUTH_URL": simulator.oauth_url}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    portal = simulator.create_portal()
+    done = simulator.install(portal.member_id)
+    record = Portal(member_id=portal.member_id, domain=portal.domain, status=Status.PENDING)
+    record.seal_tokens(TokenCipher(settings.token_keys), done.access_token, done.refresh_token, done.expires)
+    pending = store.PendingInstall(record, digest(done.application_token), None, False, int(time.time()))
+    r.hset(f"{keys.ns}:pending:{portal.member_id}", mapping=pending.to_hash())
+    events = [
+        Event(id=f"e{n}", name="ONCRMDEALUPDATE", member_id=portal.member_id, data={"FIELDS": {"ID": str(n)}})
+        for n in (1, 2)
+    ]
+    r.rpush(f"{keys.ns}:quarantine:{portal.member_id}", *(event.model_dump_json() for event in events))
+    r.hset(
+        keys.app_tokens(portal.member_id), digest(done.application_token), AcceptedToken("pending").encode()
+    )
+
+    assert reverify_install(portal.member_id, 1) == "verified, 2 held events released"
+    assert held_ids(r, keys, keys.events_queue) == ["1", "2"]
+    assert not r.exists(f"{keys.ns}:pending:{portal.member_id}", f"{keys.ns}:quarantine:{portal.member_id}")
+    assert (
+        store.run(r, store.load_tokens(keys, portal.member_id))[digest(done.application_token)].kind == "app"
+    )

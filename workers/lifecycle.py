@@ -94,6 +94,8 @@ def reverify_install(member_id: str, attempt: int = 1, token_digest: str = "") -
     docstring); other pending installs of the member id have jobs of their own."""
     settings, keys, connection, cipher = _context()
     try:
+        if not token_digest:  # a job scheduled by an older b24pipe, for its pending install
+            token_digest = store.adopt_legacy_pending(connection, keys, member_id, store.Bounds.of(settings))
         pending = store.run(connection, store.load_pending(keys, member_id, token_digest))
         if pending is None:
             return "no pending install"
