@@ -1,4 +1,7 @@
-"""The ingress application: routes, and the event path parse → validate → check → enqueue.
+"""The ingress application: routes, and the event path read → parse → validate → check →
+enqueue. The body is read first, bounded in time and size and never inflated
+(`ingress.edge`), and only then does the request take one of the in-flight slots; the
+install page goes through the same reading, parser bounds and slots.
 
 `create_app(settings)` builds an aiohttp app whose startup opens Redis, starts the token
 cache's version poller and the enqueuer; cleanup writes out held jobs and closes. Answers
