@@ -241,8 +241,11 @@ class Lifecycle:
         grace_until = (
             int(time.time()) + self._settings.token_grace if grace and self._settings.token_grace else 0
         )
-        changed = await store.arun(
-            self._redis, store.commit_verified(self._keys, portal, token_digest, grace_until, pending)
+        # pending installs that arrived before this one are older tokens: never adopted later
+        changed, _ = await store.arun(
+            self._redis,
+            store.commit_verified(self._keys, portal, token_digest, grace_until, pending)
+            + store.supersede_pending(self._keys, member_id, int(time.time()), token_digest),
         )
         security_event(
             "install_verified",

@@ -43,6 +43,7 @@ _LUA = {
         "release_parked",
         "pending_add",
         "forget_pending",
+        "supersede_pending",
     )
 }
 
@@ -322,6 +323,7 @@ class PendingInstall:
     grace: bool  # an update: the previous app token gets the grace period
     first_seen: int
     attempts: int = 0
+    superseded: bool = False  # a newer install of the member id was verified meanwhile
 
     def to_hash(self) -> dict[str, str]:
         extra = {
@@ -331,6 +333,7 @@ class PendingInstall:
             "pending_grace": "1" if self.grace else "",
             "pending_first_seen": str(self.first_seen),
             "pending_attempts": str(self.attempts),
+            "pending_superseded": "1" if self.superseded else "",
         }
         return {**self.portal.to_hash(), **extra}
 
@@ -344,6 +347,7 @@ class PendingInstall:
             grace=bool(text.get("pending_grace")),
             first_seen=int(text.get("pending_first_seen") or 0),
             attempts=int(text.get("pending_attempts") or 0),
+            superseded=bool(text.get("pending_superseded")),
         )
 
 
@@ -429,6 +433,21 @@ def save_pending(keys: Keys, pending: PendingInstall, bounds: Bounds) -> Plan[in
                     entry,
                     *_flat(pending.to_hash()),
                 ),
+            ),
+        ),
+        lambda r: int(r[0]),
+    )
+
+
+def supersede_pending(keys: Keys, member_id: str, seen_at: int, token_digest: str) -> Plan[int]:
+    """Mark the member id's pending installs that arrived before `seen_at` (when the install
+    just verified, `token_digest`'s, arrived) as superseded; how many."""
+    return Plan(
+        (
+            Lua(
+                "supersede_pending",
+                (keys.pending_tokens(member_id),),
+                (keys.pending_install(member_id, ""), seen_at, token_digest),
             ),
         ),
         lambda r: int(r[0]),

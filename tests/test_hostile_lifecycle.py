@@ -257,3 +257,48 @@ def test_a_pending_install_stored_before_the_upgrade_is_still_released(
     assert (
         store.run(r, store.load_tokens(keys, portal.member_id))[digest(done.application_token)].kind == "app"
     )
+
+
+def test_an_older_pending_install_verified_last_does_not_replace_the_newer_token(
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    base_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Two genuine installs (say an install and an update) pend during one outage and their
+    re-verifications run newest first: both release their events, and the newest token
+    stays the app's (Bitrix24 signs its events with it)."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in {**base_env, "B24_OAUTH_URL": simulator.oauth_url}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    bounds = store.Bounds.of(settings)
+    portal = simulator.create_portal()
+    done = simulator.install(portal.member_id)
+    now = int(time.time())
+    for token, seen in (("older", now - 100), ("newer", now - 50)):
+        record = Portal(member_id=portal.member_id, domain=portal.domain, status=Status.PENDING)
+        record.seal_tokens(
+            TokenCipher(settings.token_keys), done.access_token, done.refresh_token, done.expires
+        )
+        store.run(
+            r,
+            store.save_pending(keys, store.PendingInstall(record, digest(token), None, False, seen), bounds),
+        )
+        event = Event(
+            id=token, name="ONCRMDEALUPDATE", member_id=portal.member_id, data={"FIELDS": {"ID": token}}
+        )
+        item = event.model_dump_json().encode()
+        assert store.run(r, store.quarantine_push(keys, portal.member_id, digest(token), item, bounds)) == 1
+
+    assert reverify_install(portal.member_id, 1, digest("newer")) == "verified, 1 held events released"
+    assert (
+        reverify_install(portal.member_id, 1, digest("older"))
+        == "verified but superseded, 1 held events released"
+    )
+    assert held_ids(r, keys, keys.events_queue) == ["newer", "older"]
+    tokens = store.run(r, store.load_tokens(keys, portal.member_id))
+    assert tokens.keys() == {digest("newer")} and tokens[digest("newer")].kind == "app"
+    assert store.run(r, store.pending_digests(keys, portal.member_id)) == []

@@ -138,6 +138,12 @@ def _adopt(
     result: Verified,
 ) -> str:
     member_id = pending.portal.member_id
+    if pending.superseded:
+        # genuine, but a newer install was verified meanwhile: its events run, its older
+        # token does not replace the newer one
+        store.run(connection, store.drop_pending(keys, member_id, pending.token_digest, quarantine=False))
+        security_event("install_verified", member_id=member_id, after_pending=True, superseded=True)
+        return _release_held(connection, keys, settings, pending, "verified but superseded")
     tokens = store.Tokens(
         access_token=pending.portal.open_access(cipher),
         refresh_token=pending.portal.open_refresh(cipher),
@@ -146,20 +152,29 @@ def _adopt(
     existing = store.run(connection, store.load_portal(keys, member_id))
     portal = store.verified_portal(existing, result.info, tokens, cipher, settings.oauth_url)
     grace_until = int(time.time()) + settings.token_grace if pending.grace and settings.token_grace else 0
-    changed = store.run(
-        connection, store.commit_verified(keys, portal, pending.token_digest, grace_until, pending)
+    changed, _ = store.run(
+        connection,
+        store.commit_verified(keys, portal, pending.token_digest, grace_until, pending)
+        + store.supersede_pending(keys, member_id, pending.first_seen, pending.token_digest),
     )
     security_event("install_verified", member_id=member_id, domain=portal.domain, after_pending=True)
     if changed:
         security_event(
             "token_changed", member_id=member_id, replaced=existing is not None, grace_until=grace_until
         )
+    return _release_held(connection, keys, settings, pending, "verified")
+
+
+def _release_held(
+    connection: redis.Redis, keys: Keys, settings: Settings, pending: store.PendingInstall, what: str
+) -> str:
+    member_id = pending.portal.member_id
     raw = store.run(connection, store.quarantine_read(keys, member_id, pending.token_digest))
     events = store.quarantined_events(raw)
     for event in events:
         enqueue_event(connection, keys, settings, event, queue_for(keys, event))
     store.run(connection, store.quarantine_trim(keys, member_id, pending.token_digest, len(raw)))
-    return f"verified, {len(events)} held events released"
+    return f"{what}, {len(events)} held events released"
 
 
 def _give_up(connection: redis.Redis, keys: Keys, pending: store.PendingInstall, reason: str) -> str:
