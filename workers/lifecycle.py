@@ -8,7 +8,8 @@ Both are plain functions RQ runs from the lifecycle queue:
   its quarantine are queued. Refuted, or still unverifiable when the quarantine would have
   expired: the pending install, its token and its quarantine are dropped. Each (member
   id, token) pending is its own job: refuting a forged install drops only what came with
-  the forged token.
+  the forged token. One that a newer verified install superseded releases its events but
+  leaves the newer token in place.
 - `confirm_uninstall(event_dict, attempt)`: ONAPPUNINSTALL carries no OAuth token, only the
   application token, so on its own it proves little. It is acted on only once Bitrix24
   confirms it: the stored tokens of an active portal no longer work (app.info or the
