@@ -19,8 +19,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/b24pipe run
 
-# Debian packages some checks need (installed by .ci/apt-tools when missing).
-APT_TOOLS :=
+# Debian packages some checks need (installed by .ci/apt-tools when missing):
+# prometheus ships promtool (tests/test_alerts.py).
+APT_TOOLS := prometheus
 
 test: $(STAMP) tools lint typecheck pytest
 

@@ -26,6 +26,7 @@ from ingress.batcher import Enqueuer, Unavailable
 from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, LifecycleHandler, Refuse, answer
 from ingress.metrics import IngressMetrics
 from ingress.tokencheck import TokenCache, Verdict
+from shared import queuestats
 from shared.delivery import Delivery, Plain
 from shared.formparse import FormError, media_type, parse_body
 from shared.jobs import queue_of
@@ -210,6 +211,16 @@ def _text(value: str | bytes) -> str:
 
 async def metrics_view(request: web.Request) -> web.Response:
     body, content_type = request.app[METRICS_KEY].render()
+    # the queue gauges come from the ingress too, so they live on while every worker is dead;
+    # without Redis they are absent, which the queue-gauges-missing alert notices
+    settings = request.app[SETTINGS_KEY]
+    try:
+        snapshot = await queuestats.aread(
+            request.app[REDIS_KEY], Keys(settings.namespace), settings.recovery_after
+        )
+        body += queuestats.render(snapshot)
+    except (RedisError, OSError):
+        pass
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response

@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from ingress.tasks import stop_tasks
+from ingress.tokencheck import Reason
 from shared.events import LIFECYCLE_EVENTS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -89,6 +90,17 @@ OUTCOMES = (
     "lifecycle",
 )
 
+# Every reason `reject` is called with: token refusals (401), bad requests, and the 503s.
+TOKEN_REASONS = tuple(reason.value for reason in Reason)
+REJECTION_REASONS = (
+    *TOKEN_REASONS,
+    "rejected",
+    "invalid_request",
+    "payload_too_large",
+    "unsupported_media_type",
+    "overloaded",
+    "unavailable",
+)
 
 FLUSH_INTERVAL = 0.5
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -156,6 +168,8 @@ class IngressMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in REJECTION_REASONS:  # at 0 from the start: an alert's increase() sees the first
+            self.rejections.labels(reason)
         self.inflight_gauge = Gauge(
             "b24pipe_ingress_inflight",
             "Requests being handled",

@@ -20,7 +20,7 @@ import redis
 from b24pipe.errors import CommandError, UsageError
 from shared.logs import configure_logging
 from shared.settings import Settings, require_token_keys
-from workers.registry import HandlerImportError, load_modules
+from workers.registry import HandlerImportError, load_modules, registered_events
 
 
 def register(subparsers: Any) -> None:
@@ -32,6 +32,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--metrics-port", type=int, default=0, metavar="P", help="serve /metrics on P (P+i per process)"
     )
+    parser.add_argument(
+        "--metrics-host", default="0.0.0.0", metavar="H", help="address /metrics listens on (default 0.0.0.0)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -39,6 +42,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     require_token_keys(settings)
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    last_port = args.metrics_port + args.concurrency - 1
+    if args.metrics_port < 0 or last_port > 65535:
+        raise UsageError(
+            f"--metrics-port {args.metrics_port}: ports up to {last_port} needed, the last is 65535"
+        )
     try:
         load_modules(settings.handlers)
     except HandlerImportError as exc:
@@ -54,8 +62,9 @@ def _run_one(args: argparse.Namespace, settings: Settings) -> int:
     from workers.worker import Worker
 
     worker = Worker(settings, burst=args.burst)
+    metrics_module.initialise_label_sets(worker.metrics, registered_events())
     if args.metrics_port:
-        metrics_module.serve(worker.metrics, worker.client, worker.keys, args.metrics_port)
+        metrics_module.serve(worker.metrics, worker.client, settings, args.metrics_host, args.metrics_port)
     try:
         return worker.work()
     except redis.RedisError as exc:
@@ -67,7 +76,7 @@ def _child_command(args: argparse.Namespace, index: int) -> list[str]:
     if args.burst:
         command.append("--burst")
     if args.metrics_port:
-        command += ["--metrics-port", str(args.metrics_port + index)]
+        command += ["--metrics-port", str(args.metrics_port + index), "--metrics-host", args.metrics_host]
     return command
 
 
