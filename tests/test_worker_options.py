@@ -25,9 +25,11 @@ def test_a_metrics_port_range_outside_1_to_65535_stops_with_one_line(
 
 
 def _answers(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError):
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as answer:
-            return b"b24pipe_queue_backlog" in answer.read()
+    with (
+        contextlib.suppress(OSError),
+        urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as answer,
+    ):
+        return b"b24pipe_queue_backlog" in answer.read()
     return False
 
 
