@@ -20,6 +20,7 @@ event, RQ's job hashes and registries, so `rq info`, `rq requeue` and rq-dashboa
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import random
@@ -165,6 +166,7 @@ class Worker:
         self._maintainer_nudge = threading.Event()  # a job was scheduled: look again soon
         self._keepalive_thread: threading.Thread | None = None
         self.processed = 0
+        self.suspended = False  # `rq suspend` seen at the last fetch
 
     # --- lifecycle -------------------------------------------------------------------------
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -199,7 +201,7 @@ class Worker:
         wkey = f"rq:worker:{self.name}"
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hdel(self.keys.workers, self.name)
-            pipe.delete(wkey)
+            pipe.delete(wkey, f"{wkey}:executions")
             pipe.srem("rq:workers", wkey)
             for queue in self.queue_names:
                 pipe.srem(f"rq:workers:{queue}", wkey)
@@ -285,6 +287,11 @@ class Worker:
         events_key = f"rq:queue:{self.keys.events_queue}"
         while not self.stopping.is_set():
             jobs = self._fetch(None)
+            if self.suspended:  # `rq suspend`: take nothing until `rq resume` (burst: stop, as RQ does)
+                if self.burst:
+                    return
+                self.stopping.wait(IDLE_BLOCK)
+                continue
             if not jobs:
                 if self.burst:
                     return
@@ -292,11 +299,13 @@ class Worker:
                 if claimed is None:
                     continue
                 jobs = self._fetch(claimed.decode() if isinstance(claimed, bytes) else str(claimed))
+                if self.suspended:  # the claimed job went back to the front of its queue
+                    continue
             self._run_batch(jobs, ctx)
 
     def _fetch(self, claimed: str | None) -> list[Taken]:
         now = time.time()
-        rows, horizons, skipped = self.scripts.fetch(
+        rows, horizons, skipped, suspended = self.scripts.fetch(
             keys=[self.inflight, self.keys.defer_horizon, *(f"rq:queue:{q}" for q in self.queue_names)],
             args=[
                 self.settings.fetch_batch,
@@ -318,6 +327,7 @@ class Worker:
             for i in range(0, len(horizons), 2)
             if not horizons[i].endswith(b":s")
         }
+        self.suspended = bool(suspended)
         jobs = [Taken.from_row(row, self.settings.job_timeout) for row in rows]
         self.metrics.in_progress.set(len(jobs))
         return jobs
@@ -453,7 +463,8 @@ class Worker:
             error=scrub(text.strip().splitlines()[-1]),
         )
         blob = zlib.compress(scrub(text).encode("utf-8"))
-        return ("fail", job.id, job.queue, self.settings.failed_ttl, blob, "")
+        # the same bytes, base64 as RQ's result record wants them (exc_string: rq info, rq-dashboard)
+        return ("fail", job.id, job.queue, self.settings.failed_ttl, blob, base64.b64encode(blob).decode())
 
 
 def next_wait(now: float, next_due: float | None, tick: float) -> float:

@@ -11,8 +11,13 @@
 -- enqueue) while that portal's defer horizon is ahead, and which has no slot of its own, is
 -- not taken at all: it goes straight behind the horizon in RQ's ScheduledJobRegistry (at
 -- most ARGV[8] of them per call), so a storm costs a few microseconds per event, server-side.
+-- RQ's worker record follows: each job taken joins the worker's execution index
+-- (`rq:worker:<name>:executions`, what RQ's `get_current_job_id` reads) and the record's
+-- state becomes `busy`. While `rq suspend` holds (`rq:suspended`), nothing is taken: a job
+-- BLMOVE already moved goes back to the front of its queue and the state is `suspended`.
 -- Returns {{id, queue, data, timeout, enqueued_at, result_ttl, b24_attempts, b24_runs, b24_slot}...},
--- the flat HGETALL of the defer-horizon hash, and the number of jobs deferred that way.
+-- the flat HGETALL of the defer-horizon hash, the number of jobs deferred that way, and 1
+-- when suspended (else 0).
 local limit = tonumber(ARGV[1])
 local exec = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -20,6 +25,7 @@ local stamp = ARGV[4]
 local ttl = tonumber(ARGV[5])
 local max_skip = tonumber(ARGV[8])
 local margin = tonumber(ARGV[9])
+local wkey = 'rq:worker:' .. exec
 local out = {}
 local taken = 0
 local skipped = 0
@@ -66,8 +72,21 @@ local function start(id, queue)
   redis.call('EXPIRE', ekey, ttl)
   redis.call('ZADD', 'rq:executions:' .. id, now + ttl + 60, exec)
   redis.call('EXPIRE', 'rq:executions:' .. id, ttl + 60)
+  redis.call('SADD', wkey .. ':executions', id .. ':' .. exec)
   out[#out + 1] = {id, queue, f[1], f[2] or '', f[3] or '', f[4] or '', f[5] or '', runs, f[6] or ''}
   taken = taken + 1
+end
+
+local known = redis.call('EXISTS', wkey) == 1  -- written by maintain.lua; never made partial here
+if redis.call('EXISTS', 'rq:suspended') == 1 then
+  if ARGV[6] ~= '' then
+    redis.call('LREM', KEYS[1], 1, ARGV[6])
+    redis.call('LPUSH', 'rq:queue:' .. ARGV[7], ARGV[6])
+  end
+  if known then
+    redis.call('HSET', wkey, 'state', 'suspended')
+  end
+  return {out, redis.call('HGETALL', KEYS[2]), skipped, 1}
 end
 
 if ARGV[6] ~= '' then
@@ -86,4 +105,7 @@ for i = 3, #KEYS do
     end
   end
 end
-return {out, redis.call('HGETALL', KEYS[2]), skipped}
+if known then
+  redis.call('HSET', wkey, 'state', taken > 0 and 'busy' or 'idle')
+end
+return {out, redis.call('HGETALL', KEYS[2]), skipped, 0}
