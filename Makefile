@@ -20,8 +20,8 @@ run: $(STAMP)
 	$(BIN)/b24pipe run
 
 # Debian packages some checks need (installed by .ci/apt-tools when missing):
-# prometheus ships promtool (tests/test_alerts.py).
-APT_TOOLS := prometheus
+# prometheus ships promtool (tests/test_alerts.py), systemd systemd-analyze (tests/test_systemd_units.py).
+APT_TOOLS := prometheus systemd
 
 test: $(STAMP) tools lint typecheck pytest
 

@@ -5,6 +5,8 @@ exception, a worker record says idle or busy, its current job and its counts, an
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -21,11 +23,11 @@ SECRET = "abcdefabcdefabcdefabcdefabcdef0123456789"  # what ONTESTPERM's excepti
 
 
 @pytest.fixture
-def worker(r: redis.Redis, keys: Keys, base_env: dict[str, str]) -> Iterator[None]:
+def worker(r: redis.Redis, keys: Keys, base_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     process = start_worker(worker_env(base_env))
     try:
         assert wait_for(lambda: len(_workers(r)) == 1)
-        yield
+        yield process
     finally:
         resume(r)
         assert stop(process) == 0
@@ -44,9 +46,8 @@ def _status(r: redis.Redis, job_id: str) -> JobStatus | None:
     return Job.fetch(job_id, connection=r).get_status()
 
 
-@pytest.mark.usefixtures("worker")
 def test_a_failed_job_carries_rq_s_result_record_with_the_scrubbed_exception(
-    r: redis.Redis, keys: Keys
+    r: redis.Redis, keys: Keys, worker: subprocess.Popen[bytes]
 ) -> None:
     job_id = enqueue(r, keys, "ONTESTPERM")
     assert wait_for(lambda: _status(r, job_id) == JobStatus.FAILED)
@@ -55,6 +56,13 @@ def test_a_failed_job_carries_rq_s_result_record_with_the_scrubbed_exception(
     assert result.exc_string and "refused with" in result.exc_string
     assert SECRET not in result.exc_string
     assert wait_for(lambda: _one(r).failed_job_count == 1)
+    # the log line names the job and its event as `failed list` and rq-dashboard do
+    assert stop(worker) == 0
+    lines = [json.loads(line) for line in (worker.stderr.read() if worker.stderr else b"").splitlines()]
+    (failed,) = [line for line in lines if line.get("msg") == "job failed"]
+    job = Job.fetch(job_id, connection=r)
+    assert failed["job"] == job_id and failed["event_id"] == job.args[0]["id"]
+    assert SECRET not in json.dumps(lines)
 
 
 @pytest.mark.usefixtures("worker")

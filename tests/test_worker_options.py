@@ -49,3 +49,31 @@ def test_metrics_listen_only_on_the_metrics_host(base_env: dict[str, str]) -> No
         assert _refused("127.0.0.1", port)
     finally:
         stop(worker)
+
+
+def test_a_worker_that_keeps_crashing_at_start_stops_the_supervisor(base_env: dict[str, str]) -> None:
+    """Worker 1's metrics port is taken: each start fails at once (one line, exit 1). The
+    supervisor gives up after a few fast crashes in a row, stops worker 0, and exits 1 with
+    one line naming the worker, instead of a silent restart loop."""
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        supervisor = start_worker(
+            worker_env(base_env),
+            "--concurrency",
+            "2",
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(port),
+        )
+        try:
+            assert supervisor.wait(120) == 1
+        finally:
+            stop(supervisor)
+    lines = (supervisor.stderr.read().decode() if supervisor.stderr else "").strip().splitlines()
+    assert "Traceback" not in "\n".join(lines)
+    assert "worker 1 exited" in lines[-1] and "giving up" in lines[-1]
+    assert sum("address already in use" in line.lower() for line in lines) >= 2  # each crash said why
+    assert _refused("127.0.0.1", port), "worker 0 must be stopped with the supervisor"

@@ -421,6 +421,7 @@ class Worker:
                 logging.WARNING,
                 "job parked: portal needs re-authorization",
                 job=job.id,
+                event_id=job.event_id or "",
                 member_id=exc.member_id,
             )
             return (
@@ -459,6 +460,7 @@ class Worker:
             logging.WARNING,
             "job failed",
             job=job.id,
+            event_id=job.event_id or "",
             queue=job.queue,
             error=scrub(text.strip().splitlines()[-1]),
         )

@@ -64,7 +64,14 @@ def _run_one(args: argparse.Namespace, settings: Settings) -> int:
     worker = Worker(settings, burst=args.burst)
     metrics_module.initialise_label_sets(worker.metrics, registered_events())
     if args.metrics_port:
-        metrics_module.serve(worker.metrics, worker.client, settings, args.metrics_host, args.metrics_port)
+        try:
+            metrics_module.serve(
+                worker.metrics, worker.client, settings, args.metrics_host, args.metrics_port
+            )
+        except OSError as exc:
+            raise CommandError(
+                f"metrics on {args.metrics_host}:{args.metrics_port}: {exc.strerror}"
+            ) from None
     try:
         return worker.work()
     except redis.RedisError as exc:
@@ -80,6 +87,17 @@ def _child_command(args: argparse.Namespace, index: int) -> list[str]:
     return command
 
 
+FAST_CRASH = 10.0  # seconds: a worker that dies sooner after its start crashed "fast"
+MAX_FAST_CRASHES = 5  # in a row, for one worker: a broken setup, not bad luck; stop
+
+
+def give_up(fast_crashes: int) -> bool:
+    """Whether the supervisor stops: this many fast crashes in a row of one worker process
+    mean it cannot start (a port taken, a broken environment); restarting forever would hide
+    that behind a crash loop."""
+    return fast_crashes >= MAX_FAST_CRASHES
+
+
 def _supervise(args: argparse.Namespace) -> int:
     stopping = False
 
@@ -91,6 +109,8 @@ def _supervise(args: argparse.Namespace) -> int:
                 child.send_signal(signal.SIGTERM)
 
     children = [subprocess.Popen(_child_command(args, i)) for i in range(args.concurrency)]
+    started = [time.monotonic()] * args.concurrency
+    fast_crashes = [0] * args.concurrency
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     status = 0
@@ -101,8 +121,19 @@ def _supervise(args: argparse.Namespace) -> int:
             if code is None:
                 running = True
             elif code != 0 and not stopping and not args.burst:
+                fast = time.monotonic() - started[index] < FAST_CRASH
+                fast_crashes[index] = fast_crashes[index] + 1 if fast else 0
+                if give_up(fast_crashes[index]):
+                    stop(signal.SIGTERM, None)
+                    for other in children:
+                        other.wait()
+                    raise CommandError(
+                        f"worker {index} exited with status {code} {fast_crashes[index]} times in a row "
+                        f"within {FAST_CRASH:g}s of starting; giving up"
+                    )
                 time.sleep(1.0)  # a crash loop must not spin
                 children[index] = subprocess.Popen(_child_command(args, index))
+                started[index] = time.monotonic()
                 running = True
             else:
                 status = max(status, code)
