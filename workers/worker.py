@@ -444,7 +444,15 @@ class Worker:
             delay = backoff(attempts, self.policy, _rand())
             return ("sched", job.id, job.queue, time.time() + delay, str(attempts), "")
         self.metrics.jobs.labels(label, outcome if outcome in OUTCOMES else "ok").inc()
-        return ("ok", job.id, job.queue, job.result_ttl, "", "")
+        return ("ok", job.id, job.queue, self._finished_ttl(job), "", "")
+
+    def _finished_ttl(self, job: Taken) -> int:
+        """How long a handled job stays in RQ's FinishedJobRegistry: its result TTL, or
+        B24PIPE_EVENT_LOG_TTL when that is longer (for `b24pipe replay --handled`)."""
+        log_ttl = self.settings.event_log_ttl
+        if log_ttl and job.event is not None and 0 <= job.result_ttl < log_ttl:
+            return log_ttl
+        return job.result_ttl
 
     def _call(self, function: Callable[..., Any], args: Any, kwargs: Any, job: Taken) -> Any:
         if threading.current_thread() is not threading.main_thread():
