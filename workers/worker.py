@@ -317,6 +317,8 @@ class Worker:
                 self.keys.events_queue,
                 MAX_SKIP,
                 SKIP_MARGIN,
+                self.keys.paused_portals,
+                self.keys.held(""),
                 *self.queue_names,
             ],
         )

@@ -6,7 +6,11 @@
 -- ARGV[1] limit, ARGV[2] execution id (= worker name), ARGV[3] now (unix), ARGV[4] now as an
 -- RQ timestamp, ARGV[5] registry ttl, ARGV[6] id already moved by BLMOVE or '', ARGV[7] its
 -- queue name, ARGV[8] most jobs to defer per call, ARGV[9] skip margin (s),
--- ARGV[10..] queue names matching KEYS[3..].
+-- ARGV[10] paused-portals set, ARGV[11] held-list key prefix (`<ns>:held:`),
+-- ARGV[12..] queue names matching KEYS[3..].
+-- A job of a paused portal (`b24pipe portals pause`) is not started: it goes, in arrival order,
+-- to the portal's held list (status `deferred`, RQ's DeferredJobRegistry) until `portals
+-- resume` (shared/lua/portal_resume.lua) puts the held jobs back at the front of their queue.
 -- ARGV[-] see below; fairness: a job whose hash names its portal (`b24_member`, written at
 -- enqueue) while that portal's defer horizon is ahead, and which has no slot of its own, is
 -- not taken at all: it goes straight behind the horizon in RQ's ScheduledJobRegistry (at
@@ -33,6 +37,24 @@ local horizons = {}
 local flat = redis.call('HGETALL', KEYS[2])
 for i = 1, #flat, 2 do
   horizons[flat[i]] = tonumber(flat[i + 1])
+end
+
+local any_paused = redis.call('SCARD', ARGV[10]) > 0
+
+-- Hold a paused portal's job instead of starting it; true when done.
+local function hold_paused(id, queue)
+  if not any_paused then
+    return false
+  end
+  local jkey = 'rq:job:' .. id
+  local member = redis.call('HGET', jkey, 'b24_member')
+  if not member or redis.call('SISMEMBER', ARGV[10], member) == 0 then
+    return false
+  end
+  redis.call('HSET', jkey, 'status', 'deferred')
+  redis.call('ZADD', 'rq:deferred:' .. queue, now, id)
+  redis.call('RPUSH', ARGV[11] .. member, id)
+  return true
 end
 
 -- Defer behind the portal's horizon instead of starting; true when done.
@@ -90,16 +112,20 @@ if redis.call('EXISTS', 'rq:suspended') == 1 then
 end
 
 if ARGV[6] ~= '' then
-  start(ARGV[6], ARGV[7])
+  if hold_paused(ARGV[6], ARGV[7]) then
+    redis.call('LREM', KEYS[1], 1, ARGV[6])
+  else
+    start(ARGV[6], ARGV[7])
+  end
 end
 for i = 3, #KEYS do
-  local queue = ARGV[i + 7]
+  local queue = ARGV[i + 9]
   while taken < limit and skipped < max_skip do
     local id = redis.call('LPOP', KEYS[i])
     if not id then
       break
     end
-    if not wait_behind(id, queue) then
+    if not hold_paused(id, queue) and not wait_behind(id, queue) then
       redis.call('RPUSH', KEYS[1], id)
       start(id, queue)
     end
