@@ -46,6 +46,7 @@ SESSION_KEY = web.AppKey("http_session", aiohttp.ClientSession)
 
 OK = b'{"status":"ok","message":"event accepted"}'
 _HOOKED = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})  # the lifecycle handler takes the model
+QUEUE_GAUGES_TIMEOUT = 1.0  # seconds /metrics waits for the queue gauges' Redis read
 _ERROR_STATUS = {"invalid_request": 400, "payload_too_large": 413, "unsupported_media_type": 415}
 
 
@@ -212,14 +213,16 @@ def _text(value: str | bytes) -> str:
 async def metrics_view(request: web.Request) -> web.Response:
     body, content_type = request.app[METRICS_KEY].render()
     # the queue gauges come from the ingress too, so they live on while every worker is dead;
-    # without Redis they are absent, which the queue-gauges-missing alert notices
+    # without Redis (down, or stalled past QUEUE_GAUGES_TIMEOUT) they are absent, which the
+    # queue-gauges-missing alert notices, and the rest of /metrics is answered at once
     settings = request.app[SETTINGS_KEY]
     try:
-        snapshot = await queuestats.aread(
-            request.app[REDIS_KEY], Keys(settings.namespace), settings.recovery_after
-        )
+        async with asyncio.timeout(QUEUE_GAUGES_TIMEOUT):
+            snapshot = await queuestats.aread(
+                request.app[REDIS_KEY], Keys(settings.namespace), settings.recovery_after
+            )
         body += queuestats.render(snapshot)
-    except (RedisError, OSError):
+    except (RedisError, OSError, TimeoutError):
         pass
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type

@@ -17,6 +17,7 @@ from rq import Queue
 from ingress.metrics import MULTIPROC_ENV, TOKEN_REASONS, IngressMetrics
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.conftest import PrivateRedis
 from tests.ingress_support import serve
 from tests.workerkit import enqueue
 from workers.metrics import WorkerMetrics, exposition, initialise_label_sets
@@ -98,3 +99,25 @@ def test_alerted_label_sets_are_exposed_at_zero(
     ingress = _samples(IngressMetrics().render()[0].decode())
     for reason in (*TOKEN_REASONS, "unavailable", "overloaded"):
         assert ingress[("b24pipe_ingress_rejections_total", (("reason", reason),))] == 0
+
+
+def test_a_stalled_redis_leaves_the_queue_gauges_out_but_metrics_answer(
+    settings: Settings, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    stalled = settings.model_copy(update={"redis_url": private_redis.url})
+
+    async def scrape() -> tuple[str, str]:
+        async with serve(stalled) as client:
+            before = await (await client.get("/metrics")).text()
+            private_redis.pause()
+            try:
+                answer = await client.get("/metrics")
+                assert answer.status == 200
+                return before, await answer.text()
+            finally:
+                private_redis.resume()
+
+    before, during = asyncio.run(scrape())
+    assert "b24pipe_queue_backlog" in before
+    assert "b24pipe_ingress_requests" in during and "b24pipe_queue_backlog" not in during
