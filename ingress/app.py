@@ -26,7 +26,7 @@ from ingress.batcher import Enqueuer, Unavailable
 from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, LifecycleHandler, Refuse, answer
 from ingress.metrics import IngressMetrics
 from ingress.tokencheck import TokenCache, Verdict
-from shared import queuestats
+from shared import queuestats, tracing
 from shared.delivery import Delivery, Plain
 from shared.formparse import FormError, media_type, parse_body
 from shared.jobs import queue_of
@@ -46,6 +46,7 @@ SESSION_KEY = web.AppKey("http_session", aiohttp.ClientSession)
 
 OK = b'{"status":"ok","message":"event accepted"}'
 _HOOKED = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})  # the lifecycle handler takes the model
+_ROUTE = {"http.request.method": "POST", "http.route": "/b24/events"}
 QUEUE_GAUGES_TIMEOUT = 1.0  # seconds /metrics waits for the queue gauges' Redis read
 _ERROR_STATUS = {"invalid_request": 400, "payload_too_large": 413, "unsupported_media_type": 415}
 
@@ -96,7 +97,12 @@ class EventPath:
         started = loop.time()
         try:
             # one deadline for everything this request waits for: the token read and the write
-            return await self._handle(request, started + self.timeout)
+            if not tracing.enabled():
+                return await self._handle(request, started + self.timeout)
+            with tracing.span("POST /b24/events", _ROUTE, carrier=request.headers, kind="server") as current:
+                response = await self._handle(request, started + self.timeout)
+                current.set_attribute("http.response.status_code", response.status)
+                return response
         finally:
             metrics.inflight -= 1
             metrics.observe_latency(loop.time() - started)
@@ -166,7 +172,10 @@ class EventPath:
                 return self._unavailable(name)
 
         try:
-            fresh = await self.enqueuer.submit(plain.queued_form(), queue_of(self.keys, name), deadline)
+            queued = plain.queued_form()
+            if tracing.enabled():  # the worker's span of this event continues this trace
+                queued[tracing.TRACE_FIELD] = tracing.carrier()
+            fresh = await self.enqueuer.submit(queued, queue_of(self.keys, name), deadline)
         except Unavailable:
             return self._unavailable(name)
         metrics.request(name, "accepted" if fresh else "duplicate")
@@ -235,6 +244,8 @@ async def install_page(request: web.Request) -> web.Response:
 
 async def _startup(app: web.Application) -> None:
     settings = app[SETTINGS_KEY]
+    if not tracing.enabled():
+        tracing.configure("b24pipe-ingress")  # OTEL_* variables; off unless an exporter is named
     # a stalled read is abandoned soon after the requests waiting for it gave up, and never
     # before the batch that the enqueuer is waiting for (its own timeout is in charge)
     client = async_redis(settings, socket_timeout=settings.enqueue_timeout + 1)

@@ -25,4 +25,3 @@ def resume(client: redis.Redis, keys: Keys, member_id: str) -> int:
     """Lift the pause; how many held jobs went back to their queues."""
     script = client.register_script(RESUME_LUA)
     return int(script(keys=[keys.paused_portals, keys.held(member_id)], args=[member_id]))
-

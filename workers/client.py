@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from shared import tracing
 from shared.crypto import TokenCipher
 from shared.keys import Keys
 from shared.logs import security_event
@@ -227,6 +228,21 @@ class AsyncB24:
 
     # --- one request with everything around it -------------------------------------------
     async def _request(
+        self,
+        method: str,
+        params: dict[str, Any],
+        methods: tuple[str, ...],
+        batch: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
+    ) -> dict[str, Any]:
+        if not tracing.enabled():
+            return await self._request_once(method, params, methods, batch)
+        # one span per REST call (waits, refreshes and retries inside it); never the URL,
+        # params or answer: a webhook URL is a secret and data is the portal's
+        attributes = {"rpc.system": "bitrix24", "rpc.method": method, "b24pipe.member_id": self.member_id}
+        with tracing.span(f"b24 {method}", attributes, kind="client"):
+            return await self._request_once(method, params, methods, batch)
+
+    async def _request_once(
         self,
         method: str,
         params: dict[str, Any],

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from b24pipe.errors import CommandError, UsageError
+from shared import tracing
 from shared.logs import configure_logging
 from shared.settings import Settings, require_token_keys
 from workers.registry import HandlerImportError, load_modules, registered_events
@@ -61,6 +62,7 @@ def _run_one(args: argparse.Namespace, settings: Settings) -> int:
     from workers import metrics as metrics_module
     from workers.worker import Worker
 
+    tracing.configure("b24pipe-worker")  # OTEL_* variables; off unless an exporter is named
     worker = Worker(settings, burst=args.burst)
     metrics_module.initialise_label_sets(worker.metrics, registered_events())
     if args.metrics_port:
