@@ -4,6 +4,7 @@ in the order they came, before the portal's newer events."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,8 +16,10 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import DeferredJobRegistry
 
+from shared import pausing
 from shared.keys import Keys
-from tests.ingress_support import seed_portal
+from shared.settings import Settings
+from tests.ingress_support import FORM, OK, body, queued, seed_portal, serve
 from tests.workerkit import ROOT, event_dict, seen, start_worker, stop, wait_for, worker_env
 
 
@@ -92,3 +95,18 @@ def test_pausing_an_unknown_portal_fails_with_one_line(env: dict[str, str]) -> N
     done = _portals(env, "pause", "member-zzz")
     assert done.returncode == 1
     assert done.stderr.strip().endswith("unknown portal member-zzz")
+
+
+def test_the_ingress_keeps_accepting_a_paused_portal_s_events(
+    r: redis.Redis, keys: Keys, settings: Settings
+) -> None:
+    seed_portal(r, keys, "member-a", "token-a")
+    assert pausing.pause(r, keys, "member-a")
+
+    async def deliver() -> tuple[int, object]:
+        async with serve(settings) as client:
+            answer = await client.post("/b24/events", data=body("member-a", "token-a"), headers=FORM)
+            return answer.status, await answer.json()
+
+    assert asyncio.run(deliver()) == (200, OK)
+    assert len(queued(r, keys.events_queue)) == 1
