@@ -1,7 +1,8 @@
 # b24pipe image: one image for every part (ingress, worker, status, failed, replay, sim).
 #   docker build -t b24pipe .
 #   docker run b24pipe ingress          (default)   docker run b24pipe worker --concurrency 2
-# The build stage installs the package into a virtualenv; the final stage copies only that
+# The build stage installs the package (with the otel extra: tracing stays off until
+# OTEL_TRACES_EXPORTER is set) into a virtualenv; the final stage copies only that
 # virtualenv onto a slim Python base: no compiler, no pip cache, no sources, no tests.
 
 FROM python:3.12-slim-bookworm AS build
@@ -13,7 +14,7 @@ COPY ingress ./ingress
 COPY workers ./workers
 COPY shared ./shared
 RUN python -m venv /opt/b24pipe \
-    && /opt/b24pipe/bin/pip install --no-cache-dir . \
+    && /opt/b24pipe/bin/pip install --no-cache-dir ".[otel]" \
     && /opt/b24pipe/bin/pip uninstall --yes pip
 
 FROM python:3.12-slim-bookworm

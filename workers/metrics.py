@@ -1,6 +1,7 @@
 """Worker metrics, kept in the long-lived worker process (b24pipe's worker never forks a
-child per job, so nothing is lost when a job ends), plus a collector that reads queue depth
-and oldest-job age from Redis at scrape time.
+child per job, so nothing is lost when a job ends), plus a collector that reads the queue
+gauges (shared.queuestats: depth, age, in flight, scheduled, backlog, workers alive) and the
+portal gauges from Redis at scrape time.
 
 Labels take only known values: event names that have a registered handler or are lifecycle
 events (anything else is "other"), fixed outcome names, and our two queue names.
