@@ -20,8 +20,9 @@ run: $(STAMP)
 	$(BIN)/b24pipe run
 
 # Debian packages some checks need (installed by .ci/apt-tools when missing):
-# prometheus ships promtool (tests/test_alerts.py), systemd systemd-analyze (tests/test_systemd_units.py).
-APT_TOOLS := prometheus systemd
+# prometheus ships promtool (tests/test_alerts.py), systemd systemd-analyze
+# (tests/test_systemd_units.py), chromium renders rq-dashboard (tests/test_rq_dashboard.py).
+APT_TOOLS := prometheus systemd chromium
 
 test: $(STAMP) tools lint typecheck pytest
 
