@@ -35,3 +35,10 @@ def test_the_worker_instance_name_is_its_metrics_port() -> None:
     text = (UNITS / "b24pipe-worker@.service").read_text()
     (command,) = re.findall(r"^ExecStart=(.*)$", text, re.MULTILINE)
     assert "--metrics-port %i" in command and "--metrics-host 127.0.0.1" in command
+
+
+@pytest.mark.parametrize("unit", ["b24pipe-ingress.service", "b24pipe-worker@.service"])
+def test_a_configuration_error_is_not_restarted_in_a_loop(unit: str) -> None:
+    """Bad settings exit 2 with one line; systemd must not restart that forever."""
+    text = (UNITS / unit).read_text()
+    assert re.search(r"^RestartPreventExitStatus=.*\b2\b", text, re.MULTILINE)
