@@ -15,7 +15,10 @@ event, RQ's job hashes and registries, so `rq info`, `rq requeue` and rq-dashboa
   due scheduled jobs back to their queues (no `rq worker --with-scheduler` needed) as they
   fall due: it sleeps one tick, or until the earliest scheduled job, whichever is sooner;
 - SIGTERM/SIGINT: the current job finishes, taken-but-unstarted jobs go back to the front
-  of their queues, acknowledgements are written, then the worker exits.
+  of their queues, acknowledgements are written, then the worker exits;
+- RQ's worker record stays true (state idle/busy/suspended, execution index, job counts), a
+  failed job gets RQ's FAILED result record, `rq suspend` stops the taking (fetch.lua), and a
+  paused portal's jobs are held instead of started (`b24pipe portals pause`).
 """
 
 from __future__ import annotations
