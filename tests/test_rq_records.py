@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from rq import Queue
 from rq import Worker as RQWorker
 from rq.job import Job, JobStatus
 from rq.results import Result
@@ -26,19 +27,20 @@ SECRET = "abcdefabcdefabcdefabcdefabcdef0123456789"  # what ONTESTPERM's excepti
 def worker(r: redis.Redis, keys: Keys, base_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     process = start_worker(worker_env(base_env))
     try:
-        assert wait_for(lambda: len(_workers(r)) == 1)
+        assert wait_for(lambda: len(_workers(r, keys)) == 1)
         yield process
     finally:
         resume(r)
         assert stop(process) == 0
 
 
-def _workers(r: redis.Redis) -> list[RQWorker]:
-    return list(RQWorker.all(connection=r))
+def _workers(r: redis.Redis, keys: Keys) -> list[RQWorker]:
+    """This test's workers, as `rq info` lists a queue's (the Redis is shared by other tests)."""
+    return list(RQWorker.all(queue=Queue(keys.events_queue, connection=r)))
 
 
-def _one(r: redis.Redis) -> RQWorker:
-    (found,) = _workers(r)
+def _one(r: redis.Redis, keys: Keys) -> RQWorker:
+    (found,) = _workers(r, keys)
     return found
 
 
@@ -55,7 +57,7 @@ def test_a_failed_job_carries_rq_s_result_record_with_the_scrubbed_exception(
     assert result is not None and result.type == Result.Type.FAILED
     assert result.exc_string and "refused with" in result.exc_string
     assert SECRET not in result.exc_string
-    assert wait_for(lambda: _one(r).failed_job_count == 1)
+    assert wait_for(lambda: _one(r, keys).failed_job_count == 1)
     # the log line names the job and its event as `failed list` and rq-dashboard do
     assert stop(worker) == 0
     lines = [json.loads(line) for line in (worker.stderr.read() if worker.stderr else b"").splitlines()]
@@ -69,15 +71,15 @@ def test_a_failed_job_carries_rq_s_result_record_with_the_scrubbed_exception(
 def test_the_worker_record_says_busy_with_its_job_then_idle_with_its_count(
     r: redis.Redis, keys: Keys, ns: str
 ) -> None:
-    assert _one(r).state == "idle"
+    assert _one(r, keys).state == "idle"
     job_id = enqueue(r, keys, "ONTESTSLOW", sleep=1.5)
     assert wait_for(lambda: r.llen(f"{ns}:test:slow-started") == 1)  # the handler is running
-    busy = _one(r)
+    busy = _one(r, keys)
     assert busy.state == "busy"
     assert busy.get_current_job_id() == job_id
     assert wait_for(lambda: _status(r, job_id) == JobStatus.FINISHED)
-    assert wait_for(lambda: _one(r).state == "idle")
-    idle = _one(r)
+    assert wait_for(lambda: _one(r, keys).state == "idle")
+    idle = _one(r, keys)
     assert idle.successful_job_count == 1 and idle.failed_job_count == 0
     assert idle.get_current_job_id() is None
 
@@ -85,13 +87,13 @@ def test_the_worker_record_says_busy_with_its_job_then_idle_with_its_count(
 @pytest.mark.usefixtures("worker")
 def test_rq_suspend_holds_every_job_until_rq_resume(r: redis.Redis, keys: Keys) -> None:
     suspend(r)
-    assert wait_for(lambda: _one(r).state == "suspended")
+    assert wait_for(lambda: _one(r, keys).state == "suspended")
     job_ids = [enqueue(r, keys, "ONTESTRECORD") for _ in range(3)]
     # several fetch rounds later (the worker's heartbeat moves on), nothing was taken
     beats: set[object] = set()
 
     def beaten() -> bool:
-        beats.add(_one(r).last_heartbeat)
+        beats.add(_one(r, keys).last_heartbeat)
         return len(beats) >= 4
 
     assert wait_for(beaten)
@@ -99,4 +101,4 @@ def test_rq_suspend_holds_every_job_until_rq_resume(r: redis.Redis, keys: Keys) 
     assert r.llen(f"rq:queue:{keys.events_queue}") == 3
     resume(r)
     assert wait_for(lambda: all(_status(r, job_id) == JobStatus.FINISHED for job_id in job_ids))
-    assert wait_for(lambda: _one(r).successful_job_count == 3)
+    assert wait_for(lambda: _one(r, keys).successful_job_count == 3)
