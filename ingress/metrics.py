@@ -96,10 +96,12 @@ REJECTION_REASONS = (
     *TOKEN_REASONS,
     "rejected",
     "invalid_request",
+    "request_timeout",
     "payload_too_large",
     "unsupported_media_type",
     "overloaded",
     "unavailable",
+    "lifecycle_refused",
 )
 
 FLUSH_INTERVAL = 0.5
