@@ -31,7 +31,7 @@ from shared.formparse import FormError, media_type, parse_body
 from shared.jobs import queue_of
 from shared.keys import Keys
 from shared.logs import mask, security_event
-from shared.redisconn import async_redis, durability_problems
+from shared.redisconn import async_redis, readiness, server_facts
 from shared.settings import Settings
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -42,6 +42,7 @@ TOKENS_KEY = web.AppKey("tokens", TokenCache)
 REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 VERIFY_KEY = web.AppKey("verify_installs", bool)
 SESSION_KEY = web.AppKey("http_session", aiohttp.ClientSession)
+STOPPING_KEY = web.AppKey("stopping", asyncio.Event)  # set on SIGTERM: /readyz fails from then on
 
 OK = b'{"status":"ok","message":"event accepted"}'
 _HOOKED = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})  # the lifecycle handler takes the model
@@ -188,24 +189,30 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Redis answers and is configured to keep what we acknowledge."""
-    client = request.app[REDIS_KEY]
+    """Ready when not shutting down, Redis answers and keeps what we acknowledge; names the
+    ack mode in force. Where CONFIG is refused (managed Redis) durability is `unknown`: a
+    warning and a metric, and a failure only with `B24PIPE_DURABILITY_STRICT`."""
+    app = request.app
+    settings = app[SETTINGS_KEY]
+    if app[STOPPING_KEY].is_set():
+        return answer(503, dumps({"status": "stopping", "ack": settings.ack}))
     try:
-        config: dict[str, str] = {}
-        for name in ("appendonly", "appendfsync", "maxmemory-policy"):
-            config.update(
-                {_text(k or ""): _text(v or "") for k, v in (await client.config_get(name)).items()}
-            )
+        facts = await server_facts(app[REDIS_KEY])
     except (RedisError, OSError) as exc:
         return answer(503, dumps({"status": "error", "problems": [f"redis: {type(exc).__name__}"]}))
-    problems = durability_problems(config)
-    if problems:
-        return answer(503, dumps({"status": "error", "problems": problems}))
-    return answer(200, b'{"status":"ok"}')
+    verdict = readiness(facts, settings.ack, settings.durability_strict)
+    app[METRICS_KEY].durability_unknown(verdict.durability == "unknown")
+    report = {"ack": settings.ack, "durability": verdict.durability}
+    if verdict.problems:
+        return answer(503, dumps({"status": "error", "problems": verdict.problems, **report}))
+    return answer(200, dumps({"status": "ok", **report}))
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+async def _close_when_stopping(request: web.Request, response: web.StreamResponse) -> None:
+    """Once stopping, every answer closes its connection: clients open new ones, which
+    the load balancer sends elsewhere, instead of reusing one this process will close."""
+    if request.app[STOPPING_KEY].is_set():
+        response.force_close()
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -266,6 +273,7 @@ def create_app(
     app[SETTINGS_KEY] = settings
     app[VERIFY_KEY] = verify_installs
     app[LIFECYCLE_KEY] = lifecycle or Refuse()
+    app[STOPPING_KEY] = asyncio.Event()
     app[METRICS_KEY] = IngressMetrics(extra_events)
     path = EventPath(app)
     app.router.add_post("/b24/events", path.handle)
@@ -273,6 +281,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    app.on_response_prepare.append(_close_when_stopping)
     app.on_startup.append(_startup)
     app.on_startup.append(path.bind)
     app.on_cleanup.append(_cleanup)
