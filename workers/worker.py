@@ -15,11 +15,16 @@ event, RQ's job hashes and registries, so `rq info`, `rq requeue` and rq-dashboa
   due scheduled jobs back to their queues (no `rq worker --with-scheduler` needed) as they
   fall due: it sleeps one tick, or until the earliest scheduled job, whichever is sooner;
 - SIGTERM/SIGINT: the current job finishes, taken-but-unstarted jobs go back to the front
-  of their queues, acknowledgements are written, then the worker exits.
+  of their queues, acknowledgements are written, then the worker exits;
+- a Redis outage (restart, stall, failover) is waited out (`workers.outage`): the worker
+  keeps its in-flight list and its unwritten acknowledgements, retries with capped backoff,
+  and carries on; a job whose handler met the outage goes back to its queue without using
+  an attempt. Liveness is judged by Redis's clock (`maintain.lua`), never a host's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -52,6 +57,7 @@ from workers import context, keepalive, registry
 from workers.dispatch import RUN_EVENT
 from workers.fairness import SKIP_MARGIN, should_wait_behind
 from workers.metrics import OUTCOMES, WorkerMetrics, parse_rq_time
+from workers.outage import OUTAGE_ERRORS, Outage
 from workers.retry import Defer, GiveUp, Hold, Park, Policy, Reschedule, backoff
 from workers.scripts import Scripts
 
@@ -146,6 +152,7 @@ class Worker:
         self.client = client or sync_redis(settings)
         self.keys = Keys(settings.namespace)
         self.name = name or worker_name()
+        self.outage = Outage(logger, worker=self.name)
         self.burst = burst
         self.metrics = metrics or WorkerMetrics()
         self.scripts = Scripts.register(self.client)
@@ -178,7 +185,7 @@ class Worker:
             signal.signal(signal.SIGINT, self.request_stop)
         ctx = context.WorkerContext(self.client, self.keys, self.settings, metrics=self.metrics)
         context.install(ctx)
-        self._maintain(self.client)  # registered and alive before taking anything
+        self._waiting_out_outages(lambda: self._maintain(self.client))  # registered and alive first
         self._maintainer = threading.Thread(
             target=self._maintenance_loop, name="b24pipe-heartbeat", daemon=True
         )
@@ -187,13 +194,31 @@ class Worker:
         try:
             self._loop(ctx)
         finally:
-            self._flush()
             self._maintainer_stop.set()
             self._maintainer_nudge.set()
             self._maintainer.join(timeout=10)
-            self._deregister()
+            try:
+                self._flush()
+                self._deregister()
+            except OUTAGE_ERRORS:
+                # stopped while Redis is away: the jobs still in the in-flight list are
+                # recovered (and run again) once this worker is seen dead
+                log(logger, logging.WARNING, "worker stopped without reaching redis", worker=self.name)
             log(logger, logging.INFO, "worker stopped", worker=self.name, processed=self.processed)
         return 0
+
+    def _waiting_out_outages(self, step: Callable[[], object]) -> bool:
+        """Run `step` until it gets through Redis or the worker is asked to stop; True once
+        it did."""
+        while not self.stopping.is_set():
+            try:
+                step()
+            except OUTAGE_ERRORS as exc:
+                self.stopping.wait(self.outage.failed(exc))
+                continue
+            self.outage.recovered()
+            return True
+        return False
 
     def _deregister(self) -> None:
         wkey = f"rq:worker:{self.name}"
@@ -219,10 +244,13 @@ class Worker:
                     break
                 try:
                     next_due = self._maintain(client)
+                    self.outage.recovered()
                     wait = next_wait(time.time(), next_due, self.tick)
                     if time.monotonic() >= keepalive_at:
                         keepalive_at = time.monotonic() + min(60, self.settings.keepalive_interval)
                         self._keepalive()
+                except OUTAGE_ERRORS as exc:
+                    wait = min(self.tick, self.outage.failed(exc))
                 except redis.RedisError as exc:
                     wait = self.tick
                     log(logger, logging.WARNING, "heartbeat failed", worker=self.name, error=str(exc))
@@ -253,7 +281,7 @@ class Worker:
         now = time.time()
         script = self.scripts.maintain if client is self.client else Scripts.register(client).maintain
         recovered, _promoted, next_due = script(
-            keys=[self.keys.workers, self.keys.defer_horizon],
+            keys=[self.keys.workers, self.keys.defer_horizon, self.keys.workers_clock],
             args=[
                 self.name,
                 now,
@@ -282,17 +310,30 @@ class Worker:
 
     # --- the loop --------------------------------------------------------------------------
     def _loop(self, ctx: context.WorkerContext) -> None:
-        events_key = f"rq:queue:{self.keys.events_queue}"
         while not self.stopping.is_set():
-            jobs = self._fetch(None)
-            if not jobs:
-                if self.burst:
+            try:
+                if not self._round(ctx):
                     return
-                claimed = self.client.blmove(events_key, self.inflight, IDLE_BLOCK, "LEFT", "RIGHT")
-                if claimed is None:
-                    continue
-                jobs = self._fetch(claimed.decode() if isinstance(claimed, bytes) else str(claimed))
-            self._run_batch(jobs, ctx)
+            except OUTAGE_ERRORS as exc:
+                self.stopping.wait(self.outage.failed(exc))
+                continue
+            self.outage.recovered()
+
+    def _round(self, ctx: context.WorkerContext) -> bool:
+        """Acknowledgements left over from an outage first, then one batch; False when a
+        burst worker found the queues empty."""
+        self._flush()
+        jobs = self._fetch(None)
+        if not jobs:
+            if self.burst:
+                return False
+            events_key = f"rq:queue:{self.keys.events_queue}"
+            claimed = self.client.blmove(events_key, self.inflight, IDLE_BLOCK, "LEFT", "RIGHT")
+            if claimed is None:
+                return True
+            jobs = self._fetch(claimed.decode() if isinstance(claimed, bytes) else str(claimed))
+        self._run_batch(jobs, ctx)
+        return True
 
     def _fetch(self, claimed: str | None) -> list[Taken]:
         now = time.time()
@@ -329,11 +370,18 @@ class Worker:
                 for rest in reversed(jobs[position:]):
                     self._acks.append(("back", rest.id, rest.queue, "", "", ""))
                 break
-            self._acks.append(self._run_one(job, ctx))
+            try:
+                self._acks.append(self._run_one(job, ctx))
+            except OUTAGE_ERRORS:
+                # the handler met the outage: this job and the rest go back, no attempt used
+                for rest in reversed(jobs[position:]):
+                    self._acks.append(("back", rest.id, rest.queue, "", "", ""))
+                raise
             self.processed += 1
             self.metrics.in_progress.dec()
             if time.monotonic() - self._last_flush >= FLUSH_EVERY:
-                self._flush()
+                with contextlib.suppress(*OUTAGE_ERRORS):  # kept for the batch's last flush
+                    self._flush()
         self._flush()
 
     def _forget_deliveries(self, jobs: list[Taken]) -> None:
@@ -423,6 +471,8 @@ class Worker:
             )
         except GiveUp as exc:
             return self._fail(job, label, str(exc))
+        except OUTAGE_ERRORS:
+            raise
         except Exception as exc:  # any other job error: generic retry with backoff, then failed
             text = "".join(traceback.format_exception(exc))
             attempts = job.attempts + 1
