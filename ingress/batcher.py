@@ -220,7 +220,7 @@ class Enqueuer:
         try:
             replies = await self._write(calls, batch, slot)
         except _NotConfirmed as exc:
-            log(_logger, logging.WARNING, "enqueue batch not confirmed", size=len(batch), mode=self._mode)
+            log(_logger, logging.WARNING, "enqueue batch not confirmed", size=len(batch), detail=str(exc))
             self._fail(batch, str(exc))
             return
         except (RedisError, OSError, TimeoutError) as exc:
@@ -270,7 +270,7 @@ class Enqueuer:
             return await self._execute(calls, slot)
         replies = await self._execute(calls, slot, _resp(wait))
         if not plan.confirmed(replies[-1]):
-            raise _NotConfirmed(f"B24PIPE_ACK={plan.mode}: not confirmed in time")
+            raise _NotConfirmed(f"B24PIPE_ACK={plan.mode}: not confirmed in time ({str(replies[-1])[:80]})")
         return replies[:-1]
 
     async def _execute(self, calls: list[bytes], slot: int, wait: bytes | None = None) -> list[object]:
@@ -292,6 +292,17 @@ class Enqueuer:
                 replies[-1] = again[-1]
         return replies
 
+    @staticmethod
+    async def _connect_to_primary(connection: Connection) -> None:
+        """(Re)connect, and make sure the server is a primary: around a failover the address
+        Sentinel gave (or a plain URL's server) may be a replica by now, where every batch
+        would fail until the connection happens to drop."""
+        await connection.connect()  # type: ignore[no-untyped-call]
+        await connection.send_command("ROLE")
+        role = await connection.read_response()
+        if not isinstance(role, list) or role[0] != b"master":
+            raise RedisConnectionError("the server is a replica now")
+
     async def _send(self, calls: list[bytes], slot: int) -> list[object]:
         """Send the calls in one write on the flusher's own connection (kept from batch to
         batch: taking one from the pool checks it each time) and read one reply per call."""
@@ -299,7 +310,9 @@ class Enqueuer:
         if connection is None:
             connection = self._connections[slot] = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command(b"".join(calls))  # reconnects if it was dropped
+            if not connection.is_connected:
+                await self._connect_to_primary(connection)
+            await connection.send_packed_command(b"".join(calls))
             replies: list[object] = []
             for _ in calls:
                 try:

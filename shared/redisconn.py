@@ -43,7 +43,15 @@ def redacted(url: str) -> str:
 
 def sync_redis(settings: Settings, **overrides: Any) -> redis.Redis:
     """A client for RQ and the workers. RQ stores pickled bytes, so no response decoding."""
-    url = settings.redis_url_or_default()
+    return sync_redis_for(settings.redis_url_or_default(), **overrides)
+
+
+def async_redis(settings: Settings, **overrides: Any) -> aioredis.Redis:
+    """A client for the ingress (asyncio)."""
+    return async_redis_for(settings.redis_url_or_default(), **overrides)
+
+
+def sync_redis_for(url: str, **overrides: Any) -> redis.Redis:
     options = {**_OPTIONS, **overrides}
     target = parse_redis_url(url)
     if target is None:
@@ -53,9 +61,8 @@ def sync_redis(settings: Settings, **overrides: Any) -> redis.Redis:
     return client
 
 
-def async_redis(settings: Settings, **overrides: Any) -> aioredis.Redis:
-    """A client for the ingress (asyncio)."""
-    url = settings.redis_url_or_default()
+def async_redis_for(url: str, **overrides: Any) -> aioredis.Redis:
+    """An asyncio client for `url` (plain or Sentinel), e.g. on the workers' REST loop."""
     options = {**_OPTIONS, **overrides}
     target = parse_redis_url(url)
     if target is None:

@@ -101,15 +101,52 @@ def start_server(
         args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     server = LocalServer(process, port, directory)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    _wait_answering(server, directory / "server.log")
+    return server
+
+
+def _wait_answering(server: LocalServer, logfile: Path) -> None:
+    client = redis.Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=0.5)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServerError(f"redis server exited at start (see {directory / 'server.log'})")
+        if server.process.poll() is not None:
+            raise ServerError(f"redis server exited at start (see {logfile})")
         with contextlib.suppress(redis.RedisError):
             if client.ping():
                 client.close()
-                return server
+                return
         time.sleep(0.05)
     server.stop()
     raise ServerError("redis server did not answer within 15 s")
+
+
+def start_sentinel(directory: Path, master: str, primary_port: int, *, quorum: int = 2) -> LocalServer:
+    """A sentinel on 127.0.0.1 watching `master` at `primary_port` (it rewrites its own
+    config file, so each gets a directory); fast detection, for tests and benches."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = directory / "sentinel.conf"
+    config.write_text(
+        "\n".join(
+            [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {directory.resolve()}",
+                f"logfile {(directory / 'sentinel.log').resolve()}",
+                f"sentinel monitor {master} 127.0.0.1 {primary_port} {quorum}",
+                f"sentinel down-after-milliseconds {master} 1000",
+                f"sentinel failover-timeout {master} 5000",
+                f"sentinel parallel-syncs {master} 1",
+                "",
+            ]
+        )
+    )
+    process = subprocess.Popen(
+        [server_binary(), str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    server = LocalServer(process, port, directory)
+    _wait_answering(server, directory / "sentinel.log")
+    return server

@@ -51,6 +51,7 @@ from rq.utils import import_attribute
 
 from shared.keys import Keys
 from shared.logs import log, scrub
+from shared.portals import as_text
 from shared.redisconn import sync_redis
 from shared.settings import Settings
 from workers import context, keepalive, registry
@@ -153,6 +154,7 @@ class Worker:
         self.keys = Keys(settings.namespace)
         self.name = name or worker_name()
         self.outage = Outage(logger, worker=self.name)
+        self._reclaim = False  # after an outage: the in-flight list is re-checked before fetching
         self.burst = burst
         self.metrics = metrics or WorkerMetrics()
         self.scripts = Scripts.register(self.client)
@@ -315,6 +317,7 @@ class Worker:
                 if not self._round(ctx):
                     return
             except OUTAGE_ERRORS as exc:
+                self._reclaim = True
                 self.stopping.wait(self.outage.failed(exc))
                 continue
             self.outage.recovered()
@@ -323,6 +326,9 @@ class Worker:
         """Acknowledgements left over from an outage first, then one batch; False when a
         burst worker found the queues empty."""
         self._flush()
+        if self._reclaim:
+            self._give_back_orphans()
+            self._reclaim = False
         jobs = self._fetch(None)
         if not jobs:
             if self.burst:
@@ -334,6 +340,26 @@ class Worker:
             jobs = self._fetch(claimed.decode() if isinstance(claimed, bytes) else str(claimed))
         self._run_batch(jobs, ctx)
         return True
+
+    def _give_back_orphans(self) -> None:
+        """After an outage this worker runs nothing and owes no acknowledgement, so anything
+        in its in-flight list is a job it does not know it holds: a fetch or BLMOVE that Redis
+        ran after the client gave up on the reply, or the list as a new primary has it after a
+        failover. Trusting the list as it was would strand them; they go back to the front of
+        their queues (at worst a job runs twice: at-least-once)."""
+        ids = [as_text(job_id) for job_id in self.client.lrange(self.inflight, 0, -1)]
+        if not ids:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(f"rq:job:{job_id}", "origin")
+            queues = pipe.execute()
+        self._acks.extend(
+            ("back", job_id, as_text(queue) if queue else self.keys.events_queue, "", "", "")
+            for job_id, queue in zip(ids, queues, strict=True)
+        )
+        log(logger, logging.WARNING, "jobs given back after an outage", worker=self.name, jobs=len(ids))
+        self._flush()
 
     def _fetch(self, claimed: str | None) -> list[Taken]:
         now = time.time()
