@@ -208,13 +208,6 @@ async def readyz(request: web.Request) -> web.Response:
     return answer(200, dumps({"status": "ok", **report}))
 
 
-async def _close_when_stopping(request: web.Request, response: web.StreamResponse) -> None:
-    """Once stopping, every answer closes its connection: clients open new ones, which
-    the load balancer sends elsewhere, instead of reusing one this process will close."""
-    if request.app[STOPPING_KEY].is_set():
-        response.force_close()
-
-
 async def metrics_view(request: web.Request) -> web.Response:
     body, content_type = request.app[METRICS_KEY].render()
     response = web.Response(body=body)
@@ -281,7 +274,6 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
-    app.on_response_prepare.append(_close_when_stopping)
     app.on_startup.append(_startup)
     app.on_startup.append(path.bind)
     app.on_cleanup.append(_cleanup)

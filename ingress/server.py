@@ -5,9 +5,8 @@ token cache and enqueuer); the kernel spreads connections over their sockets. Th
 only starts the children, restarts one that dies, forwards SIGTERM and waits.
 
 SIGTERM (or SIGINT) in a serving process: first `/readyz` fails and, for
-`B24PIPE_SHUTDOWN_DELAY` seconds, requests are still served (each answer closes its
-connection), so an orchestrator takes the process out of rotation before it stops
-listening; then the listening socket closes (no new requests),
+`B24PIPE_SHUTDOWN_DELAY` seconds, requests are still served (keep-alive connections
+too), so an orchestrator takes the process out of rotation before it stops listening; then the listening socket closes (no new requests),
 requests already read finish (their jobs are written out or answered 503 within the
 enqueue timeout), the enqueuer flushes what it holds, then the process exits 0.
 """

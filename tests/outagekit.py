@@ -90,7 +90,7 @@ async def steady_load(
                 await asyncio.sleep(pause)
                 continue
             except (aiohttp.ClientError, TimeoutError) as exc:
-                sent.error = type(exc).__name__
+                sent.error = f"{type(exc).__name__}: {exc}"[:120]
             load.sent.append(sent)
             await asyncio.sleep(pause)
 
