@@ -246,6 +246,13 @@ def test_sentinel_failover_under_load_with_replica_acks_loses_nothing(
                 f"{len(missing)} accepted events not handled ({len(missing & set(queued))} queued)"
             )
             assert worker.poll() is None
+            # RQ's own tools reach the new primary through the same sentinels
+            rq_env = {k: v for k, v in env.items() if k != "RQ_REDIS_URL"}
+            info = subprocess.run(
+                [str(Path(sys.executable).with_name("rq")), "info", "-c", "b24pipe.rqconfig", "--only-queues"],
+                env=rq_env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert info.returncode == 0 and keys.events_queue in info.stdout, info.stdout + info.stderr
         finally:
             stop(worker)
     finally:
