@@ -17,7 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ResponseError
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from shared.ackmode import plan
@@ -49,6 +51,18 @@ def sync_redis(settings: Settings, **overrides: Any) -> redis.Redis:
 def async_redis(settings: Settings, **overrides: Any) -> aioredis.Redis:
     """A client for the ingress (asyncio)."""
     return async_redis_for(settings.redis_url_or_default(), **overrides)
+
+
+# A command run by hand waits out a short outage (a restart, a failover) instead of failing
+# at once: redis-py's own retry, capped exponential backoff with jitter, about 40 s in all.
+COMMAND_RETRY = Retry(ExponentialWithJitterBackoff(base=0.25, cap=5.0), retries=12)
+
+
+def command_redis(settings: Settings) -> redis.Redis:
+    """A client for the CLI commands (status, portals, failed)."""
+    return sync_redis(
+        settings, retry=COMMAND_RETRY, retry_on_error=[redis.ConnectionError, redis.TimeoutError]
+    )
 
 
 def sync_redis_for(url: str, **overrides: Any) -> redis.Redis:

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import orjson
 import redis
 
 from shared.keys import Keys
@@ -257,3 +258,26 @@ def test_sentinel_failover_under_load_with_replica_acks_loses_nothing(
             stop(worker)
     finally:
         cluster.stop()
+
+
+def test_a_command_run_during_a_restart_waits_for_redis_instead_of_failing(
+    private_redis: PrivateRedis, private_env: dict[str, str], tmp_path: Path
+) -> None:
+    private_redis.kill()
+    command = subprocess.Popen(
+        [sys.executable, "-m", "b24pipe", "status", "--json"],
+        env={**os.environ, **private_env},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # redis-py alone gives up after about 2 s of retries
+        assert not wait_for(lambda: command.poll() is not None, timeout=6)  # still waiting
+        private_redis.start()
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 0, err
+    assert orjson.loads(out)["ack"] == "written"

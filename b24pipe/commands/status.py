@@ -16,7 +16,7 @@ import redis
 from b24pipe.errors import CommandError
 from shared.keys import Keys
 from shared.portals import Portal, as_text
-from shared.redisconn import redacted, sync_redis
+from shared.redisconn import command_redis, redacted
 from shared.settings import Settings
 
 
@@ -101,7 +101,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    client = sync_redis(settings)
+    client = command_redis(settings)
     try:
         report = collect(client, settings)
     except redis.RedisError as exc:
