@@ -269,6 +269,8 @@ class Worker:
             client = sync_redis(self.settings)
             try:
                 keepalive.run(self.settings, client)
+            except OUTAGE_ERRORS as exc:  # the next pass (an interval later) tries again
+                self.outage.failed(exc)
             except redis.RedisError as exc:
                 log(logger, logging.WARNING, "keep-alive failed", worker=self.name, error=str(exc))
             finally:
