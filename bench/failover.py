@@ -12,9 +12,10 @@ starts itself:
 - stall: the Redis process is stopped (SIGSTOP) for BENCH_STALL seconds (60), then resumed.
 
 Printed per scenario: events acknowledged (200), lost (acknowledged but never handled:
-must be 0), 503s, requests left without an answer, and the recovery time (from the fault
-to the first 200 after it). Exit status 1 when anything was lost or unanswered, a status
-other than 200/503 was seen, or a scenario acknowledged nothing.
+must be 0), 503s, requests left without an answer, how long no event was accepted (from
+the fault to the first 200 sent after Redis was back), the recovery time (from Redis back to
+that 200), and whether the worker stayed up. Exit status 1 when anything was lost or unanswered, a status
+other than 200/503 was seen, the worker exited, or a scenario acknowledged nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Figures:
     unavailable: int
     unanswered: int
     other: int
+    worker_alive: bool  # the worker process waited the fault out instead of exiting
     window: float  # from the fault to the first 200 sent after Redis was back
     recovery: float  # from Redis back (restarted, promoted, resumed) to that 200
 
@@ -55,11 +57,18 @@ class Figures:
             f"  {self.scenario:9s} acknowledged {self.acknowledged:6d}   lost {self.lost}   503s {self.unavailable:5d}"
             f"   unanswered {self.unanswered}   no 200 for {self.window:5.1f} s"
             f"   recovery after Redis was back {self.recovery:4.1f} s"
+            f"   worker {'up' if self.worker_alive else 'EXITED'}"
         )
 
     @property
     def ok(self) -> bool:
-        return self.acknowledged > 0 and self.lost == 0 and self.unanswered == 0 and self.other == 0
+        return (
+            self.acknowledged > 0
+            and self.lost == 0
+            and self.unanswered == 0
+            and self.other == 0
+            and self.worker_alive
+        )
 
 
 def _env(url: str, **extra: str) -> dict[str, str]:
@@ -110,6 +119,7 @@ def _scenario(
         accepted = {event_id(form) for form in load.accepted()}
         wait_for(lambda: accepted <= set(ids_handled(reader(), ns)), timeout=120)
         lost = len(accepted - set(ids_handled(reader(), ns)))
+        alive = worker.poll() is None
     finally:
         stop(worker)
     first = min(
@@ -123,6 +133,7 @@ def _scenario(
         unavailable=statuses.count(503),
         unanswered=statuses.count(None),
         other=sum(status not in (200, 503, None) for status in statuses),
+        worker_alive=alive,
         window=first - fault_at[0],
         recovery=first - back_at[0],
     )
