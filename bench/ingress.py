@@ -9,10 +9,10 @@ servers; the figures are medians over rounds. It prints accepted events/s, p50/p
 both, their ratio, Redis commands and ingress CPU microseconds per event, and checks that
 the jobs in Redis equal the 200s the ingress gave.
 
-Then the same load on one ingress per acknowledgement mode (`B24PIPE_ACK`), side by side:
-`written`; `fsync` with the server switched to `appendfsync always` for its rounds; and
-`replica` with a replica of the bench's own server attached for its rounds (skipped, with
-a note, when `REDIS_URL` names a server the bench cannot reconfigure).
+Then the same load on one ingress per acknowledgement mode (`B24PIPE_ACK`), side by side,
+alternating within each round: `written`; `fsync` with the server switched to `appendfsync
+always` for its rounds; and `replica` with a replica of the bench's own server attached
+(each skipped, with a note, when `REDIS_URL` names a server the bench cannot reconfigure).
 
 Knobs (environment): BENCH_ROUNDS (5), BENCH_SECONDS (3), BENCH_CONNECTIONS (64),
 BENCH_PORTALS (500).
@@ -199,34 +199,38 @@ def load_main(argv: list[str]) -> None:
 
 # --- the orchestration -------------------------------------------------------------------
 @contextlib.contextmanager
-def _mode_setup(mode: str, client: redis.Redis, server: LocalServer | None, workdir: Path) -> Iterator[str]:
-    """The server as the mode needs it for its rounds, restored after; a note for the
-    figures ("n/a: ..." when it cannot be arranged)."""
-    if mode == "written":
-        yield "appendfsync everysec"
-    elif mode == "fsync":
-        try:
-            before = client.config_get("appendfsync")["appendfsync"]
-            client.config_set("appendfsync", "always")
-        except redis.ResponseError:
-            yield "n/a: CONFIG refused"
-            return
-        try:
-            yield "appendfsync always"
-        finally:
-            client.config_set("appendfsync", before)
-    elif server is None:
+def _fsync_always(client: redis.Redis) -> Iterator[None]:
+    """`appendfsync always` for one `fsync` round, `everysec` again after it."""
+    client.config_set("appendfsync", "always")
+    try:
+        yield
+    finally:
+        client.config_set("appendfsync", "everysec")
+
+
+@contextlib.contextmanager
+def _replica_attached(server: LocalServer | None, workdir: Path) -> Iterator[str]:
+    """A replica of the bench's own server while the modes are measured; the note for the
+    `replica` figures ("n/a: ..." when there is no server of our own to attach it to)."""
+    if server is None:
         yield "n/a: needs the bench's own server (REDIS_URL is set)"
-    else:
-        replica = start_server(workdir / "replica", extra=["--replicaof", "127.0.0.1", str(server.port)])
-        try:
-            link = redis.Redis(port=replica.port)
-            deadline = time.monotonic() + 30
-            while link.info("replication").get("master_link_status") != "up" and time.monotonic() < deadline:
-                time.sleep(0.1)
-            yield "WAIT 1, one local replica"
-        finally:
-            replica.stop()
+        return
+    replica = start_server(workdir / "replica", extra=["--replicaof", "127.0.0.1", str(server.port)])
+    try:
+        link = redis.Redis(port=replica.port)
+        deadline = time.monotonic() + 30
+        while link.info("replication").get("master_link_status") != "up" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield "WAIT 1, one local replica"
+    finally:
+        replica.stop()
+
+
+def _can_configure(client: redis.Redis) -> bool:
+    try:
+        return client.config_get("appendfsync").get("appendfsync") == "everysec"
+    except redis.ResponseError:
+        return False
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -343,16 +347,26 @@ def main() -> int:
             return sum(int(client.llen(f"rq:queue:{q}")) for q in keys.queues)
 
         jobs = queued() - warm_jobs
-        for mode, port in mode_ports.items():
-            _wait_port(port, mode_procs[mode])
-            with _mode_setup(mode, client, server, workdir) as note:
-                notes[mode] = note
-                if note.startswith("n/a"):
-                    continue
-                run(port)  # warm-up
-                before = queued()
-                modes[mode] = [run(port) for _ in range(rounds)]
-                jobs += queued() - before
+        # the modes alternate within each round, like ingress and bare above, so that a
+        # change of load on the machine shows in all of them alike
+        with _replica_attached(server, workdir) as replica_note:
+            notes.update(written="appendfsync everysec", fsync="appendfsync always", replica=replica_note)
+            if not _can_configure(client):
+                notes["fsync"] = "n/a: appendfsync cannot be switched (CONFIG refused or not everysec)"
+            active = [mode for mode in ACK_MODES if not notes[mode].startswith("n/a")]
+
+            def run_mode(mode: str) -> dict[str, Any]:
+                with _fsync_always(client) if mode == "fsync" else contextlib.nullcontext():
+                    return run(mode_ports[mode])
+
+            for mode in active:
+                _wait_port(mode_ports[mode], mode_procs[mode])
+                run_mode(mode)  # warm-up
+            before = queued()
+            for _ in range(rounds):
+                for mode in active:
+                    modes[mode].append(run_mode(mode))
+            jobs += queued() - before
     finally:
         for process in (ingress, bare_proc, *mode_procs.values()):
             process.terminate()

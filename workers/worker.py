@@ -209,9 +209,8 @@ class Worker:
             log(logger, logging.INFO, "worker stopped", worker=self.name, processed=self.processed)
         return 0
 
-    def _waiting_out_outages(self, step: Callable[[], object]) -> bool:
-        """Run `step` until it gets through Redis or the worker is asked to stop; True once
-        it did."""
+    def _waiting_out_outages(self, step: Callable[[], object]) -> None:
+        """Run `step` until it gets through Redis or the worker is asked to stop."""
         while not self.stopping.is_set():
             try:
                 step()
@@ -219,8 +218,7 @@ class Worker:
                 self.stopping.wait(self.outage.failed(exc))
                 continue
             self.outage.recovered()
-            return True
-        return False
+            return
 
     def _deregister(self) -> None:
         wkey = f"rq:worker:{self.name}"
