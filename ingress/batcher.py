@@ -102,6 +102,7 @@ class Enqueuer:
         self._timeout = settings.enqueue_timeout
         self._mode = settings.ack
         self._plan: AckPlan | None = None  # made on first use and after each connection error
+        self._down = False  # batches are failing (logged once per change)
         self._sha = hashlib.sha1(ENQUEUE_LUA.encode(), usedforsecurity=False).hexdigest()
         self._templates = {queue: JobTemplate.build(queue, settings) for queue in keys.queues}
         self._on_batch = on_batch
@@ -220,11 +221,11 @@ class Enqueuer:
         try:
             replies = await self._write(calls, batch, slot)
         except _NotConfirmed as exc:
-            log(_logger, logging.WARNING, "enqueue batch not confirmed", size=len(batch), detail=str(exc))
+            self._failing("enqueue batch not confirmed", detail=str(exc))
             self._fail(batch, str(exc))
             return
         except (RedisError, OSError, TimeoutError) as exc:
-            log(_logger, logging.WARNING, "enqueue batch failed", size=len(batch), error=type(exc).__name__)
+            self._failing("enqueue batch failed", error=type(exc).__name__)
             self._fail(batch, "Redis is unavailable")
             return
         except Exception as exc:  # a bug must not leave requests hanging
@@ -233,6 +234,9 @@ class Enqueuer:
             return
         finally:
             self._inflight[slot] = []
+        if self._down:
+            self._down = False
+            log(_logger, logging.WARNING, "enqueue works again")
         for items, reply in zip(groups.values(), replies, strict=True):
             if not isinstance(reply, bytes) or len(reply) != len(items):
                 # e.g. OOM under noeviction, READONLY replica: the script wrote nothing
@@ -242,6 +246,13 @@ class Enqueuer:
             for item, flag in zip(items, reply, strict=True):
                 if not item.future.done():
                     item.future.set_result(flag == _QUEUED)
+
+    def _failing(self, message: str, **fields: object) -> None:
+        """One log line when batches start failing (an outage fails every batch until it
+        ends), one when they work again; the 503s are counted in the metrics."""
+        if not self._down:
+            self._down = True
+            log(_logger, logging.WARNING, message, **fields)
 
     async def _write(self, calls: list[bytes], batch: list[_Item], slot: int) -> list[object]:
         """The batch's scripts and its acknowledgement wait; once more on a fresh connection

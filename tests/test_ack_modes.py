@@ -156,3 +156,31 @@ def test_after_a_restart_the_first_event_is_200_not_a_stale_connection_503(
             return statuses
 
     assert asyncio.run(scenario()) == [200] * 18
+
+
+def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    private_redis: PrivateRedis, ns: str, settings: Settings, logged: io.StringIO
+) -> None:
+    seed_portal(private_redis.client(), Keys(ns), "m1", TOKEN)
+
+    async def scenario() -> list[int]:
+        async with serve(_settings(private_redis.url, ns, enqueue_timeout=0.3)) as client:
+            statuses = []
+            for entity in range(1, 3):
+                sent = await client.post("/b24/events", data=body("m1", TOKEN, entity=entity), headers=FORM)
+                statuses.append(sent.status)
+            private_redis.kill()
+            for entity in range(10, 16):
+                sent = await client.post("/b24/events", data=body("m1", TOKEN, entity=entity), headers=FORM)
+                statuses.append(sent.status)
+            private_redis.start()
+            seed_portal(private_redis.client(), Keys(ns), "m1", TOKEN)
+            for entity in range(20, 23):
+                sent = await client.post("/b24/events", data=body("m1", TOKEN, entity=entity), headers=FORM)
+                statuses.append(sent.status)
+            return statuses
+
+    assert asyncio.run(scenario()) == [200] * 2 + [503] * 6 + [200] * 3
+    lines = [orjson.loads(line)["msg"] for line in logged.getvalue().splitlines() if line.startswith("{")]
+    assert lines.count("enqueue batch failed") == 1
+    assert lines.count("enqueue works again") == 1
