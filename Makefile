@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-failover simulator clean
+.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-failover simulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ pytest: $(STAMP)
 simulator: $(STAMP)
 	$(BIN)/python -m b24pipe.sim
 
-bench: bench-ingress bench-workers bench-limiter bench-storm bench-failover
+bench: bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-failover
 
 bench-ingress: $(STAMP)
 	$(BIN)/python -m bench.ingress
@@ -54,6 +54,9 @@ bench-limiter: $(STAMP)
 
 bench-storm: $(STAMP)
 	$(BIN)/python -m bench.storm
+
+bench-writes: $(STAMP)
+	$(BIN)/python -m bench.writes
 
 bench-failover: $(STAMP)
 	$(BIN)/python -m bench.failover
