@@ -66,6 +66,7 @@ def command_redis(settings: Settings) -> redis.Redis:
 
 
 def sync_redis_for(url: str, **overrides: Any) -> redis.Redis:
+    """A client for `url` (plain or Sentinel) with the shared options."""
     options = {**_OPTIONS, **overrides}
     target = parse_redis_url(url)
     if target is None:
