@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
         ),
         ("bench.ingress", {"BENCH_ROUNDS": "1", "BENCH_SECONDS": "1", "BENCH_PORTALS": "20"}, ": OK"),
         ("bench.writes", {"BENCH_WRITES": "50"}, "writes: OK"),
+        (
+            "bench.hostile",
+            {"BENCH_SECONDS": "1", "BENCH_PORTALS": "20", "BENCH_SLOW": "40", "BENCH_BOMB_MB": "8"},
+            ": OK",
+        ),
         ("bench.failover", {"BENCH_OUTAGE": "0.5", "BENCH_STALL": "2"}, "verdict: OK"),
     ],
 )
