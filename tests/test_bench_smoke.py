@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
             {"BENCH_SECONDS": "1", "BENCH_PORTALS": "20", "BENCH_SLOW": "40", "BENCH_BOMB_MB": "8"},
             ": OK",
         ),
+        ("bench.failover", {"BENCH_OUTAGE": "0.5", "BENCH_STALL": "2"}, "verdict: OK"),
     ],
 )
 def test_benchmark_runs_and_checks_itself(module: str, knobs: dict[str, str], verdict: str) -> None:
