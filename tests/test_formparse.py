@@ -9,9 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared import formparse
 from shared.formparse import FormError, media_type, parse_body, parse_form, parse_json
 
 FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    """The parser caches decoded names and Content-Type headers for the life of the process:
+    clear them, so every test runs the decoding it names instead of an earlier test's answer."""
+    formparse._short_name.cache_clear()
+    media_type.cache_clear()
 
 
 def form(body: str | bytes, **bounds: int) -> dict[str, Any]:
