@@ -20,6 +20,7 @@ from shared.portals import Status
 from shared.settings import load_settings
 from tests.clientkit import install
 from tests.clientkit import stored as stored_record
+from tests.secretscan import RawLog, assert_no_secrets
 from workers.client import client_for
 from workers.errors import OperatingLimit, ReauthRequired
 
@@ -106,7 +107,7 @@ def test_eight_processes_use_the_rate_without_query_limit(
 
 
 def test_lost_pair_is_detected_marked_and_recovered(
-    simulator: SimClient, r: redis.Redis, env: dict[str, str], logged: io.StringIO
+    simulator: SimClient, r: redis.Redis, env: dict[str, str], logged: io.StringIO, raw_log: RawLog
 ) -> None:
     pair, member = install(simulator, r, env, "standard")
     b24 = client_for(load_settings(), None, member)
@@ -127,10 +128,15 @@ def test_lost_pair_is_detected_marked_and_recovered(
     stored.status = Status.ACTIVE
     r.hset(Keys(env["B24PIPE_NAMESPACE"]).portal(member), mapping=stored.to_hash())
     assert b24.call("profile")["ID"]
-    text = logged.getvalue() + repr(caught.value) + str(caught.value)
-    assert "refresh_failed" in text
-    for secret in (pair.access_token, pair.refresh_token, fresh["access_token"], env["B24_CLIENT_SECRET"]):
-        assert secret not in text
+    assert "refresh_failed" in logged.getvalue()
+    assert_no_secrets(
+        {
+            "log": logged.getvalue(),
+            "raw log": raw_log.text,
+            "exception": repr(caught.value) + str(caught.value),
+        },
+        [pair.access_token, pair.refresh_token, fresh["access_token"], env["B24_CLIENT_SECRET"]],
+    )
 
 
 def test_transient_faults_are_retried(simulator: SimClient, r: redis.Redis, env: dict[str, str]) -> None:
