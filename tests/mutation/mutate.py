@@ -31,9 +31,9 @@ EQUIVALENTS = Path(__file__).with_name("equivalent.toml")
 
 # module -> the tests that own it
 MODULES: dict[str, list[str]] = {
-    "shared/formparse.py": ["tests/test_formparse.py"],
-    "workers/retry.py": ["tests/test_worker_decisions.py"],
-    "ingress/tokencheck.py": ["tests/test_ingress_tokencheck.py"],
+    "shared/formparse.py": ["tests/test_formparse.py", "tests/test_formparse_edges.py"],
+    "workers/retry.py": ["tests/test_worker_decisions.py", "tests/test_retry_outcomes.py"],
+    "ingress/tokencheck.py": ["tests/test_ingress_tokencheck.py", "tests/test_tokencache.py"],
     "workers/ratelimit.py": ["tests/test_ratelimit.py"],
     "workers/coalesce.py": ["tests/test_coalesce.py"],
     "workers/guards.py": ["tests/test_guards.py"],
