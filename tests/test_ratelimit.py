@@ -78,7 +78,9 @@ def test_eight_processes_never_overfill_the_bucket(redis_url: str, ns: str, r: r
     times.sort()
     steady = times[plan.limit :]
     achieved = (len(steady) - 1) / (steady[-1] - steady[0])
-    print(f"achieved {achieved:.1f}/s of {plan.drain}/s")
+    # Never faster than the drain is the level check above; not far slower is this one (a
+    # bucket draining at a fraction of its rate fails it; a loaded machine does not).
+    assert achieved >= plan.drain / 4, f"achieved {achieved:.1f}/s of {plan.drain}/s"
 
 
 def test_long_waits_raise_without_reserving(redis_url: str, ns: str, r: redis.Redis) -> None:
