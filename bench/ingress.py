@@ -32,6 +32,7 @@ from urllib.parse import quote
 import orjson
 import redis
 
+from bench.verdict import non_200, verdict
 from shared.crypto import digest, generate_key
 from shared.keys import Keys
 from shared.portals import AcceptedToken, Portal
@@ -323,7 +324,23 @@ def main() -> int:
     print(
         f"  jobs in Redis: {jobs}, 200s from the ingress: {accepted}: {'OK' if jobs == accepted else 'MISMATCH'}"
     )
-    return 0 if jobs == accepted else 1
+    return verdict(problems(results, jobs))
+
+
+def problems(results: dict[str, list[dict[str, Any]]], jobs: int) -> list[str]:
+    """Why this run's figures mean nothing (empty: they stand)."""
+    found = []
+    for side in ("ingress", "bare"):
+        accepted = sum(r["ok"] for r in results[side])
+        if not accepted:
+            found.append(f"the {side} side accepted no event")
+        others = non_200({k: v for r in results[side] for k, v in r["statuses"].items()})
+        if others:
+            found.append(f"the {side} side answered non-200: {others}")
+    accepted = sum(r["ok"] for r in results["ingress"])
+    if jobs != accepted:
+        found.append(f"{jobs} jobs in Redis for {accepted} 200s")
+    return found
 
 
 if __name__ == "__main__":

@@ -125,9 +125,11 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
     return time.monotonic() - started
 
 
-def install(simulator: SimClient, r: redis.Redis, keys: Keys, running: Pipeline) -> tuple[str, list[int]]:
+def install(
+    simulator: SimClient, r: redis.Redis, keys: Keys, running: Pipeline, deals: int = DEALS
+) -> tuple[str, list[int]]:
     """A standard portal, the app installed through the ingress (verified with the simulated
-    authorization server), ONCRMDEALUPDATE bound to it, and DEALS deals made by the person."""
+    authorization server), ONCRMDEALUPDATE bound to it, and `deals` deals made by the person."""
     portal = simulator.create_portal(plan="standard")
     simulator.install(
         portal.member_id,
@@ -138,7 +140,7 @@ def install(simulator: SimClient, r: redis.Redis, keys: Keys, running: Pipeline)
     record = keys.portal(portal.member_id)
     wait_until(lambda: r.hget(record, "status") == b"active", 60, "the install to be verified")
     added = simulator.apply_changes(
-        portal.member_id, [{"action": "add", "fields": {"TITLE": "new"}}] * DEALS, user_id=PERSON
+        portal.member_id, [{"action": "add", "fields": {"TITLE": "new"}}] * deals, user_id=PERSON
     )
     return portal.member_id, [int(i) for i in added["ids"]]
 
@@ -175,11 +177,17 @@ class StormResult:
 
 
 def run_storm(
-    simulator: SimClient, r: redis.Redis, keys: Keys, member_id: str, ids: list[int], timeout: float = 240
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    member_id: str,
+    ids: list[int],
+    timeout: float = 240,
+    events: int = EVENTS,
 ) -> StormResult:
     """Send the storm, wait until every deal was handled on its latest state and the queues
     are idle; the portal's REST figures for the storm alone."""
-    changes = storm_changes(ids)
+    changes = storm_changes(ids, events)
     latest = final_titles(changes)
     before = simulator.stats(member_id)
     started = time.monotonic()
