@@ -35,7 +35,7 @@ MODULES: dict[str, list[str]] = {
     "workers/retry.py": ["tests/test_worker_decisions.py", "tests/test_retry_outcomes.py"],
     "ingress/tokencheck.py": ["tests/test_ingress_tokencheck.py", "tests/test_tokencache.py"],
     "workers/ratelimit.py": ["tests/test_ratelimit.py", "tests/test_ratelimit_bucket.py"],
-    "workers/coalesce.py": ["tests/test_coalesce.py"],
+    "workers/coalesce.py": ["tests/test_coalesce.py", "tests/test_coalesce_edges.py"],
     "workers/guards.py": ["tests/test_guards.py"],
     "workers/writemap.py": ["tests/test_writemap.py"],
 }
