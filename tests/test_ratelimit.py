@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.keys import Keys
+from tests.propcoverage import branch, reaches
 from workers.errors import RateLimited
 from workers.ratelimit import Limiter, Plan, PlanError, parse_plan
 
@@ -25,14 +26,23 @@ def test_named_and_custom_plans() -> None:
     assert Plan(2.0, 50).limit < 50
 
 
-@given(st.text(max_size=30))
+_plans = st.one_of(
+    st.text(max_size=30),
+    st.from_regex(r"\A *(custom:[0-9]{1,3}(\.[0-9]{1,2})?/[0-9]{1,3}|standard|Enterprise) *\Z"),
+)
+
+
+@reaches(accepted=0.1, refused=0.1)
+@given(_plans)
 def test_bad_plans_are_refused_by_name(text: str) -> None:
     try:
         plan = parse_plan(text)
     except PlanError as exc:
         assert "rate plan" in str(exc)
+        branch("refused")
     else:
         assert plan.drain > 0 and plan.burst >= 1 and 1 <= plan.limit <= plan.burst
+        branch("accepted")
 
 
 def _sends(redis_url: str, ns: str, plan: Plan, count: int, out: multiprocessing.Queue[list[float]]) -> None:

@@ -80,6 +80,7 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     refreshes: int = 0
     refresh_reused: int = 0
+    oauth_requests: int = 0  # token requests that reached the server (counted on arrival)
     events_sent: int = 0
     events_failed: int = 0
     deliveries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5000))
@@ -191,6 +192,7 @@ class Portal:
             "operation_time_limit": stats.errors.get("OPERATION_TIME_LIMIT", 0),
             "refreshes": stats.refreshes,
             "refresh_reused": stats.refresh_reused,
+            "oauth_requests": stats.oauth_requests,
             "events_sent": stats.events_sent,
             "events_failed": stats.events_failed,
             "bucket_level": round(self.bucket.level_at(self.clock.monotonic()), 6),
