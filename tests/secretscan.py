@@ -114,7 +114,7 @@ class RawLog:
 
 @pytest.fixture
 def raw_log() -> Iterator[RawLog]:
-    """Every record this process logs during the test, raw (see `raw_records`)."""
+    """Every record this process makes during the test, at every level, raw (see `raw_records`)."""
     capture = RawLog()
     previous = logging.getLogRecordFactory()
 
@@ -123,8 +123,12 @@ def raw_log() -> Iterator[RawLog]:
         capture.records.append(record)
         return record
 
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)  # every level: a DEBUG line leaks as much as an ERROR one
     logging.setLogRecordFactory(factory)
     try:
         yield capture
     finally:
         logging.setLogRecordFactory(previous)
+        root.setLevel(level)

@@ -36,7 +36,7 @@ MODULES: dict[str, list[str]] = {
     "ingress/tokencheck.py": ["tests/test_ingress_tokencheck.py", "tests/test_tokencache.py"],
     "workers/ratelimit.py": ["tests/test_ratelimit.py", "tests/test_ratelimit_bucket.py"],
     "workers/coalesce.py": ["tests/test_coalesce.py", "tests/test_coalesce_edges.py"],
-    "workers/guards.py": ["tests/test_guards.py"],
+    "workers/guards.py": ["tests/test_guards.py", "tests/test_guards_edges.py"],
     "workers/writemap.py": ["tests/test_writemap.py"],
 }
 COPIED = ["b24pipe", "shared", "workers", "ingress", "bench", "tests"]
