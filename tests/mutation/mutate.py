@@ -37,7 +37,7 @@ MODULES: dict[str, list[str]] = {
     "workers/ratelimit.py": ["tests/test_ratelimit.py", "tests/test_ratelimit_bucket.py"],
     "workers/coalesce.py": ["tests/test_coalesce.py", "tests/test_coalesce_edges.py"],
     "workers/guards.py": ["tests/test_guards.py", "tests/test_guards_edges.py"],
-    "workers/writemap.py": ["tests/test_writemap.py"],
+    "workers/writemap.py": ["tests/test_writemap.py", "tests/test_writemap_table.py"],
 }
 COPIED = ["b24pipe", "shared", "workers", "ingress", "bench", "tests"]
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
