@@ -121,20 +121,21 @@ def prepare(scratch: Path, module: str, tests: list[str]) -> None:
     )
 
 
-def run_module(scratch: Path, module: str, workers: int, env: dict[str, str]) -> Report:
+def run_module(scratch: Path, module: str, workers: int, env: dict[str, str], run: bool = True) -> Report:
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     log = scratch / "mutmut.log"
-    with log.open("w") as out:
-        run = subprocess.run(
-            ["nice", "-n", "15", mutmut, "run", "--max-children", str(workers)],
-            cwd=scratch,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if run.returncode != 0:
-        print(f"{module}: mutmut failed (exit {run.returncode}), see {log}", file=sys.stderr)
+    if run:
+        with log.open("w") as out:
+            done = subprocess.run(
+                ["nice", "-n", "15", mutmut, "run", "--max-children", str(workers)],
+                cwd=scratch,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if done.returncode != 0:
+            print(f"{module}: mutmut failed (exit {done.returncode}), see {log}", file=sys.stderr)
     report = Report(module)
     dump = subprocess.run(
         [sys.executable, "-c", DUMP, module],
@@ -187,6 +188,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("modules", nargs="*", help="modules to mutate (default: all of them)")
     parser.add_argument("--workers", type=int, default=2, help="mutmut children (default 2)")
     parser.add_argument("--min-score", type=float, default=90.0)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="report the last run's results again (after editing equivalents)",
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown or args.workers < 1:
@@ -206,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for module in args.modules or list(MODULES):
                 scratch = ROOT / "var" / "mutate" / module.replace("/", "_").removesuffix(".py")
-                prepare(scratch, module, MODULES[module])
-                print(f"mutating {module} against {' '.join(MODULES[module])} ...", flush=True)
-                report = run_module(scratch, module, args.workers, env)
+                if not args.report_only:
+                    prepare(scratch, module, MODULES[module])
+                    print(f"mutating {module} against {' '.join(MODULES[module])} ...", flush=True)
+                report = run_module(scratch, module, args.workers, env, run=not args.report_only)
                 mark_equivalents(report, equivalents)
                 reports.append(report)
         finally:
