@@ -102,3 +102,37 @@ def test_events_are_the_bounded_label_set() -> None:
     events = WriteMap().events()
     assert {"ONCRMDEALUPDATE", "ONTASKUPDATE", "ONCRMDYNAMICITEMADD", "ONCRMQUOTEDELETE"} <= events
     assert all(name.startswith("ON") and name == name.upper() for name in events)
+
+
+def test_register_teaches_a_method_and_refuses_blanks() -> None:
+    writes = WriteMap()
+    writes.register(" Crm.Thing.Update ", " onthingupdate ", "dynamic", "id", type_param="entityTypeId")
+    assert writes.echoes("crm.thing.update", {"id": 5, "entityTypeId": 31}) == [
+        Echo("ONTHINGUPDATE", "dynamic_31", "5")
+    ]
+    for blank in (("", "E", "t"), ("m", " ", "t"), ("m", "E", "")):
+        with pytest.raises(ValueError, match="^method, event and entity_type must be non-empty$"):
+            writes.register(*blank, id_param="id")
+
+
+def test_register_write_extends_the_process_wide_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import writemap
+
+    monkeypatch.setattr(writemap.DEFAULT, "_rules", dict(writemap.DEFAULT._rules))
+    writemap.register_write("crm.requisite.update", "ONCRMREQUISITEUPDATE", "requisite", "id")
+    assert writemap.DEFAULT.echoes("crm.requisite.update", {"id": 3}) == [
+        Echo("ONCRMREQUISITEUPDATE", "requisite", "3")
+    ]
+
+
+def test_a_batch_skips_unreadable_commands_and_reads_the_rest() -> None:
+    cmd = {
+        "a": 5,
+        "b": "?id=5",  # no method: not a command
+        "c": "crm.deal.update?id=",
+        "d": "crm.deal.update?id=6",
+        "e": "batch?cmd[x]=crm.deal.update%3Fid%3D9",  # nested batches are refused by Bitrix24
+    }
+    assert WriteMap().echoes("batch", {"cmd": cmd}) == [Echo("ONCRMDEALUPDATE", "deal", "6")]
+    listed = [None, "crm.deal.delete?id=7"]
+    assert WriteMap().echoes("batch", {"CMD": listed}) == [Echo("ONCRMDEALDELETE", "deal", "7")]
