@@ -111,7 +111,7 @@ def test_register_teaches_a_method_and_refuses_blanks() -> None:
         Echo("ONTHINGUPDATE", "dynamic_31", "5")
     ]
     for blank in (("", "E", "t"), ("m", " ", "t"), ("m", "E", "")):
-        with pytest.raises(ValueError, match="^method, event and entity_type must be non-empty$"):
+        with pytest.raises(ValueError, match=r"^method, event and entity_type must be non-empty$"):
             writes.register(*blank, id_param="id")
 
 
