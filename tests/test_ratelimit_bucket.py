@@ -8,8 +8,12 @@ Lua has no mutation tool: these tests pin what the script does so that a changed
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -36,6 +40,22 @@ def test_plans_that_would_divide_by_zero_are_refused(text: str) -> None:
     with pytest.raises(PlanError) as caught:
         parse_plan(text)
     assert str(caught.value) == f"rate plan {text!r} needs a positive drain and burst"
+
+
+def test_a_worker_refuses_a_zero_plan_at_start(base_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**os.environ, **base_env, "B24PIPE_RATE_PLAN": "custom:0/10"}
+    done = subprocess.run(
+        [sys.executable, "-m", "b24pipe", "worker", "--burst"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "b24pipe: invalid setting B24PIPE_RATE_PLAN: rate plan 'custom:0/10' needs a positive drain and burst"
+    ]
 
 
 def test_the_smallest_plan_is_accepted_and_keeps_one_slot() -> None:
