@@ -54,6 +54,7 @@ def detail(call: Any, *args: Any, **kwargs: Any) -> str:
         ("[a]=1&[]=2", {}),
         ("a[b=1&c[=2", {"a_b": "1", "c_": "2"}),
         ("a%3db=1&c%3Dd=2&e%26f=3", {"a=b": "1", "c=d": "2", "e&f": "3"}),
+        ("a%3db=1", {"a=b": "1"}),  # a lowercase escape alone still splits on the raw `=`
         ("a" * 200 + "[x]=1", {"a" * 200: {"x": "1"}}),  # past the name cache
     ],
 )
