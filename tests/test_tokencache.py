@@ -217,6 +217,7 @@ def test_a_grace_token_read_from_redis_is_judged_by_the_clock(
 
     async def scenario(cache: TokenCache) -> None:
         assert await cache.check("m1", "old") == Decision(Verdict.REJECT, Reason.EXPIRED)
+        assert cache.cached("m1", "old") == Decision(Verdict.REJECT, Reason.EXPIRED)  # judged again, now
 
     run(redis_url, keys, scenario)
 
