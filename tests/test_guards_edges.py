@@ -79,6 +79,7 @@ def test_what_the_guards_log(r: redis.Redis, settings: Settings, raw_log: RawLog
     suppressed, looped = records["echo suppressed"], records["loop cut"]
     assert suppressed.levelno == logging.DEBUG and looped.levelno == logging.WARNING
     assert suppressed.fields == {"member_id": "m1", "event_name": "ONCRMDEALUPDATE", "entity": "deal:5"}  # type: ignore[attr-defined]
+    assert type(looped.fields["window"]) is int  # type: ignore[attr-defined]  # seconds, as configured
     assert looped.fields == {  # type: ignore[attr-defined]
         "member_id": "m1",
         "event_name": "ONCRMDEALUPDATE",

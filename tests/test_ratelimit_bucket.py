@@ -146,5 +146,6 @@ def test_acquire_sleeps_out_the_reserved_wait(redis_url: str, ns: str, r: redis.
         waited = await limiter.acquire("p", plan, max_wait=5)
         assert 0.2 < waited <= 0.25
         assert loop.time() - started >= waited * 0.99  # it returned only once the slot was due
+        assert await limiter.level("p", plan) > 0.5  # the slots were taken in the portal's own bucket
 
     run(redis_url, ns, scenario)

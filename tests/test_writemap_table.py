@@ -123,6 +123,14 @@ def test_register_write_extends_the_process_wide_map(monkeypatch: pytest.MonkeyP
     assert writemap.DEFAULT.echoes("crm.requisite.update", {"id": 3}) == [
         Echo("ONCRMREQUISITEUPDATE", "requisite", "3")
     ]
+    writemap.register_write("crm.thing.update", "ONTHINGUPDATE", "dynamic", "id", "entityTypeId")
+    assert writemap.DEFAULT.echoes("crm.thing.update", {"id": 3, "entityTypeId": 2}) == [
+        Echo("ONTHINGUPDATE", "deal", "3")  # a classic type id names the entity type
+    ]
+
+
+def test_a_map_of_given_rules_knows_only_those() -> None:
+    assert WriteMap({}).methods() == frozenset() and WriteMap({}).echoes("crm.deal.update", {"id": 5}) == []
 
 
 def test_a_batch_skips_unreadable_commands_and_reads_the_rest() -> None:
