@@ -6,7 +6,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.mutation.mutate import MODULES, ROOT, Report, changed_lines, load_equivalents, mark_equivalents
+from tests.mutation.mutate import (
+    MODULES,
+    ROOT,
+    Report,
+    changed_lines,
+    function_of,
+    load_equivalents,
+    mark_equivalents,
+)
 
 DIFF = """--- shared/formparse.py
 +++ shared/formparse.py
@@ -25,20 +33,30 @@ def test_changed_lines_are_the_stripped_removed_and_added_lines() -> None:
 
 
 def test_recorded_equivalents_are_set_aside_from_the_score() -> None:
-    report = Report("shared/formparse.py", statuses={"a": "killed", "b": "survived", "c": "survived"})
+    a, b, c = (f"shared.formparse.x__charset__mutmut_{n}" for n in (1, 2, 3))
+    elsewhere = "shared.formparse.x_parse_body__mutmut_4"  # the same lines in another function
+    report = Report(
+        "shared/formparse.py", statuses={a: "killed", b: "survived", c: "survived", elsewhere: "survived"}
+    )
     other = DIFF.replace('+    return "utf-8" if name == "UTF-8"', '+    return "UTF-8" if name == "utf-8"')
-    report.diffs = {"b": DIFF, "c": other}
+    report.diffs = {b: DIFF, c: other, elsewhere: DIFF}
     mark_equivalents(report, load_equivalents())
-    assert list(report.equivalent) == ["b"]
-    assert report.survivors == ["c"]
-    assert report.score == 50.0  # 1 killed of 2 judged
+    assert list(report.equivalent) == [b]
+    assert report.survivors == [c, elsewhere]
+    assert report.score == 100 / 3  # 1 killed of 3 judged
+
+
+def test_function_of_a_mutant_name() -> None:
+    assert function_of("shared.formparse.x__int_key__mutmut_3") == "_int_key"
+    assert function_of("ingress.tokencheck.x\u01c1TokenCache\u01c1stop__mutmut_1") == "TokenCache.stop"
+    assert function_of("workers.retry.x\u01c1Reschedule\u01c1__init____mutmut_2") == "Reschedule.__init__"
 
 
 def test_every_equivalent_names_a_mutated_module_and_a_reason() -> None:
     entries = load_equivalents()
     assert entries
     for entry in entries:
-        assert entry.module in MODULES, entry
+        assert entry.module in MODULES and entry.function, entry
         assert entry.removed and entry.added and entry.removed != entry.added, entry
         assert len(entry.reason) > 20, entry
 

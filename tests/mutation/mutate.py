@@ -4,8 +4,8 @@ Each module is mutated on its own, against only the tests that own it, in a scra
 the tree under `var/mutate/<module>/` (mutmut rewrites the sources it mutates, so the
 checkout is never touched). One Redis server, started here, serves every run. The report
 gives, per module, the mutants mutmut made, how many the tests killed, the mutants recorded
-as equivalent in `tests/mutation/equivalent.toml` (matched by their diff, so the list
-survives renumbering), the score without them, and every other survivor with its diff.
+as equivalent in `tests/mutation/equivalent.toml` (matched by function and diff, so the
+list survives renumbering), the score without them, and every other survivor with its diff.
 
 Exit status: 0 when every module scores at least `--min-score` (90 %), 1 otherwise, 2 on bad
 arguments. Not part of `make test`: it takes minutes per module.
@@ -62,9 +62,19 @@ print(json.dumps(out))
 @dataclass
 class Equivalent:
     module: str
+    function: str  # as `function_of` names it: "_int_key", "TokenCache.stop"
     removed: str
     added: str
     reason: str
+
+
+def function_of(mutant: str) -> str:
+    """The function a mutmut mutant name points into: `shared.formparse.x__int_key__mutmut_3`
+    -> `_int_key`, `ingress.tokencheck.x\u01c1TokenCache\u01c1stop__mutmut_1` -> `TokenCache.stop`."""
+    mangled = mutant.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
+    if mangled.startswith("x\u01c1"):
+        return ".".join(part for part in mangled[1:].split("\u01c1") if part)
+    return mangled.removeprefix("x_")
 
 
 @dataclass
@@ -158,11 +168,13 @@ def run_module(scratch: Path, module: str, workers: int, env: dict[str, str], ru
 def mark_equivalents(report: Report, equivalents: list[Equivalent]) -> None:
     for name, diff in report.diffs.items():
         removed, added = changed_lines(diff)
+        function = function_of(name)
         for entry in equivalents:
-            if (
-                entry.module == report.module
-                and entry.removed.strip() == removed
-                and entry.added.strip() == added
+            if (entry.module, entry.function, entry.removed.strip(), entry.added.strip()) == (
+                report.module,
+                function,
+                removed,
+                added,
             ):
                 report.equivalent[name] = entry.reason
                 break
