@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
             {"BENCH_EVENTS": "30", "BENCH_DEALS": "5", "BENCH_NAIVE_SECONDS": "3"},
             "REST requests, naive / b24pipe:",
         ),
+        ("bench.writes", {"BENCH_WRITES": "50"}, "writes: OK"),
     ],
 )
 def test_benchmark_runs_and_checks_itself(module: str, knobs: dict[str, str], verdict: str) -> None:

@@ -81,6 +81,8 @@ class Stats:
     refreshes: int = 0
     refresh_reused: int = 0
     oauth_requests: int = 0  # token requests that reached the server (counted on arrival)
+    answers_lost: int = 0  # requests run and committed whose answer was dropped (faults.py)
+    idempotent_replays: int = 0  # REST 3.0 requests answered from the Idempotency-Key store
     events_sent: int = 0
     events_failed: int = 0
     deliveries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5000))
@@ -193,6 +195,8 @@ class Portal:
             "refreshes": stats.refreshes,
             "refresh_reused": stats.refresh_reused,
             "oauth_requests": stats.oauth_requests,
+            "answers_lost": stats.answers_lost,
+            "idempotent_replays": stats.idempotent_replays,
             "events_sent": stats.events_sent,
             "events_failed": stats.events_failed,
             "bucket_level": round(self.bucket.level_at(self.clock.monotonic()), 6),
