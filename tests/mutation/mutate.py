@@ -5,7 +5,8 @@ the tree under `var/mutate/<module>/` (mutmut rewrites the sources it mutates, s
 checkout is never touched). One Redis server, started here, serves every run. The report
 gives, per module, the mutants mutmut made, how many the tests killed, the mutants recorded
 as equivalent in `tests/mutation/equivalent.toml` (matched by function and diff, so the
-list survives renumbering), the score without them, and every other survivor with its diff.
+list survives renumbering) and the score without them; then each equivalent mutant with its
+reason, and every other survivor with its diff.
 
 Exit status: 0 when every module scores at least `--min-score` (90 %), 1 otherwise, 2 on bad
 arguments. Not part of `make test`: it takes minutes per module.
@@ -188,6 +189,9 @@ def print_report(reports: list[Report]) -> None:
             f"| `{rep.module}` | {len(rep.statuses)} | {rep.killed} | {len(rep.equivalent)} "
             f"| {len(rep.survivors)} | {rep.score:.1f} % |"
         )
+    for rep in reports:
+        for name, reason in rep.equivalent.items():
+            print(f"EQUIVALENT {name}: {reason}")
     for rep in reports:
         for name in rep.survivors:
             print(f"\nSURVIVED {name} ({rep.statuses[name]})\n{rep.diffs.get(name, '').strip()}")
