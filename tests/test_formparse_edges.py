@@ -50,6 +50,7 @@ def detail(call: Any, *args: Any, **kwargs: Any) -> str:
         ("a[x][]=1&a[x][]=2&a[x]=s&a[y][]=z", {"a": {"x": "s", "y": ["z"]}}),
         (" a=1&+b=2& X=3", {"a": "1", "b": "2", "X": "3"}),
         ("a =1", {"a_": "1"}),
+        ("%09a+b=1", {"\ta_b": "1"}),  # only leading spaces are dropped, not other whitespace
         ("a b=1&c.d=2", {"a_b": "1", "c_d": "2"}),
         ("[a]=1&[]=2", {}),
         ("a[b=1&c[=2", {"a_b": "1", "c_": "2"}),
