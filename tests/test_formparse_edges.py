@@ -100,8 +100,8 @@ def test_form_field_count_bound_is_exact(max_keys: int) -> None:
         (b"a=%C3%28", None, "form field is not valid utf-8"),
         (b"a%00b=1", None, "form field name contains a NUL byte"),
         (b"a[1][2][3]=1", None, "form nesting is deeper than 2 levels"),
-        (b"a=1", "x-no-such", "unknown charset 'x-no-such'"),
-        (b"a=1", "x" * 50, f"unknown charset {'x' * 40!r}"),
+        (b"a=1", "x-no-such", "unsupported charset 'x-no-such'"),
+        (b"a=1", "x" * 50, f"unsupported charset {'x' * 40!r}"),
     ],
 )
 def test_form_error_details(body: bytes, charset: str | None, message: str) -> None:
