@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-hostile bench-failover simulator clean
+.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-hostile bench-failover mutate simulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ bench-writes: $(STAMP)
 
 bench-failover: $(STAMP)
 	$(BIN)/python -m bench.failover
+
+# Mutation testing of the core decision modules (minutes; not part of `make test`).
+# MUTATE_ARGS: module paths to restrict the run, --workers N (default 2).
+mutate: $(STAMP)
+	$(BIN)/python -m tests.mutation.mutate $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

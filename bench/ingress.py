@@ -38,6 +38,7 @@ from urllib.parse import quote
 import orjson
 import redis
 
+from bench.verdict import non_200, verdict
 from shared.ackmode import ACK_MODES
 from shared.crypto import digest, generate_key
 from shared.keys import Keys
@@ -410,10 +411,25 @@ def main() -> int:
     print(
         f"  jobs in Redis: {jobs}, 200s from the ingress: {accepted}: {'OK' if jobs == accepted else 'MISMATCH'}"
     )
-    idle = [mode for mode in ACK_MODES if modes[mode] and not sum(r["ok"] for r in modes[mode])]
-    if idle:
-        print(f"  no event accepted in mode {', '.join(idle)}")
-    return 0 if jobs == accepted and accepted > 0 and not idle else 1
+    return verdict(problems(results, jobs, modes))
+
+
+def problems(
+    results: dict[str, list[dict[str, Any]]], jobs: int, modes: dict[str, list[dict[str, Any]]] | None = None
+) -> list[str]:
+    """Why this run's figures mean nothing (empty: they stand)."""
+    found = []
+    runs = {**results, **{f"{mode} mode": rounds for mode, rounds in (modes or {}).items() if rounds}}
+    for side, rounds in runs.items():
+        if not sum(r["ok"] for r in rounds):
+            found.append(f"the {side} side accepted no event")
+        others = non_200({k: v for r in rounds for k, v in r["statuses"].items()})
+        if others:
+            found.append(f"the {side} side answered non-200: {others}")
+    accepted = sum(r["ok"] for side, rounds in runs.items() if side != "bare" for r in rounds)
+    if jobs != accepted:
+        found.append(f"{jobs} jobs in Redis for {accepted} 200s")
+    return found
 
 
 if __name__ == "__main__":
