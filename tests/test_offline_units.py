@@ -141,7 +141,7 @@ def test_gauges(settings: Settings, r: redis.Redis, keys: Keys) -> None:
     r.hset(keys.offline_backlog, mapping={"m1": 5, "m2": 7})
     values = {
         sample.name: sample.value
-        for family in QueueCollector(r, keys).collect()
+        for family in QueueCollector(r, keys, 60).collect()
         for sample in family.samples
         if sample.name.startswith("b24pipe_offline")
     }
