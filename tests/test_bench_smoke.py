@@ -114,3 +114,21 @@ def test_vacuous_results_are_problems() -> None:
         "the b24pipe side accepted no event",
         "the b24pipe side answered non-200: {'401': 30}",
     ]
+
+
+def test_vacuous_offline_results_are_problems() -> None:
+    from bench.offline import problems
+    from tests.offlinekit import Lane
+
+    def lane(name: str, **values: Any) -> Lane:
+        return Lane(name, 100, **({"sources": [name], "answers": {"200": 100}} | values))
+
+    online, offline = lane("online"), lane("offline")
+    assert problems(online, offline, lane("online", lost=10), lane("offline")) == []
+    assert problems(lane("online", sources=[], answers={"None": 100}), offline, online, offline) == [
+        "a lane handled nothing",
+        "the ingress answered {'None': 100} (online), {'200': 100} (offline)",
+    ]
+    assert problems(online, offline, online, lane("offline", rows_left=3)) == [
+        "the offline lane lost changes"
+    ]
