@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -105,6 +105,10 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=3600, validation_alias=_env("B24PIPE_COALESCE_MAX_WAIT")
     )
     coalesce_ttl: int = Field(default=3600, ge=10, validation_alias=_env("B24PIPE_COALESCE_TTL"))
+    # read again by shared.logs.configure_logging in every process; validated here
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", validation_alias=_env("B24PIPE_LOG_FORMAT")
+    )
 
     @field_validator("handlers", "allowed_hosts", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ that dies is started again (its jobs come back through the heartbeat recovery).
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from typing import Any
 import redis
 
 from b24pipe.errors import CommandError, UsageError
-from shared.logs import configure_logging
+from shared.logs import configure_logging, log
 from shared.settings import Settings, require_token_keys
+from workers import registry
 from workers.registry import HandlerImportError, load_modules
 
 
@@ -53,6 +55,14 @@ def _run_one(args: argparse.Namespace, settings: Settings) -> int:
     from workers import metrics as metrics_module
     from workers.worker import Worker
 
+    # which code this process runs: a typo in B24PIPE_HANDLERS shows here, not as silence
+    log(
+        logging.getLogger("b24pipe.worker"),
+        logging.INFO,
+        "handlers loaded",
+        modules=list(settings.handlers),
+        handlers=registry.registered(),
+    )
     worker = Worker(settings, burst=args.burst)
     if args.metrics_port:
         metrics_module.serve(worker.metrics, worker.client, worker.keys, args.metrics_port)
