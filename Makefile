@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy b24pipe ingress workers shared tests bench
+	$(BIN)/mypy b24pipe ingress workers shared tests bench examples
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -84,6 +84,9 @@ def launch_simulator(
         cwd=cwd,
         stdout=output,
         stderr=subprocess.STDOUT,
+        # out of the terminal's process group: a Ctrl-C must not take Bitrix24 away from
+        # workers still finishing their jobs; the caller stops it (stop_simulator) after them
+        start_new_session=True,
     )
     client = SimClient(f"http://127.0.0.1:{port}", client_id, client_secret)
     try:

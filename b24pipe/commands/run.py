@@ -21,7 +21,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from b24pipe.demo import Demo
+from b24pipe.demo import wanted as demo_wanted
 from b24pipe.errors import CommandError
+from b24pipe.simportal import SimulatorError
 from shared.crypto import generate_key
 from shared.logs import configure_logging, log
 from shared.redisserver import LocalServer, ServerError, start_server
@@ -87,6 +90,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         env["B24PIPE_TOKEN_KEYS"] = token_key(args.var)
         log(logger, logging.INFO, "using generated token key", path=str(args.var / "token.key"))
 
+    # no Bitrix24 app configured: the demo against the simulator (b24pipe.demo)
+    demo = Demo(args, settings) if demo_wanted(settings) else None
+    if demo is not None:
+        try:
+            demo.prepare(env)
+        except SimulatorError as exc:
+            if server is not None:
+                server.stop()
+            raise CommandError(str(exc)) from None
+
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -96,9 +109,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     ingress = _spawn(["ingress", "--host", args.host, "--port", str(args.port)], env)
-    worker = _spawn(["worker", "--concurrency", str(args.workers)], env)
+    worker = _spawn(["worker", "--concurrency", str(args.workers), *(demo.worker_args if demo else [])], env)
     children = [ingress, worker]
     log(logger, logging.INFO, "pipeline running", url=f"http://{args.host}:{args.port}/b24/events")
+    if demo is not None:
+        demo.begin(ingress)
     status = 0
     try:
         while not stopping:
@@ -109,8 +124,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 break
             time.sleep(0.2)
     finally:
+        if demo is not None:
+            demo.stop_traffic()
         for child in children:  # ingress first: no new events, then workers finish theirs
             stop_process(child)
+        if demo is not None:
+            demo.close()
         if server is not None:
             server.stop()
             (args.var / "redis.url").unlink(missing_ok=True)
