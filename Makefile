@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/b24pipe run
+	$(BIN)/b24pipe run $(RUN_ARGS)
 
 # Debian packages some checks need (installed by .ci/apt-tools when missing).
 APT_TOOLS :=

@@ -27,15 +27,19 @@ def fresh_env(**extra: str) -> dict[str, str]:
 
 
 class Run:
-    def __init__(self, directory: Path, env: dict[str, str], argv: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, directory: Path, env: dict[str, str], command: Sequence[str] | None = None, name: str = "run"
+    ) -> None:
+        """`command` (default `b24pipe run --port {port}`): "{port}" in it becomes `self.port`."""
         self.directory = directory
         self.port = free_port()
-        self.stdout_path = directory / "run.out"
-        self.stderr_path = directory / "run.err"
-        command = list(argv) if argv is not None else [sys.executable, "-m", "b24pipe", "run"]
+        self.stdout_path = directory / f"{name}.out"
+        self.stderr_path = directory / f"{name}.err"
+        template = command or [sys.executable, "-m", "b24pipe", "run", "--port", "{port}"]
+        argv = [part.replace("{port}", str(self.port)) for part in template]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
-                [*command, "--port", str(self.port)],
+                argv,
                 cwd=directory,
                 env=env,
                 stdin=subprocess.PIPE,
