@@ -56,7 +56,13 @@ class Run:
 
     def handled(self) -> int:
         """The live view's latest `handled` figure (0 before the first line)."""
-        counts = [int(match.group(2)) for match in HANDLED.finditer(self.output())]
+        return self._latest(2)
+
+    def accepted(self) -> int:
+        return self._latest(1)
+
+    def _latest(self, group: int) -> int:
+        counts = [int(match.group(group)) for match in HANDLED.finditer(self.output())]
         return counts[-1] if counts else 0
 
     def wait(self, condition: str, check: object, timeout: float = 120.0) -> None:

@@ -47,6 +47,10 @@ def test_demo_runs_the_example_handler_on_edits_and_stops_cleanly_on_ctrl_c(tmp_
         assert commented, "the example handler wrote no comment"
         run.send("f")  # an edit the example handler fails on
         run.wait("the handler's failure in the log", lambda: "ExampleFailure" in run.logs())
+        before = run.accepted()
+        run.send("s")  # a storm: one edit of each of 100 deals at once
+        run.wait("the storm's events accepted", lambda: run.accepted() >= before + 100)
+        assert "demo: storm of 100 edits" in run.output()
         assert "live: " in run.output() and " echoes suppressed " in run.output()
     finally:
         status = run.interrupt()
