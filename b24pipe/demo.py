@@ -26,6 +26,7 @@ from typing import IO
 import redis
 
 from b24pipe import liveview
+from b24pipe.sim.client import SimError
 from b24pipe.simportal import (
     AppPortal,
     SimulatorError,
@@ -118,21 +119,24 @@ class Demo:
         try:
             wait_answering(f"http://127.0.0.1:{self.args.port}/healthz", ingress, "the ingress")
             connection = redis.Redis.from_url(self.env["REDIS_URL"])
-            portal = install_app(self.sim, self.env, connection, Keys(self.settings.namespace))
-            self.portal = portal
-            # a storm edits each of these once (identical events within a second would be
-            # recognised as duplicates); the trickle edits the first few
-            seeded = portal.storm(
-                [{"action": "add", "fields": {"TITLE": f"Demo deal {n}"}} for n in range(STORM)]
+            # deals already there before the app comes (no events for them): a storm edits
+            # each once (identical events within a second would be recognised as duplicates),
+            # the trickle edits the first few
+            blank = self.sim.create_portal()
+            seeded = self.sim.apply_changes(
+                blank.member_id,
+                [{"action": "add", "fields": {"TITLE": f"Demo deal {n}"}} for n in range(STORM)],
             )
             deals = [int(item) for item in seeded["ids"]]
+            portal = install_app(self.sim, self.env, connection, Keys(self.settings.namespace), blank)
+            self.portal = portal
             self.say(
                 f"demo: portal {portal.domain} installed through the install flow, events bound; "
                 f"a person edits a deal every {EDIT_EVERY:g} s. Type s + Enter for a storm of "
                 f"{STORM} edits, f + Enter for an edit the example handler fails on; Ctrl-C stops."
             )
             self._play(portal, deals)
-        except (SimulatorError, OSError, redis.RedisError) as exc:
+        except (SimulatorError, SimError, OSError, redis.RedisError) as exc:
             if not self.stopping.is_set():
                 log(logger, logging.ERROR, "demo stopped", error=str(exc))
 

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import redis
 
-from b24pipe.sim.client import Installation, SimClient
+from b24pipe.sim.client import Installation, SimClient, SimPortal
 from shared.keys import Keys
 
 # The simulator's users (its default portal): 1 is the admin who installs the app (and whom
@@ -197,11 +197,17 @@ class AppPortal:
 
 
 def install_app(
-    sim: SimClient, env: dict[str, str], connection: redis.Redis, keys: Keys, **portal_options: Any
+    sim: SimClient,
+    env: dict[str, str],
+    connection: redis.Redis,
+    keys: Keys,
+    portal: SimPortal | None = None,
+    **portal_options: Any,
 ) -> AppPortal:
-    """Create a portal and install the app on it through the real install flow (module
-    docstring); `env` is the pipeline's environment (its B24PIPE_PUBLIC_URL is the handler URL)."""
-    portal = sim.create_portal(**portal_options)
+    """Install the app on `portal` (default: a new one, `portal_options` as `create_portal`'s)
+    through the real install flow (module docstring); `env` is the pipeline's environment
+    (its B24PIPE_PUBLIC_URL is the handler URL)."""
+    portal = portal or sim.create_portal(**portal_options)
     installation = sim.install(portal.member_id, handler_url=f"{env['B24PIPE_PUBLIC_URL']}/b24/events")
     answered = [d.get("status") for d in installation.deliveries]
     if answered != [200]:
