@@ -1,6 +1,7 @@
 """pytest plugin: a session-wide simulator process and its `SimClient`.
 
-Register with `pytest_plugins = ["b24pipe.sim.fixture"]` (tests/conftest.py does). The
+b24pipe's pytest plugin (b24pipe.pytest_plugin, entry point `pytest11`) loads it; listing it
+in `pytest_plugins` as well (tests/conftest.py does) registers it once. The
 process starts once on a free port; tests isolate themselves by creating their own portals
 (`simulator.create_portal()` picks a unique member id and domain), never by resetting it.
 Credentials match the suite's `base_env` (B24_CLIENT_ID / B24_CLIENT_SECRET).
