@@ -70,3 +70,4 @@ def test_demo_runs_the_example_handler_on_edits_and_stops_cleanly_on_ctrl_c(tmp_
     ]
     assert not others, others
     assert not _sim_answers(sim_url)  # the simulator stopped with the rest
+    assert "Bitrix24 simulator on " in (tmp_path / "var" / "simulator.log").read_text()
