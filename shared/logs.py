@@ -76,9 +76,6 @@ class TextFormatter(JsonFormatter):
         return f"{line}\n{trace}" if trace else line
 
 
-LOG_FORMATS = ("auto", "json", "text")
-
-
 def log_format(setting: str | None, stream_is_terminal: bool) -> str:
     """`B24PIPE_LOG_FORMAT`: `json`, `text`, or `auto` (unset): text on a terminal, else JSON."""
     chosen = (setting or "auto").strip().lower()
