@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import secrets
 import subprocess
 import sys
 import threading
@@ -42,6 +43,7 @@ from shared.redisserver import free_port
 from shared.settings import Settings
 
 EXAMPLE_HANDLERS = "b24pipe.example"
+DEFAULT_NAMESPACE = "b24pipe"
 DEALS = 5
 EDIT_EVERY = 2.0
 STORM = 100
@@ -90,10 +92,15 @@ class Demo:
             )
         env.update(pipeline_env(self.sim, f"http://127.0.0.1:{self.args.port}"))
         env["B24PIPE_HANDLERS"] = ",".join(self.settings.handlers) or EXAMPLE_HANDLERS
+        if self.settings.namespace == DEFAULT_NAMESPACE:
+            # the simulated world ends with the run: a later run must not replay its leftover
+            # jobs (retries, a storm's tail) against portals that no longer exist
+            env["B24PIPE_NAMESPACE"] = f"demo-{secrets.token_hex(4)}"
+        self.namespace = env.get("B24PIPE_NAMESPACE", self.settings.namespace)
         self.env = env
         self.say(
             "demo: no Bitrix24 app is configured (B24_CLIENT_ID is unset), so a simulated Bitrix24 "
-            f"runs at {self.sim.base_url}; handlers: {env['B24PIPE_HANDLERS']}"
+            f"runs at {self.sim.base_url}; handlers: {env['B24PIPE_HANDLERS']}; namespace: {self.namespace}"
         )
 
     def begin(self, ingress: subprocess.Popen[bytes]) -> None:
@@ -128,7 +135,7 @@ class Demo:
                 [{"action": "add", "fields": {"TITLE": f"Demo deal {n}"}} for n in range(STORM)],
             )
             deals = [int(item) for item in seeded["ids"]]
-            portal = install_app(self.sim, self.env, connection, Keys(self.settings.namespace), blank)
+            portal = install_app(self.sim, self.env, connection, Keys(self.namespace), blank)
             self.portal = portal
             self.say(
                 f"demo: portal {portal.domain} installed through the install flow, events bound; "

@@ -11,6 +11,8 @@ import re
 import urllib.request
 from pathlib import Path
 
+import redis
+
 from b24pipe.sim.client import SimClient
 from tests.runkit import Run, fresh_env
 
@@ -41,6 +43,12 @@ def test_demo_runs_the_example_handler_on_edits_and_stops_cleanly_on_ctrl_c(tmp_
         found = re.search(r"a simulated Bitrix24 runs at (http://127\.0\.0\.1:\d+)", run.output())
         assert found, run.tail()
         sim_url = found.group(1)
+        namespace = re.search(r"; namespace: (demo-[0-9a-f]{8})\n", run.output())
+        assert namespace, run.tail()
+        client = redis.Redis.from_url((tmp_path / "var" / "redis.url").read_text().strip())
+        assert client.scard(f"{namespace.group(1)}:portals") == 1  # the demo's data, apart
+        assert client.scard("b24pipe:portals") == 0
+        client.close()
         commented = [
             d for d in _portal_deals(sim_url) if str(d.get("COMMENTS", "")).startswith("edited by user 2")
         ]
