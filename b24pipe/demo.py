@@ -43,7 +43,6 @@ from shared.redisserver import free_port
 from shared.settings import Settings
 
 EXAMPLE_HANDLERS = "b24pipe.example"
-DEFAULT_NAMESPACE = "b24pipe"
 DEALS = 5
 EDIT_EVERY = 2.0
 STORM = 100
@@ -92,7 +91,7 @@ class Demo:
             )
         env.update(pipeline_env(self.sim, f"http://127.0.0.1:{self.args.port}"))
         env["B24PIPE_HANDLERS"] = ",".join(self.settings.handlers) or EXAMPLE_HANDLERS
-        if self.settings.namespace == DEFAULT_NAMESPACE:
+        if "namespace" not in self.settings.model_fields_set:  # B24PIPE_NAMESPACE unset
             # the simulated world ends with the run: a later run must not replay its leftover
             # jobs (retries, a storm's tail) against portals that no longer exist
             env["B24PIPE_NAMESPACE"] = f"demo-{secrets.token_hex(4)}"
