@@ -102,6 +102,12 @@ class QueueCollector(Collector):
         reauth = GaugeMetricFamily("b24pipe_portals_reauth", "Portals needing re-authorization")
         reauth.add_metric([], float(self.client.scard(self.keys.reauth_portals)))
         yield reauth
+        unconfirmed = GaugeMetricFamily(
+            "b24pipe_portals_uninstall_unconfirmed",
+            "Portals with an uninstall Bitrix24 could not confirm (data kept until purge)",
+        )
+        unconfirmed.add_metric([], float(self.client.scard(self.keys.uninstall_unconfirmed)))
+        yield unconfirmed
 
 
 def _text(value: bytes | str) -> str:
