@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-hostile simulator clean
+.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-hostile bench-failover mutate simulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/b24pipe run $(RUN_ARGS)
 
-# Debian packages some checks need (installed by .ci/apt-tools when missing).
-APT_TOOLS :=
+# Debian packages some checks need (installed by .ci/apt-tools when missing):
+# prometheus ships promtool (tests/test_alerts.py), systemd systemd-analyze
+# (tests/test_systemd_units.py), chromium renders rq-dashboard (tests/test_rq_dashboard.py),
+# redis-server is a Redis without WAITAOF (7.0), next to the bundled Valkey, for the ack-mode tests.
+APT_TOOLS := prometheus systemd chromium redis-server
 
 test: $(STAMP) tools lint typecheck pytest
 
@@ -40,7 +43,7 @@ pytest: $(STAMP)
 simulator: $(STAMP)
 	$(BIN)/python -m b24pipe.sim
 
-bench: bench-ingress bench-workers bench-limiter bench-storm bench-writes
+bench: bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-failover
 
 bench-ingress: $(STAMP)
 	$(BIN)/python -m bench.ingress
@@ -59,6 +62,14 @@ bench-storm: $(STAMP)
 
 bench-writes: $(STAMP)
 	$(BIN)/python -m bench.writes
+
+bench-failover: $(STAMP)
+	$(BIN)/python -m bench.failover
+
+# Mutation testing of the core decision modules (minutes; not part of `make test`).
+# MUTATE_ARGS: module paths to restrict the run, --workers N (default 2).
+mutate: $(STAMP)
+	$(BIN)/python -m tests.mutation.mutate $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

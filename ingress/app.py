@@ -31,12 +31,13 @@ from ingress.edge import CLIENT_DISCONNECTED, ClientGone, EdgeLog, Refusal, read
 from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, LifecycleHandler, Refuse, answer
 from ingress.metrics import IngressMetrics
 from ingress.tokencheck import TokenCache, Verdict
+from shared import queuestats, tracing
 from shared.delivery import Delivery, Plain
 from shared.formparse import FormError, media_type, parse_body
 from shared.jobs import queue_of
 from shared.keys import Keys
 from shared.logs import mask, security_event
-from shared.redisconn import async_redis, durability_problems
+from shared.redisconn import async_redis, readiness, server_facts
 from shared.settings import Settings
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -48,9 +49,12 @@ REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 VERIFY_KEY = web.AppKey("verify_installs", bool)
 SESSION_KEY = web.AppKey("http_session", aiohttp.ClientSession)
 EDGE_LOG_KEY = web.AppKey("edge_log", EdgeLog)
+STOPPING_KEY = web.AppKey("stopping", asyncio.Event)  # set on SIGTERM: /readyz fails from then on
 
 OK = b'{"status":"ok","message":"event accepted"}'
 _HOOKED = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})  # the lifecycle handler takes the model
+_ROUTE = {"http.request.method": "POST", "http.route": "/b24/events"}
+QUEUE_GAUGES_TIMEOUT = 1.0  # seconds /metrics waits for the queue gauges' Redis read
 _ERROR_STATUS = {
     "invalid_request": 400,
     "request_timeout": 408,
@@ -114,7 +118,12 @@ class EventPath:
         started = loop.time()
         try:
             # one deadline for everything this request waits for: the token read and the write
-            return await self._handle(request, body, started + self.timeout)
+            if not tracing.enabled():
+                return await self._handle(request, body, started + self.timeout)
+            with tracing.span("POST /b24/events", _ROUTE, carrier=request.headers, kind="server") as current:
+                response = await self._handle(request, body, started + self.timeout)
+                current.set_attribute("http.response.status_code", response.status)
+                return response
         finally:
             metrics.inflight -= 1
             metrics.observe_latency(loop.time() - started)
@@ -225,7 +234,10 @@ class EventPath:
             return self._counted(response)
 
         try:
-            fresh = await self.enqueuer.submit(plain.queued_form(), queue_of(self.keys, name), deadline)
+            queued = plain.queued_form()
+            if tracing.enabled():  # the worker's span of this event continues this trace
+                queued[tracing.TRACE_FIELD] = tracing.carrier()
+            fresh = await self.enqueuer.submit(queued, queue_of(self.keys, name), deadline)
         except Unavailable:
             return self._unavailable(name)
         metrics.request(name, "accepted" if fresh else "duplicate")
@@ -256,28 +268,39 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Redis answers and is configured to keep what we acknowledge."""
-    client = request.app[REDIS_KEY]
+    """Ready when not shutting down, Redis answers and keeps what we acknowledge; names the
+    ack mode in force. Where CONFIG is refused (managed Redis) durability is `unknown`: a
+    warning and a metric, and a failure only with `B24PIPE_DURABILITY_STRICT`."""
+    app = request.app
+    settings = app[SETTINGS_KEY]
+    if app[STOPPING_KEY].is_set():
+        return answer(503, dumps({"status": "stopping", "ack": settings.ack}))
     try:
-        config: dict[str, str] = {}
-        for name in ("appendonly", "appendfsync", "maxmemory-policy"):
-            config.update(
-                {_text(k or ""): _text(v or "") for k, v in (await client.config_get(name)).items()}
-            )
+        facts = await server_facts(app[REDIS_KEY])
     except (RedisError, OSError) as exc:
         return answer(503, dumps({"status": "error", "problems": [f"redis: {type(exc).__name__}"]}))
-    problems = durability_problems(config)
-    if problems:
-        return answer(503, dumps({"status": "error", "problems": problems}))
-    return answer(200, b'{"status":"ok"}')
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    verdict = readiness(facts, settings.ack, settings.durability_strict)
+    app[METRICS_KEY].durability_unknown(verdict.durability == "unknown")
+    report = {"ack": settings.ack, "durability": verdict.durability}
+    if verdict.problems:
+        return answer(503, dumps({"status": "error", "problems": verdict.problems, **report}))
+    return answer(200, dumps({"status": "ok", **report}))
 
 
 async def metrics_view(request: web.Request) -> web.Response:
     body, content_type = request.app[METRICS_KEY].render()
+    # the queue gauges come from the ingress too, so they live on while every worker is dead;
+    # without Redis (down, or stalled past QUEUE_GAUGES_TIMEOUT) they are absent, which the
+    # queue-gauges-missing alert notices, and the rest of /metrics is answered at once
+    settings = request.app[SETTINGS_KEY]
+    try:
+        async with asyncio.timeout(QUEUE_GAUGES_TIMEOUT):
+            snapshot = await queuestats.aread(
+                request.app[REDIS_KEY], Keys(settings.namespace), settings.recovery_after
+            )
+        body += queuestats.render(snapshot)
+    except (RedisError, OSError, TimeoutError):
+        pass
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response
@@ -285,6 +308,8 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 async def _startup(app: web.Application) -> None:
     settings = app[SETTINGS_KEY]
+    if not tracing.enabled():
+        tracing.configure("b24pipe-ingress")  # OTEL_* variables; off unless an exporter is named
     # a stalled read is abandoned soon after the requests waiting for it gave up, and never
     # before the batch that the enqueuer is waiting for (its own timeout is in charge)
     client = async_redis(settings, socket_timeout=settings.enqueue_timeout + 1)
@@ -332,6 +357,7 @@ def create_app(
     app[SETTINGS_KEY] = settings
     app[VERIFY_KEY] = verify_installs
     app[LIFECYCLE_KEY] = lifecycle or Refuse()
+    app[STOPPING_KEY] = asyncio.Event()
     app[METRICS_KEY] = IngressMetrics(extra_events)
     app[EDGE_LOG_KEY] = EdgeLog()
     path = EventPath(app)

@@ -15,6 +15,7 @@ them (prometheus_client's multiprocess mode), the others' at most one interval o
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -30,9 +31,12 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from ingress.tasks import stop_tasks
+from ingress.tokencheck import Reason
 from shared.events import LIFECYCLE_EVENTS
+from shared.logs import log
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_logger = logging.getLogger("b24pipe.ingress")
 OTHER = "other"
 
 # Event names Bitrix24 documents (the label set); registered handlers' names are added.
@@ -89,6 +93,19 @@ OUTCOMES = (
     "lifecycle",
 )
 
+# Every reason `reject` is called with: token refusals (401), bad requests, and the 503s.
+TOKEN_REASONS = tuple(reason.value for reason in Reason)
+REJECTION_REASONS = (
+    *TOKEN_REASONS,
+    "rejected",
+    "invalid_request",
+    "request_timeout",
+    "payload_too_large",
+    "unsupported_media_type",
+    "overloaded",
+    "unavailable",
+    "lifecycle_refused",
+)
 
 FLUSH_INTERVAL = 0.5
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -156,12 +173,21 @@ class IngressMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in REJECTION_REASONS:  # at 0 from the start: an alert's increase() sees the first
+            self.rejections.labels(reason)
         self.inflight_gauge = Gauge(
             "b24pipe_ingress_inflight",
             "Requests being handled",
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.durability_unknown_gauge = Gauge(
+            "b24pipe_redis_durability_unknown",
+            "1 while Redis refuses CONFIG, so its durability settings cannot be verified",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self._durability_unknown: bool | None = None
         self.inflight = 0  # kept by the event path; the gauge is set from it at each flush
         self._requests: dict[tuple[str, str], int] = {}
         self._rejections: dict[str, int] = {}
@@ -184,6 +210,17 @@ class IngressMetrics:
 
     def observe_batch(self, size: int) -> None:
         self._batches.observe(size)
+
+    def durability_unknown(self, unknown: bool) -> None:
+        """What `/readyz` learnt; a warning when it starts being unknown (once per change)."""
+        if unknown and self._durability_unknown is not True:
+            log(
+                _logger,
+                logging.WARNING,
+                "redis durability unknown: CONFIG is refused (managed Redis?); check its persistence",
+            )
+        self._durability_unknown = unknown
+        self.durability_unknown_gauge.set(1 if unknown else 0)
 
     def flush(self) -> None:
         """Add what this process counted since the last flush to the Prometheus families."""

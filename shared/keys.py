@@ -124,6 +124,11 @@ class Keys:
         """Hash: worker name -> last heartbeat (unix seconds)."""
         return f"{self.ns}:workers"
 
+    @property
+    def workers_clock(self) -> str:
+        """String: Redis's time at the last heartbeat of any worker (outage detection)."""
+        return f"{self.ns}:workers-clock"
+
     def handler_done(self, event_id: str) -> str:
         """Set: handlers that already succeeded for an event (retries are per event and handler)."""
         return f"{self.ns}:done:{event_id}"
@@ -140,6 +145,15 @@ class Keys:
     def parked_portals(self) -> str:
         """Set: member ids that have parked jobs."""
         return f"{self.ns}:parked"
+
+    @property
+    def paused_portals(self) -> str:
+        """Set: member ids whose processing is paused (`b24pipe portals pause`)."""
+        return f"{self.ns}:paused"
+
+    def held(self, member_id: str) -> str:
+        """List: job ids of a paused portal, in arrival order, until `portals resume`."""
+        return f"{self.ns}:held:{member_id}"
 
     @property
     def defer_horizon(self) -> str:

@@ -15,6 +15,9 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.ackmode import ACK_MODES
+from shared.redisurl import parse_redis_url
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid. Its text is one line naming the problem."""
@@ -81,6 +84,11 @@ class Settings(BaseSettings):
         default=0.25, gt=0, le=1, validation_alias=_env("B24PIPE_QUARANTINE_SHARE")
     )
     http_timeout: float = Field(default=10.0, gt=0, le=120, validation_alias=_env("B24PIPE_HTTP_TIMEOUT"))
+    # what a 200 waits for: written (Redis ran the write), fsync (it is on disk), replica
+    # (a replica has it); one wait per enqueue batch (shared/ackmode.py)
+    ack: str = Field(default="written", validation_alias=_env("B24PIPE_ACK"))
+    shutdown_delay: float = Field(default=0.0, ge=0, le=300, validation_alias=_env("B24PIPE_SHUTDOWN_DELAY"))
+    durability_strict: bool = Field(default=False, validation_alias=_env("B24PIPE_DURABILITY_STRICT"))
 
     # --- workers -------------------------------------------------------------------------
     max_attempts: int = Field(default=5, ge=1, le=100, validation_alias=_env("B24PIPE_MAX_ATTEMPTS"))
@@ -90,6 +98,9 @@ class Settings(BaseSettings):
     job_timeout: int = Field(default=300, ge=1, validation_alias=_env("B24PIPE_JOB_TIMEOUT"))
     recovery_after: int = Field(default=60, ge=2, le=600, validation_alias=_env("B24PIPE_RECOVERY_AFTER"))
     fetch_batch: int = Field(default=32, ge=1, le=1000, validation_alias=_env("B24PIPE_FETCH_BATCH"))
+    # Seconds handled events stay in RQ's FinishedJobRegistry for `b24pipe replay --handled`
+    # (0: off, RQ's result TTL applies).
+    event_log_ttl: int = Field(default=0, ge=0, validation_alias=_env("B24PIPE_EVENT_LOG_TTL"))
 
     # --- REST client and limiter ---------------------------------------------------------
     rate_plan: str = Field(default="standard", validation_alias=_env("B24PIPE_RATE_PLAN"))
@@ -151,6 +162,20 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// or http://")
         return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_redis_url(value)
+        return value
+
+    @field_validator("ack")
+    @classmethod
+    def _ack(cls, value: str) -> str:
+        if value not in ACK_MODES:
+            raise ValueError(f"must be one of {', '.join(ACK_MODES)}")
+        return value
 
     @field_validator("rate_scope")
     @classmethod
