@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     keepalive_interval: int = Field(
         default=3600, ge=1, le=86400, validation_alias=_env("B24PIPE_KEEPALIVE_INTERVAL")
     )
+    # Bindings vanish without notice (app updates): reconciled and probed this often (0 = off).
+    bind_check_interval: int = Field(
+        default=900, ge=0, le=86400, validation_alias=_env("B24PIPE_BIND_CHECK_INTERVAL")
+    )
+    probe_interval: int = Field(default=900, ge=0, le=86400, validation_alias=_env("B24PIPE_PROBE_INTERVAL"))
 
     # --- loop guards and coalescing ------------------------------------------------------
     echo_ttl: int = Field(default=900, ge=1, le=86400, validation_alias=_env("B24PIPE_ECHO_TTL"))

@@ -390,7 +390,7 @@ def run_bind(args: argparse.Namespace, settings: Settings) -> int:
         plan = bind_portal(settings, member_id, registry.registered_events())
     except (B24Error, ConfigError) as exc:
         raise CommandError(f"portals bind {member_id}: {scrub(str(exc))}") from None
-    report = {"bound": list(plan.bind), "unbound": list(plan.unbind)} if plan else {}
+    report = plan.report() if plan else {}
     print(orjson.dumps(report).decode())
     return 0
 
