@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.portals import Portal, Status
-from workers import errors
 from shared.settings import Settings
+from workers import errors
 from workers.binding import binding_plan, desired_bindings, spread
 from workers.operating import Report, pause_for, report_from
 from workers.params import changed_fields
@@ -85,7 +85,7 @@ def test_refresh_decisions() -> None:
 
 def test_binding_plan_is_a_diff() -> None:
     url = "https://app.example/b24/events"
-    existing = [
+    existing: list[dict[str, str | int]] = [
         {"event": "ONCRMDEALUPDATE", "handler": url, "offline": 0},
         {"event": "ONCRMLEADADD", "handler": url},
         {"event": "ONCRMLEADADD", "handler": "https://other.example/"},

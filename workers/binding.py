@@ -242,7 +242,7 @@ def _record(
 ) -> None:
     """The portal's last reconciliation, for `portals doctor` and the missing-bindings gauge:
     a reconciliation that could not bind leaves the portal counted as missing bindings."""
-    state: dict[str, str | float] = {"at": time.time(), "outcome": outcome, "error": error}
+    state: dict[Any, str] = {"at": f"{time.time():.3f}", "outcome": outcome, "error": error}
     if plan is not None:
         state["repaired"] = ",".join(b.event for b in plan.bind)
     with client.pipeline(transaction=False) as pipe:

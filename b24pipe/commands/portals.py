@@ -367,6 +367,11 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
             security_event(
                 "token_changed", member_id=member_id, webhook_token=mask(webhook), source="portals add"
             )
+        if secrets.get("access_token"):
+            # a token arrival like an install: the worker reconciles the portal's bindings
+            from workers.binding import schedule
+
+            schedule(client, keys, member_id, "portals add")
         print(f"portal {member_id} ({domain}) {'updated' if existing else 'added'}")
         return 0
 

@@ -131,7 +131,9 @@ class SimClient:
             )
         )
 
-    def update_app(self, member_id: str, version: int | None = None, send_event: bool = False) -> Installation:
+    def update_app(
+        self, member_id: str, version: int | None = None, send_event: bool = False
+    ) -> Installation:
         """A new version: every binding gone; ONAPPUPDATE only with `send_event`."""
         return Installation.from_answer(
             self._post(f"/_sim/portals/{member_id}/update", {"version": version, "send_event": send_event})

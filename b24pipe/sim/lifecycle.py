@@ -122,15 +122,19 @@ async def install(
     return _pair_info(portal, pair, app) | {"deliveries": deliveries} | extra
 
 
-async def update(sim: Simulator, portal: Portal, version: int | None, send_event: bool = False) -> dict[str, Any]:
-    """A new version installed by the portal: a new application token, and every binding of
-    the app gone. ONAPPUPDATE is sent only with `send_event` (Bitrix24 cannot be relied on
-    to send it: its only sender is a deprecated path)."""
+async def update(
+    sim: Simulator, portal: Portal, version: int | None, send_event: bool = False
+) -> dict[str, Any]:
+    """A new version installed by the portal: every binding of the app gone. ONAPPUPDATE,
+    with a new application token, is sent only with `send_event` (Bitrix24 cannot be relied
+    on to send it: its only sender is a deprecated path); without it the app is told
+    nothing, so its application token stays."""
     app = portal.app
     assert app is not None
     previous = app.version
     app.version = version if version is not None else previous + 1
-    app.application_token = secrets.token_hex(16)
+    if send_event:
+        app.application_token = secrets.token_hex(16)
     pair = sim.tokens.issue(portal.member_id, app.installer_id, portal.clock.time(), portal.token_ttl)
     data = {"VERSION": str(app.version), "PREVIOUS_VERSION": str(previous), "LANGUAGE_ID": app.language}
     outgoing = []
