@@ -15,6 +15,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.rateplan import parse_plan
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid. Its text is one line naming the problem."""
@@ -144,6 +146,12 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// or http://")
         return value.rstrip("/")
+
+    @field_validator("rate_plan")
+    @classmethod
+    def _plan(cls, value: str) -> str:
+        parse_plan(value)  # a PlanError is a ValueError: refused at start-up, not in every job
+        return value
 
     @field_validator("rate_scope")
     @classmethod
