@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/b24pipe run
 
 # Debian packages some checks need (installed by .ci/apt-tools when missing).
-APT_TOOLS :=
+APT_TOOLS := chromium
 
 test: $(STAMP) tools lint typecheck pytest
 

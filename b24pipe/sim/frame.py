@@ -39,12 +39,18 @@ BX24_STUB = """(function () {
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Bitrix24 (simulated): install</title></head>
-<body data-finished="0">
+<body data-finished="0" data-loaded="0">
 <form id="install" method="post" action="{action}" target="app">
 {fields}
 </form>
-<iframe name="app" id="app" width="800" height="400"></iframe>
+<iframe name="app" id="app" width="800" height="400" onload="loaded()"></iframe>
 <script>
+var submitted = false;
+function loaded() {{
+  if (submitted) {{
+    document.body.setAttribute("data-loaded", String(Number(document.body.dataset.loaded) + 1));
+  }}
+}}
 window.addEventListener("message", function (event) {{
   if (event.data && event.data.b24sim === "installFinish") {{
     fetch("{finish}", {{method: "POST"}}).then(function () {{
@@ -52,6 +58,7 @@ window.addEventListener("message", function (event) {{
     }});
   }}
 }});
+submitted = true;
 document.getElementById("install").submit();
 </script>
 </body>
