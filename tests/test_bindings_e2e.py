@@ -111,3 +111,4 @@ def test_bindings_are_made_at_install_kept_and_healed(
         assert simulator.stats(member)["errors"].get("ERROR_CORE", 0) == 0
         stop(workers.pop())
     assert r.scard(keys.bindings_missing) == 0
+    assert float(r.hget(keys.last_event, member) or 0) > 0  # what `portals doctor` ages

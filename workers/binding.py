@@ -206,8 +206,11 @@ def _reconcile(
     if url is None:
         return "skipped", {"why": "B24PIPE_PUBLIC_URL is not set"}
     portal = store.run(client, store.load_portal(keys, member_id))
-    if portal is None or portal.status is not Status.ACTIVE:
-        return "skipped", {"why": "unknown or inactive portal"}
+    if portal is None or portal.status is Status.REVOKED:
+        client.srem(keys.bindings_missing, member_id)  # nothing to bind to: not an alert any more
+        return "skipped", {"why": "unknown or revoked portal"}
+    if portal.status is not Status.ACTIVE:
+        return "skipped", {"why": f"portal is {portal.status}"}
     if not portal.refresh_token and not portal.access_token:
         return "skipped", {"why": "no OAuth tokens (event.bind needs app auth)"}
     lock, holder = keys.bind_lock(member_id), secrets.token_hex(16)
