@@ -12,18 +12,16 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from b24pipe.sim.client import SimClient
+from bench.limiter import seed
 from shared.keys import Keys
 from shared.settings import load_settings
-from bench.limiter import seed
 from tests.clientkit import cipher_of, install
 from workers import binding, probe
 from workers.errors import ApiError
 from workers.retry import Reschedule
 
 
-def test_one_pass_per_interval_spread_across_portals(
-    r: redis.Redis, keys: Keys, env: dict[str, str]
-) -> None:
+def test_one_pass_per_interval_spread_across_portals(r: redis.Redis, keys: Keys, env: dict[str, str]) -> None:
     members = [f"m{i}" for i in range(4)]
     r.sadd(keys.portals, *members)
     settings = load_settings(public_url="http://127.0.0.1:9", bind_check_interval=600, probe_interval=600)
@@ -70,7 +68,13 @@ def test_reconciliation_costs_one_event_get_when_nothing_changed(
     # a refusal is recorded: the portal counts as missing bindings until a reconciliation works
     portal = simulator.create_portal()
     pair = simulator.install(portal.member_id, user_id=2)  # a token of a user who is not an admin
-    seed(r, keys.ns, cipher_of(env), {**pair.__dict__, "member_id": portal.member_id, "domain": portal.domain}, "standard")
+    seed(
+        r,
+        keys.ns,
+        cipher_of(env),
+        {**pair.__dict__, "member_id": portal.member_id, "domain": portal.domain},
+        "standard",
+    )
     assert binding.reconcile(portal.member_id, "test") == "failed"
     assert r.smembers(keys.bindings_missing) == {portal.member_id.encode()}
     assert b"ACCESS_DENIED" in (r.hget(keys.bind_state(portal.member_id), "error") or b"")
