@@ -15,7 +15,7 @@ from b24pipe.sim.client import SimClient
 from bench.limiter import seed
 from shared.keys import Keys
 from shared.settings import load_settings
-from tests.clientkit import cipher_of, install
+from tests.clientkit import cipher_of, cli, install
 from workers import binding, probe
 from workers.errors import ApiError
 from workers.retry import Reschedule
@@ -78,3 +78,37 @@ def test_reconciliation_costs_one_event_get_when_nothing_changed(
     assert binding.reconcile(portal.member_id, "test") == "failed"
     assert r.smembers(keys.bindings_missing) == {portal.member_id.encode()}
     assert b"ACCESS_DENIED" in (r.hget(keys.bind_state(portal.member_id), "error") or b"")
+
+
+def test_portals_add_with_oauth_tokens_schedules_a_reconciliation(
+    r: redis.Redis, keys: Keys, base_env: dict[str, str]
+) -> None:
+    secrets = '{"application_token": "apptoken0123456789", "access_token": "access-0123456789"}'
+    added = cli(
+        base_env,
+        "portals",
+        "add",
+        "--member-id",
+        "m1",
+        "--domain",
+        "m1.example.com",
+        "--secrets-file",
+        "-",
+        stdin=secrets,
+    )
+    assert added.returncode == 0, added.stderr
+    queue = Queue(keys.lifecycle_queue, connection=r)
+    assert [(job.func_name, job.args[0]) for job in queue.jobs] == [(binding.RECONCILE, "m1")]
+    hooked = cli(
+        base_env,
+        "portals",
+        "add",
+        "--member-id",
+        "m2",
+        "--domain",
+        "m2.example.com",
+        "--secrets-file",
+        "-",
+        stdin='{"application_token": "apptoken0123456789"}',
+    )
+    assert hooked.returncode == 0 and len(queue.jobs) == 1  # no OAuth token: nothing to bind with
