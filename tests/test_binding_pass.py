@@ -38,6 +38,8 @@ def test_one_pass_per_interval_spread_across_portals(r: redis.Redis, keys: Keys,
     off = load_settings(public_url="http://127.0.0.1:9", bind_check_interval=0, probe_interval=0)
     r.delete(keys.bind_check_lock, keys.probe_lock)
     assert binding.periodic(off, r) == 0 and probe.periodic(off, r) == 0
+    unbound = load_settings(bind_check_interval=600, probe_interval=600)  # no B24PIPE_PUBLIC_URL
+    assert binding.periodic(unbound, r) == 0 and probe.periodic(unbound, r) == 0
 
 
 def test_reconciliation_costs_one_event_get_when_nothing_changed(

@@ -27,7 +27,7 @@ from shared.logs import log
 from shared.portals import Status, as_text
 from shared.probe import MARKER
 from shared.settings import Settings
-from workers.binding import active_members, claim_pass, spread
+from workers.binding import active_members, claim_pass, handler_url, spread
 from workers.client import client_for
 from workers.errors import AuthRevoked, B24Error, OperatingLimit, RateLimited, ReauthRequired
 from workers.retry import Defer
@@ -42,6 +42,8 @@ def periodic(settings: Settings, client: redis.Redis) -> int:
     """One probe pass if it is this process's turn: a `send` job per portal, spread across
     the interval. Returns the number of jobs scheduled."""
     keys = Keys(settings.namespace)
+    if handler_url(settings) is None:  # nothing is bound, so no probe could ever arrive
+        return 0
     if not claim_pass(client, keys.probe_lock, settings.probe_interval):
         return 0
     queue = Queue(keys.lifecycle_queue, connection=client)
