@@ -52,15 +52,16 @@ def test_a_port_in_use_is_refused_at_start(base_env: dict[str, str], tmp_path: P
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "b24pipe", "ingress", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=_env(base_env),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    _one_line_exit_2(done, f"127.0.0.1:{port}")
+        for command in (["ingress", "--host", "127.0.0.1"], ["run", "--var", str(tmp_path / "var")]):
+            done = subprocess.run(
+                [sys.executable, "-m", "b24pipe", *command, "--port", str(port)],
+                cwd=ROOT,
+                env=_env(base_env),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            _one_line_exit_2(done, f"127.0.0.1:{port}")
 
 
 def test_a_bad_rate_plan_is_refused_at_start(base_env: dict[str, str], tmp_path: Path) -> None:

@@ -46,14 +46,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     require_token_keys(settings)
     if args.processes > (os.cpu_count() or 1) * 4:
         raise UsageError(f"--processes {args.processes} is far above the {os.cpu_count()} cores here")
-    _port_free(args.host, args.port)
+    port_free(args.host, args.port)
     configure_logging()
     from ingress.server import run as serve
 
     return serve(settings, args.host, args.port, args.processes)
 
 
-def _port_free(host: str, port: int) -> None:
+def port_free(host: str, port: int) -> None:
     """A port another process listens on is refused with one line before anything starts
     (the serving processes bind with SO_REUSEPORT, which would not notice a peer)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from b24pipe.commands.ingress import port_free
 from b24pipe.errors import CommandError, UsageError
 from shared.crypto import generate_key
 from shared.logs import configure_logging, log
@@ -86,6 +87,7 @@ def hold_state_dir(var: Path) -> int:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     hold_state_dir(args.var)
+    port_free(args.host, args.port)
     configure_logging()
     if not 0 < args.port < 65536:
         raise CommandError(f"--port must be between 1 and 65535, not {args.port}")
