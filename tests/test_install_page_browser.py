@@ -4,7 +4,8 @@ does. The page loads the BX24 library from //api.bitrix24.com/api/v1/ (the brows
 resolver points that host at the simulator, which serves a stub); the stub reports
 `BX24.installFinish()` to the portal page, and the page to the simulator.
 
-A stored install calls `installFinish()` exactly once; a refused one never does.
+A stored install calls `installFinish()` exactly once, and the install page's tokens are
+enough for the worker to bind the portal's events; a refused install never calls it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import redis
 from b24pipe.sim.client import SimClient
 from shared.keys import Keys
 from shared.redisserver import free_port
-from tests.clientkit import client_env
+from tests.clientkit import client_env, start_logged_worker
 from tests.ingress_support import ingress_process
-from tests.workerkit import wait_for
+from tests.workerkit import stop, wait_for
 
 BROWSER = "chromium"
 
@@ -61,17 +62,33 @@ def _open(frame_url: str, simulator: SimClient, profile: Path) -> str:
     return done.stdout
 
 
+def _bound(simulator: SimClient, member_id: str, url: str) -> set[str]:
+    return {b["event"] for b in simulator.stats(member_id)["bindings"] if b["handler"] == url}
+
+
 def _finish_calls(simulator: SimClient, member_id: str) -> int:
     return int(simulator.stats(member_id)["install_finish_calls"])
 
 
 def test_install_page_calls_install_finish_once_when_stored_and_never_when_refused(
-    simulator: SimClient, r: redis.Redis, keys: Keys, base_env: dict[str, str], tmp_path: Path
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
 ) -> None:
     _browser()
     port = free_port()
-    env = client_env(base_env, simulator, B24PIPE_BIND_CHECK_INTERVAL="0", B24PIPE_PROBE_INTERVAL="0")
+    env = client_env(
+        base_env,
+        simulator,
+        B24PIPE_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        B24PIPE_BIND_CHECK_INTERVAL="0",
+        B24PIPE_PROBE_INTERVAL="0",
+    )
     with ingress_process(env, port):
+        workers.append(start_logged_worker(env, tmp_path / "worker.log"))
         portal = simulator.create_portal()
         member = portal.member_id
         installed = simulator.install(member, install_url=f"http://127.0.0.1:{port}/b24/install", frame=True)
@@ -82,6 +99,11 @@ def test_install_page_calls_install_finish_once_when_stored_and_never_when_refus
         assert wait_for(lambda: _finish_calls(simulator, member) >= 1, timeout=30), dom
         assert r.exists(keys.portal(member))  # the install was stored, then finished
         assert simulator.stats(member)["install_finished"] is True
+        # the install page was the only token arrival: the worker bound the portal's events from it
+        url = f"http://127.0.0.1:{port}/b24/events"
+        wanted = {"ONAPPTEST", "ONAPPUNINSTALL", "ONAPPUPDATE"}
+        assert wait_for(lambda: wanted <= _bound(simulator, member, url), timeout=60)
+        stop(workers.pop())
 
     # an ingress whose client id is not the app's: the authorization server does not vouch
     port = free_port()
