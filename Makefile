@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm simulator clean
+.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-writes simulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ pytest: $(STAMP)
 simulator: $(STAMP)
 	$(BIN)/python -m b24pipe.sim
 
-bench: bench-ingress bench-workers bench-limiter bench-storm
+bench: bench-ingress bench-workers bench-limiter bench-storm bench-writes
 
 bench-ingress: $(STAMP)
 	$(BIN)/python -m bench.ingress
@@ -53,6 +53,9 @@ bench-limiter: $(STAMP)
 
 bench-storm: $(STAMP)
 	$(BIN)/python -m bench.storm
+
+bench-writes: $(STAMP)
+	$(BIN)/python -m bench.writes
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
             "lost: 0  duplicated: 0  (OK)",
         ),
         ("bench.ingress", {"BENCH_ROUNDS": "1", "BENCH_SECONDS": "1", "BENCH_PORTALS": "20"}, ": OK"),
+        ("bench.writes", {"BENCH_WRITES": "50"}, "writes: OK"),
     ],
 )
 def test_benchmark_runs_and_checks_itself(module: str, knobs: dict[str, str], verdict: str) -> None:

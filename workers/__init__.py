@@ -9,6 +9,7 @@ from workers.errors import (
     AuthRevoked,
     B24Error,
     BadRequest,
+    IdempotencyKeyReused,
     MethodNotFound,
     OperatingLimit,
     OutboundBlocked,
@@ -18,6 +19,7 @@ from workers.errors import (
     ReauthRequired,
     Retry,
     ScopeMissing,
+    WriteUncertain,
 )
 from workers.registry import handler
 
@@ -27,6 +29,7 @@ __all__ = [
     "AuthRevoked",
     "B24Error",
     "BadRequest",
+    "IdempotencyKeyReused",
     "MethodNotFound",
     "OperatingLimit",
     "OutboundBlocked",
@@ -36,5 +39,6 @@ __all__ = [
     "ReauthRequired",
     "Retry",
     "ScopeMissing",
+    "WriteUncertain",
     "handler",
 ]

@@ -29,14 +29,15 @@ from workers.guards import EchoGuard, LoopBreaker
 from workers.metrics import WorkerMetrics
 
 
-def make_client(event: Event) -> B24:
-    """The `b24` a synchronous handler gets: the REST client bound to `event`'s portal."""
-    return client_for(current().settings, None, event.member_id)
+def make_client(event: Event, handler_id: str = "") -> B24:
+    """The `b24` a synchronous handler gets: the REST client bound to `event`'s portal, one
+    per handler run (its REST 3.0 idempotency keys count the run's writes)."""
+    return client_for(current().settings, None, event.member_id, (event.id, handler_id))
 
 
-def make_async_client(event: Event) -> AsyncB24:
+def make_async_client(event: Event, handler_id: str = "") -> AsyncB24:
     """The `b24` an `async def` handler gets (awaitable methods, run through `run_handler`)."""
-    return async_client_for(current().settings, None, event.member_id)
+    return async_client_for(current().settings, None, event.member_id, (event.id, handler_id))
 
 
 def run_coroutine(coro: Any) -> Any:

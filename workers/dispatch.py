@@ -48,9 +48,9 @@ def _call(handler: registry.Handler, events: tuple[Event, ...]) -> None:
     """Run one handler: on the event, or on the list of events for a batch handler."""
     arg: Event | list[Event] = list(events) if handler.batch else events[0]
     if handler.is_async:
-        context.run_coroutine(handler.fn(arg, context.make_async_client(events[0])))
+        context.run_coroutine(handler.fn(arg, context.make_async_client(events[0], handler.id)))
         return
-    result = handler.fn(arg, context.make_client(events[0]))
+    result = handler.fn(arg, context.make_client(events[0], handler.id))
     if inspect.isawaitable(result):
         context.run_coroutine(result)
 

@@ -13,6 +13,12 @@ REST client errors (all `B24Error`):
   `NO_AUTH_FOUND`); parked like `ReauthRequired`.
 - `ScopeMissing`, `AccessDenied`, `MethodNotFound`, `BadRequest`, `PortalDeleted`: do not retry.
 - `ApiError` (5xx, overloaded...): retried with backoff like any other exception.
+- `WriteUncertain` (an `ApiError`): a write that is not safe to send again (see
+  workers.methodkind) failed after it may have reached Bitrix24: it may or may not have
+  happened. The client did not resend it; the handler decides (the job follows its retry
+  policy like any `ApiError` when the handler lets it through).
+- `IdempotencyKeyReused` (a `BadRequest`): REST 3.0 answered 422, the `Idempotency-Key` was
+  already used with another body. Never retried.
 
 Error texts never contain tokens: the client builds them from codes and method names only.
 """
@@ -54,6 +60,13 @@ class ApiError(B24Error):
     retryable = True
 
 
+class WriteUncertain(ApiError):
+    """The write may or may not have happened: its answer was lost (timeout after sending,
+    dropped connection, 5xx) and it cannot be sent again safely (no idempotency key, not
+    idempotent by nature). Make it safe with `b24.v3(...)` (an `Idempotency-Key` on every
+    write) or look before writing again."""
+
+
 class RateLimited(B24Error):
     """The shared limiter (or Bitrix24's QUERY_LIMIT_EXCEEDED) says wait `after` seconds."""
 
@@ -92,6 +105,10 @@ class MethodNotFound(B24Error):
 
 class BadRequest(B24Error):
     """ERROR_ARGUMENT, ERROR_CORE, INVALID_REQUEST and other 400s."""
+
+
+class IdempotencyKeyReused(BadRequest):
+    """REST 3.0 422: this `Idempotency-Key` was used (within 24 h) with another body."""
 
 
 class PortalDeleted(B24Error):

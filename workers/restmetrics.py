@@ -18,6 +18,23 @@ LIMITER_WAIT = Histogram(
 )
 LIMIT_503 = Counter("b24pipe_rest_503_total", "503 answers received from Bitrix24", ["code"])
 REFRESHES = Counter("b24pipe_token_refresh_total", "OAuth refreshes by outcome", ["outcome"])
+REFRESH_LIFETIME_USED = Histogram(
+    "b24pipe_token_refresh_lifetime_used_ratio",
+    "Share of its lifetime the replaced access token had lived at each successful refresh "
+    "(about 0.8 when the lifetime explains the refresh)",
+    buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 2.0, 10.0),
+)
+REFRESH_INTERVAL = Histogram(
+    "b24pipe_token_refresh_interval_seconds",
+    "Age of the replaced access token at each successful refresh: a portal's refreshes per "
+    "hour are 3600 / the mean",
+    buckets=(1, 5, 30, 60, 300, 900, 1800, 3000, 3600, 7200, 86400),
+)
+UNCERTAIN_WRITES = Counter(
+    "b24pipe_rest_uncertain_writes_total",
+    "Writes that failed after they may have reached Bitrix24 and were not resent",
+    ["method"],
+)
 REAUTH = Counter("b24pipe_portals_reauth_marked_total", "Portals marked as needing re-authorization")
 DEFERRED = Counter("b24pipe_rest_deferred_total", "Calls deferred instead of waiting in place", ["reason"])
 

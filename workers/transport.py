@@ -37,6 +37,7 @@ from workers.errors import (
     AuthRevoked,
     B24Error,
     BadRequest,
+    IdempotencyKeyReused,
     MethodNotFound,
     OperatingLimit,
     OutboundBlocked,
@@ -48,6 +49,8 @@ from workers.errors import (
 T = TypeVar("T")
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+NOT_SENT = "CONNECT_ERROR"  # the code of a transport error raised before anything was sent
+TIMED_OUT = "TIMEOUT"  # sent, and no answer within B24PIPE_HTTP_TIMEOUT
 MAX_REDIRECTS = 3
 
 
@@ -111,7 +114,12 @@ class Transport:
                         continue
                     raw = await response.read()
                     return Answer(response.status, _json_object(raw))
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                # no connection was made: the request never left, resending is always safe
+                raise ApiError(NOT_SENT, type(exc).__name__, method=method) from None
+            except TimeoutError as exc:  # sent, no answer in time: the request may still be running
+                raise ApiError(TIMED_OUT, type(exc).__name__, method=method) from None
+            except aiohttp.ClientError as exc:
                 raise ApiError("CONNECTION_ERROR", type(exc).__name__, method=method) from None
         raise ApiError("TOO_MANY_REDIRECTS", method=method)
 
@@ -137,6 +145,8 @@ def error_code(answer: Answer) -> str | None:
     if answer.payload is None:
         return "HTML_ERROR_PAGE"
     code = answer.payload.get("error")
+    if isinstance(code, Mapping):  # REST 3.0: {"error": {"code", "message", "validation"}}
+        code = code.get("code") or f"HTTP_{answer.status}"
     if code:
         return str(code)
     if answer.status >= 400:
@@ -147,9 +157,11 @@ def error_code(answer: Answer) -> str | None:
 def error_for(answer: Answer, method: str) -> B24Error:
     """The typed error for a failed answer. The description is scrubbed and bounded."""
     code = error_code(answer) or f"HTTP_{answer.status}"
-    raw = answer.payload.get("error_description", "") if answer.payload else ""
+    raw = _description(answer.payload)
     description = scrub(str(raw))[:200]
     kwargs: dict[str, Any] = {"method": method, "status": answer.status}
+    if answer.status == 422:
+        return IdempotencyKeyReused(code, description or "Idempotency-Key reused with another body", **kwargs)
     if code == "QUERY_LIMIT_EXCEEDED":
         return RateLimited(1.0, method=method)
     if code == "OPERATION_TIME_LIMIT":
@@ -171,6 +183,16 @@ def error_for(answer: Answer, method: str) -> B24Error:
     if answer.status == 404:
         return MethodNotFound(code, description, **kwargs)
     return BadRequest(code, description, **kwargs)
+
+
+def _description(payload: Mapping[str, Any] | None) -> object:
+    """The error's text: `error_description` (v2) or `error.message` (v3)."""
+    if not payload:
+        return ""
+    error = payload.get("error")
+    if isinstance(error, Mapping):
+        return error.get("message") or ""
+    return payload.get("error_description", "")
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:

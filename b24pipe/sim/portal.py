@@ -84,6 +84,8 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     refreshes: int = 0
     refresh_reused: int = 0
+    answers_lost: int = 0  # requests run and committed whose answer was dropped (faults.py)
+    idempotent_replays: int = 0  # REST 3.0 requests answered from the Idempotency-Key store
     events_sent: int = 0
     events_failed: int = 0
     deliveries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5000))
@@ -204,6 +206,8 @@ class Portal:
             "operation_time_limit": stats.errors.get("OPERATION_TIME_LIMIT", 0),
             "refreshes": stats.refreshes,
             "refresh_reused": stats.refresh_reused,
+            "answers_lost": stats.answers_lost,
+            "idempotent_replays": stats.idempotent_replays,
             "events_sent": stats.events_sent,
             "events_failed": stats.events_failed,
             "bucket_level": round(self.bucket.level_at(self.clock.monotonic()), 6),

@@ -1,10 +1,13 @@
-"""The portal's REST endpoint: `/p/<domain>/rest/<method>.json`.
+"""The portal's REST endpoints: `/p/<domain>/rest/<method>.json` and REST 3.0's
+`/p/<domain>/rest/api/<method>` (JSON only, errors as `{error: {code, message}}`, results in
+v3's shape, `Idempotency-Key` answered from idempotency.py's store).
 
 Order of checks, as on Bitrix24: the portal's address (a renamed portal answers 302 to its
 new one), injected faults, the leaky bucket (503 QUERY_LIMIT_EXCEEDED, auth or not), the
 token (401 NO_AUTH_FOUND / invalid_token / expired_token), the method (404), its scope
 (403 insufficient_scope), its operating time (429 OPERATION_TIME_LIMIT). Writes' events are
-sent after the answer, or before it when the portal's `echo_before_answer` fault is on.
+sent after the answer, or before it when the portal's `echo_before_answer` fault is on. A
+lost-answer fault (faults.py) drops the connection after all of that.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from b24pipe.sim import errors, eventapi  # noqa: F401  (eventapi registers even
 from b24pipe.sim.batch import run_batch
 from b24pipe.sim.errors import RestError
 from b24pipe.sim.events import change_deliveries, test_deliveries
+from b24pipe.sim.idempotency import IdempotencyStore, Stored, digest_of, valid_key
 from b24pipe.sim.methods import Answer, Call, lookup
 from b24pipe.sim.oauth import AccessGrant
 from b24pipe.sim.phpform import parse_str
@@ -27,6 +31,7 @@ from b24pipe.sim.state import Simulator
 from b24pipe.sim.timeblock import time_block
 
 SIM: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
+IDEMPOTENCY: web.AppKey[IdempotencyStore] = web.AppKey("idempotency", IdempotencyStore)
 HTML_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 
 
@@ -101,6 +106,32 @@ def _drop(request: web.Request) -> web.Response:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
+    """REST v2: `/rest/<method>.json`, form or JSON bodies."""
+    return await serve(request, v3=False)
+
+
+async def handle_v3(request: web.Request) -> web.StreamResponse:
+    """REST 3.0: `/rest/api/<method>`, JSON only, `{error: {code, message}}`, Idempotency-Key."""
+    return await serve(request, v3=True)
+
+
+def v3_result(method: str, result: Any) -> Any:
+    """A v2 method's result in REST 3.0's dress: objects as they are, lists as `items`, a
+    created id as `item.id`, other values as `result`."""
+    if isinstance(result, dict):
+        return result
+    if isinstance(result, list):
+        return {"items": result}
+    if method.endswith(".add") and isinstance(result, int | str) and not isinstance(result, bool):
+        return {"item": {"id": result}}
+    return {"result": result}
+
+
+def v3_error(exc: RestError) -> dict[str, Any]:
+    return {"error": {"code": exc.code, "message": exc.description}}
+
+
+async def serve(request: web.Request, *, v3: bool) -> web.StreamResponse:
     sim = request.app[SIM]
     domain, name = request.match_info["domain"], request.match_info["method"]
     portal = sim.domains.get(domain)
@@ -110,14 +141,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
         )
     if portal.domain != domain:
         query = f"?{request.query_string}" if request.query_string else ""
-        raise web.HTTPFound(f"{portal.client_endpoint}{name}{query}")
+        raise web.HTTPFound(f"{portal.client_endpoint}{'api/' if v3 else ''}{name}{query}")
     method = name.lower().removesuffix(".json")
     portal.stats.requests[method] += 1
     bad_params: RestError | None = None
     try:
+        if v3 and request.can_read_body and request.content_type != "application/json":
+            raise RestError(400, "INVALID_REQUEST", "REST 3.0 takes JSON bodies only")
         params = await read_params(request)  # before any delay: the body is read while the client waits
     except RestError as exc:
         params, bad_params = {}, exc
+    key = request.headers.get("Idempotency-Key") if v3 else None
     fault = portal.faults.take_rest_fault(method)
     if portal.faults.rest_delay:
         await asyncio.sleep(portal.faults.rest_delay)
@@ -130,26 +164,47 @@ async def handle(request: web.Request) -> web.StreamResponse:
     call = Call(portal, 0, params)
     status: int = 200
     body: dict[str, Any] = {}
+    replay: Stored | None = None
+    owner: tuple[str, int, str, str] | None = None
     try:
         if fault == "500":
             raise RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
         if bad_params is not None:
             raise bad_params
+        if key is not None and not valid_key(key):
+            raise RestError(
+                400, "INVALID_REQUEST", "Idempotency-Key must be 1-255 printable ASCII characters"
+            )
         if not portal.bucket.try_take(portal.clock.monotonic()):
             raise errors.query_limit()
         if "secret" in request.match_info:
             call.user_id = webhook_user(portal, request.match_info["user"], request.match_info["secret"])
         else:
             call.user_id = authenticate(sim, portal, bearer_or_field(request, call.params)).user_id
-        answer = run_batch(call, execute) if method == "batch" else execute(method, call)
-        body = {"result": answer.result}
-        if answer.next is not None:
-            body["next"] = answer.next
-        if answer.total is not None:
-            body["total"] = answer.total
+        if key is not None:
+            owner = (portal.member_id, call.user_id, method, key)
+            replay = request.app[IDEMPOTENCY].lookup(owner, portal.clock.time())
+            if replay is not None and replay.digest != digest_of(call.params):
+                raise RestError(422, "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key was used with another body")
+        if replay is not None:
+            portal.stats.idempotent_replays += 1
+            status, body = replay.status, dict(replay.body)
+        else:
+            if portal.faults.rest_slow:
+                await asyncio.sleep(portal.faults.rest_slow)
+            answer = run_batch(call, execute) if method == "batch" else execute(method, call)
+            body = {"result": v3_result(method, answer.result) if v3 else answer.result}
+            if answer.next is not None:
+                body["next"] = answer.next
+            if answer.total is not None:
+                body["total"] = answer.total
     except RestError as exc:
-        status, body = exc.status, dict(exc.body())
+        status, body = exc.status, v3_error(exc) if v3 else dict(exc.body())
         portal.stats.errors[exc.code or "(empty)"] += 1
+    if owner is not None and replay is None and status not in (401, 422, 429, 503) and status < 500:
+        request.app[IDEMPOTENCY].keep(
+            owner, Stored(digest_of(call.params), status, dict(body), portal.clock.time())
+        )
     portal.stats.statuses[str(status)] += 1
     body["time"] = time_block(portal, method, start, portal.operating.cost(method))
     outgoing = [item for change in call.changes for item in change_deliveries(portal, sim.tokens, change)]
@@ -158,4 +213,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         await sim.sender.send_now(portal, outgoing)
     elif outgoing:
         sim.sender.enqueue(portal, outgoing)
+    if portal.faults.take_commit_fault(method):
+        portal.stats.answers_lost += 1
+        if portal.faults.rest_commit_hang:
+            await asyncio.sleep(portal.faults.rest_commit_hang)
+        return _drop(request)
     return json_response(body, status)
