@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-writes simulator clean
+.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-hostile simulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench-ingress: $(STAMP)
 
 bench-workers: $(STAMP)
 	$(BIN)/python -m bench.workers
+
+bench-hostile: $(STAMP)
+	$(BIN)/python -m bench.hostile
 
 bench-limiter: $(STAMP)
 	$(BIN)/python -m bench.limiter

@@ -1,4 +1,7 @@
-"""The ingress application: routes, and the event path parse → validate → check → enqueue.
+"""The ingress application: routes, and the event path read → parse → validate → check →
+enqueue. The body is read first, bounded in time and size and never inflated
+(`ingress.edge`), and only then does the request take one of the in-flight slots; the
+install page goes through the same reading, parser bounds and slots.
 
 `create_app(settings)` builds an aiohttp app whose startup opens Redis, starts the token
 cache's version poller and the enqueuer; cleanup writes out held jobs and closes. Answers
@@ -23,7 +26,9 @@ from orjson import dumps
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from ingress import install_page
 from ingress.batcher import Enqueuer, Unavailable
+from ingress.edge import CLIENT_DISCONNECTED, ClientGone, EdgeLog, Refusal, read_body
 from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, LifecycleHandler, Refuse, answer
 from ingress.metrics import IngressMetrics
 from ingress.tokencheck import TokenCache, Verdict
@@ -44,10 +49,21 @@ TOKENS_KEY = web.AppKey("tokens", TokenCache)
 REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 VERIFY_KEY = web.AppKey("verify_installs", bool)
 SESSION_KEY = web.AppKey("http_session", aiohttp.ClientSession)
+EDGE_LOG_KEY = web.AppKey("edge_log", EdgeLog)
 
 OK = b'{"status":"ok","message":"event accepted"}'
 _HOOKED = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})  # the lifecycle handler takes the model
-_ERROR_STATUS = {"invalid_request": 400, "payload_too_large": 413, "unsupported_media_type": 415}
+_ERROR_STATUS = {
+    "invalid_request": 400,
+    "request_timeout": 408,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+}
+_REFUSAL_OUTCOME = {
+    "request_timeout": "timeout",
+    "payload_too_large": "too_large",
+    "unsupported_media_type": "unsupported",
+}
 
 
 def _error(code: str, detail: str) -> web.Response:
@@ -77,6 +93,7 @@ class EventPath:
         self.max_keys = settings.max_form_keys
         self.max_depth = settings.max_form_depth
         self.max_inflight = settings.max_inflight
+        self.read_timeout = settings.read_timeout
         self.timeout = settings.enqueue_timeout
         self.metrics = app[METRICS_KEY]
 
@@ -87,30 +104,72 @@ class EventPath:
         self.probes = Arrivals(app[REDIS_KEY], self.keys)
 
     async def handle(self, request: web.Request) -> web.Response:
-        metrics = self.metrics
-        if metrics.inflight >= self.max_inflight:
-            metrics.request("", "overloaded")
-            metrics.reject("overloaded")
+        try:
+            body = await read_body(request, self.max_body, self.read_timeout)
+        except Refusal as refusal:
+            return self._refuse("", _REFUSAL_OUTCOME[refusal.code], refusal.code, refusal.detail)
+        except ClientGone:
+            return self._gone()
+        if not self._take_slot():
             return answer(503, UNAVAILABLE)
-        metrics.inflight += 1
+        metrics = self.metrics
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             # one deadline for everything this request waits for: the token read and the write
-            return await self._handle(request, started + self.timeout)
+            return await self._handle(request, body, started + self.timeout)
         finally:
             metrics.inflight -= 1
             metrics.observe_latency(loop.time() - started)
 
-    async def _handle(self, request: web.Request, deadline: float) -> web.Response:
+    def _take_slot(self) -> bool:
+        """One of the in-flight slots, taken only once the body is read: a client still
+        sending (at most `B24PIPE_READ_TIMEOUT`) holds a connection, never a slot."""
         metrics = self.metrics
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            return self._refuse("", "too_large", "payload_too_large", f"body exceeds {self.max_body} bytes")
+        if metrics.inflight >= self.max_inflight:
+            metrics.request("", "overloaded")
+            metrics.reject("overloaded")
+            return False
+        metrics.inflight += 1
+        return True
+
+    def _gone(self) -> web.Response:
+        """The client left mid-body: counted for the edge log; the answer reaches nobody."""
+        self.app[EDGE_LOG_KEY].note(CLIENT_DISCONNECTED)
+        return answer(400, b"")
+
+    async def install(self, request: web.Request) -> web.Response:
+        """POST /b24/install: read and parsed under the same bounds and cap as events."""
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._refuse("", "too_large", "payload_too_large", f"body exceeds {self.max_body} bytes")
+            body = await read_body(request, self.max_body, self.read_timeout)
+        except Refusal as refusal:
+            self.metrics.reject(refusal.code)
+            return install_page.refused(refusal.status, install_page.MALFORMED)
+        except ClientGone:
+            return self._gone()
+        if not self._take_slot():
+            return install_page.refused(503, install_page.TRY_AGAIN)
+        try:
+            try:
+                content_type, charset = media_type(request.headers.get(CONTENT_TYPE))
+                payload = parse_body(
+                    body, content_type, charset, max_keys=self.max_keys, max_depth=self.max_depth
+                )
+            except FormError as exc:
+                self.metrics.reject(exc.code)
+                status = _ERROR_STATUS[exc.code]
+                security_event(
+                    "install_refused", source="install_page", remote=_remote(request), reason=exc.detail
+                )
+                return install_page.refused(status, install_page.MALFORMED)
+            form = {key: value for key, value in payload.items() if isinstance(value, str)}
+            query = dict(request.query)
+            return await self.app[LIFECYCLE_KEY].on_install_page(form, query, _remote(request))
+        finally:
+            self.metrics.inflight -= 1
+
+    async def _handle(self, request: web.Request, body: bytes, deadline: float) -> web.Response:
+        metrics = self.metrics
         try:
             content_type, charset = media_type(request.headers.get(CONTENT_TYPE))
             payload = parse_body(
@@ -127,10 +186,10 @@ class EventPath:
         if delivery is not None:
             if delivery.event == "ONAPPINSTALL":
                 metrics.request(delivery.event, "lifecycle")
-                return await self.app[LIFECYCLE_KEY].on_install(delivery, _remote(request))
+                return self._counted(await self.app[LIFECYCLE_KEY].on_install(delivery, _remote(request)))
             if delivery.event == "ONAPPUPDATE":
                 metrics.request(delivery.event, "lifecycle")
-                return await self.app[LIFECYCLE_KEY].on_update(delivery, _remote(request))
+                return self._counted(await self.app[LIFECYCLE_KEY].on_update(delivery, _remote(request)))
             plain = delivery.plain()
         assert plain is not None  # one of the two read it
 
@@ -158,13 +217,15 @@ class EventPath:
             )
             return answer(401, INVALID_TOKEN)
         if decision.verdict is Verdict.QUARANTINE:
-            metrics.request(name, "quarantined")
             held = delivery or Delivery.model_validate(payload)
             try:
                 async with asyncio.timeout_at(deadline):  # a stalled Redis: 503 in time here too
-                    return await self.app[LIFECYCLE_KEY].quarantine(held, _remote(request))
+                    response = await self.app[LIFECYCLE_KEY].quarantine(held, _remote(request))
             except (RedisError, TimeoutError):
                 return self._unavailable(name)
+            # a refused hold is a lost event like any other 503 (the ingress alert counts it)
+            metrics.request(name, "unavailable" if response.status == 503 else "quarantined")
+            return self._counted(response)
 
         if name == PROBE_EVENT and (marker := marker_of(payload)) is not None:
             try:
@@ -190,6 +251,13 @@ class EventPath:
         if code == "invalid_request":
             security_event("invalid_request", detail=detail, remote=remote)
         return _error(code, detail)
+
+    def _counted(self, response: web.Response) -> web.Response:
+        """A lifecycle hook's answer; its 503s (a cap on unverified installs and their
+        quarantines reached, or Redis failing) are counted as `lifecycle_refused`."""
+        if response.status == 503:
+            self.metrics.reject("lifecycle_refused")
+        return response
 
     def _unavailable(self, name: str) -> web.Response:
         self.metrics.request(name, "unavailable")
@@ -229,10 +297,6 @@ async def metrics_view(request: web.Request) -> web.Response:
     return response
 
 
-async def install_page(request: web.Request) -> web.Response:
-    return await request.app[LIFECYCLE_KEY].on_install_page(request)
-
-
 async def _startup(app: web.Application) -> None:
     settings = app[SETTINGS_KEY]
     # a stalled read is abandoned soon after the requests waiting for it gave up, and never
@@ -244,6 +308,7 @@ async def _startup(app: web.Application) -> None:
     app[TOKENS_KEY] = tokens
     metrics = app[METRICS_KEY]
     metrics.start()
+    app[EDGE_LOG_KEY].start()
     enqueuer = Enqueuer(client, keys, settings, on_batch=metrics.observe_batch)
     app[ENQUEUER_KEY] = enqueuer
     enqueuer.start()
@@ -263,6 +328,7 @@ async def _cleanup(app: web.Application) -> None:
     await app[ENQUEUER_KEY].close()
     await app[TOKENS_KEY].stop()
     await app[METRICS_KEY].stop()
+    await app[EDGE_LOG_KEY].stop()
     await app[REDIS_KEY].aclose()
 
 
@@ -281,9 +347,10 @@ def create_app(
     app[VERIFY_KEY] = verify_installs
     app[LIFECYCLE_KEY] = lifecycle or Refuse()
     app[METRICS_KEY] = IngressMetrics(extra_events)
+    app[EDGE_LOG_KEY] = EdgeLog()
     path = EventPath(app)
     app.router.add_post("/b24/events", path.handle)
-    app.router.add_post("/b24/install", install_page)
+    app.router.add_post("/b24/install", path.install)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

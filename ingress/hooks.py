@@ -32,8 +32,8 @@ class LifecycleHandler(Protocol):
         """ONAPPUPDATE: may bring a new token."""
         ...
 
-    async def on_install_page(self, request: web.Request) -> web.Response:
-        """POST /b24/install."""
+    async def on_install_page(self, form: dict[str, str], query: dict[str, str], remote: str) -> web.Response:
+        """POST /b24/install: its form fields and query, read and bounded by the event path."""
         ...
 
     async def quarantine(self, delivery: Delivery, remote: str) -> web.Response:
@@ -51,7 +51,7 @@ class Refuse:
     async def on_update(self, delivery: Delivery, remote: str) -> web.Response:
         return answer(401, INVALID_TOKEN)
 
-    async def on_install_page(self, request: web.Request) -> web.Response:
+    async def on_install_page(self, form: dict[str, str], query: dict[str, str], remote: str) -> web.Response:
         return answer(401, INVALID_TOKEN)
 
     async def quarantine(self, delivery: Delivery, remote: str) -> web.Response:

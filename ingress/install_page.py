@@ -33,6 +33,10 @@ _FAILED = """<!DOCTYPE html>
 </html>
 """
 
+MALFORMED = "The installation request is malformed."
+UNVERIFIED = "The installation could not be verified."
+TRY_AGAIN = "The installation could not be stored; please try again."
+
 _HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",

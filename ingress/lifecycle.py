@@ -8,8 +8,12 @@ server is asked (`shared.oauth.OAuthClient.verify`). Three outcomes:
   OAuth tokens sealed; the application token as a digest) and the event is queued;
 - refuted: 401, nothing stored, a security-log line;
 - unreachable: the install is stored as *pending*, its token accepted as "pending", the
-  event itself held in the portal's quarantine, and a worker job re-verifies with backoff
-  (`workers.lifecycle.reverify_install`); 200, because Bitrix24 never re-sends.
+  event itself held in that install's quarantine, and a worker job re-verifies with backoff
+  (`workers.lifecycle.reverify_install`); 200, because Bitrix24 never re-sends. Each
+  (member id, token) is its own pending install: a second install for the same member id
+  (a forgery during the outage) never replaces the first nor touches its quarantine. The
+  number of pending installs and the bytes they hold are capped (503 past the caps), so
+  nobody without a verified install can fill Redis.
 
 `Lifecycle` implements the ingress hook protocol (`on_install`, `on_update`,
 `on_install_page`, `quarantine`); the ingress calls it and owns everything else.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from enum import Enum
 from typing import Protocol
@@ -73,6 +78,17 @@ _RESPONSES = {
 }
 
 
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
+
+_HELD_REASONS = {
+    store.FULL: "quarantine full",
+    store.ORPHAN: "no pending install waits for the token",
+    store.OVER_BYTES: "quarantine byte cap reached",
+}
+
+
 def _tokens(auth: DeliveryAuth, now: int) -> store.Tokens:
     expires = auth.expires or (now + auth.expires_in if auth.expires_in else 0)
     return store.Tokens(
@@ -118,6 +134,7 @@ class Lifecycle:
         self._keys = Keys(settings.namespace)
         self._cipher = TokenCipher(require_token_keys(settings))
         self._oauth = OAuthClient(settings, http_session, resolve)
+        self._bounds = store.Bounds.of(settings)
 
     # --- the hook protocol ---------------------------------------------------------------
 
@@ -133,35 +150,37 @@ class Lifecycle:
         outcome = await self._adopt(delivery, remote, version=version, grace=True)
         return answer(*_RESPONSES[outcome])
 
-    async def on_install_page(self, request: web.Request) -> web.Response:
-        now = int(time.time())
+    async def on_install_page(self, form: dict[str, str], query: dict[str, str], remote: str) -> web.Response:
         try:
-            posted = await request.post()
-            form = {key: value for key, value in posted.items() if isinstance(value, str)}
-            delivery = page_delivery(form, dict(request.query), now)
-        except (ValidationError, ValueError):
-            security_event(
-                "install_refused", source="install_page", remote=request.remote or "", reason="malformed"
-            )
-            return install_page.refused(400, "The installation request is malformed.")
-        outcome = await self._adopt(delivery, request.remote or "", version=None, grace=False)
+            delivery = page_delivery(form, query, int(time.time()))
+        except ValidationError:
+            security_event("install_refused", source="install_page", remote=remote, reason="malformed")
+            return install_page.refused(400, install_page.MALFORMED)
+        outcome = await self._adopt(delivery, remote, version=None, grace=False)
         if outcome in (Outcome.STORED, Outcome.PENDING):
             return install_page.finished()
         if outcome is Outcome.REFUSED:
-            return install_page.refused(401, "The installation could not be verified.")
-        return install_page.refused(503, "The installation could not be stored; please try again.")
+            return install_page.refused(401, install_page.UNVERIFIED)
+        return install_page.refused(503, install_page.TRY_AGAIN)
 
     async def quarantine(self, delivery: Delivery, remote: str) -> web.Response:
-        """Hold an event whose token is a pending install's until that install is verified."""
+        """Hold an event whose token is a pending install's until that install is verified.
+        503 (counted by the event path) when it cannot be held: nothing waits for the token
+        any more, or a cap is reached; never a 200 for an event nothing could release."""
         member_id = delivery.auth.member_id
+        token_digest = digest(delivery.auth.application_token or "")
         event = delivery.to_event()
         item = orjson.dumps(event.model_dump(mode="json"))
-        plan = store.quarantine_push(
-            self._keys, member_id, item, self._settings.quarantine_max, self._settings.quarantine_ttl
-        )
+        plan = store.quarantine_push(self._keys, member_id, token_digest, item, self._bounds)
         held = await store.arun(self._redis, plan)  # Redis errors: the caller's 503, counted
-        if not held:
-            security_event("quarantine_full", member_id=member_id, remote=remote, event=delivery.event)
+        if held < 0:
+            security_event(
+                "quarantine_full" if held != store.ORPHAN else "quarantine_refused",
+                member_id=member_id,
+                remote=remote,
+                event=delivery.event,
+                reason=_HELD_REASONS[held],
+            )
             return answer(*_RESPONSES[Outcome.UNAVAILABLE])
         log(
             _logger,
@@ -180,6 +199,10 @@ class Lifecycle:
         tokens = _tokens(auth, int(time.time()))
         if not tokens.access_token or not auth.domain:
             self._refused(delivery, remote, "no access token or domain")
+            return Outcome.REFUSED
+        if not _HOSTNAME.fullmatch(auth.domain):
+            # nothing to verify nor to keep pending: a portal's domain is a host name
+            self._refused(delivery, remote, "domain is not a host name")
             return Outcome.REFUSED
         if not tokens.application_token and delivery.data.get("SOURCE") != "install_page":
             self._refused(delivery, remote, "no application token")
@@ -208,16 +231,21 @@ class Lifecycle:
         self, delivery: Delivery, remote: str, result: Verified, tokens: store.Tokens, grace: bool
     ) -> Outcome:
         member_id = delivery.auth.member_id
+        token_digest = digest(tokens.application_token) if tokens.application_token else ""
         (existing, pending) = await store.arun(
-            self._redis, store.load_portal(self._keys, member_id) + store.load_pending(self._keys, member_id)
+            self._redis,
+            store.load_portal(self._keys, member_id)
+            + store.load_pending(self._keys, member_id, token_digest),
         )
         portal = store.verified_portal(existing, result.info, tokens, self._cipher, self._settings.oauth_url)
         grace_until = (
             int(time.time()) + self._settings.token_grace if grace and self._settings.token_grace else 0
         )
-        token_digest = digest(tokens.application_token) if tokens.application_token else ""
-        changed = await store.arun(
-            self._redis, store.commit_verified(self._keys, portal, token_digest, grace_until, pending)
+        # pending installs that arrived before this one are older tokens: never adopted later
+        changed, _ = await store.arun(
+            self._redis,
+            store.commit_verified(self._keys, portal, token_digest, grace_until, pending)
+            + store.supersede_pending(self._keys, member_id, int(time.time()), token_digest),
         )
         security_event(
             "install_verified",
@@ -230,15 +258,15 @@ class Lifecycle:
         if changed:
             _token_changed(portal, existing, tokens.application_token, grace_until, remote)
         await self._enqueuer.enqueue(delivery.to_event(), self._keys.lifecycle_queue)
-        if pending is not None and pending.token_digest == token_digest:
-            await self._release(member_id)
+        if pending is not None:
+            await self._release(member_id, token_digest)
         return Outcome.STORED
 
-    async def _release(self, member_id: str) -> None:
-        raw = await store.arun(self._redis, store.quarantine_read(self._keys, member_id))
+    async def _release(self, member_id: str, token_digest: str) -> None:
+        raw = await store.arun(self._redis, store.quarantine_read(self._keys, member_id, token_digest))
         for event in store.quarantined_events(raw):
             await self._enqueuer.enqueue(event, queue_for(self._keys, event))
-        await store.arun(self._redis, store.quarantine_trim(self._keys, member_id, len(raw)))
+        await store.arun(self._redis, store.quarantine_trim(self._keys, member_id, token_digest, len(raw)))
 
     async def _store_pending(
         self,
@@ -268,18 +296,17 @@ class Lifecycle:
             first_seen=now,
         )
         item = orjson.dumps(delivery.to_event().model_dump(mode="json"))
-        await store.arun(
+        stored, held = await store.arun(
             self._redis,
-            store.save_pending(self._keys, pending)
-            + store.quarantine_push(
-                self._keys,
-                member_id,
-                item,
-                max(1, self._settings.quarantine_max),
-                self._settings.quarantine_ttl,
-            ),
+            store.save_pending(self._keys, pending, self._bounds)
+            + store.quarantine_push(self._keys, member_id, pending.token_digest, item, self._bounds),
         )
-        await asyncio.to_thread(self._schedule, member_id)
+        if stored == store.FULL:
+            # too many installs wait already: nothing is stored, and the 503 is counted
+            self._refused(delivery, remote, "too many pending installs")
+            return Outcome.UNAVAILABLE
+        if stored == 1:
+            await asyncio.to_thread(self._schedule, member_id, pending.token_digest)
         security_event(
             "install_pending",
             member_id=member_id,
@@ -287,13 +314,17 @@ class Lifecycle:
             remote=remote,
             reason=result.reason,
             application_token=mask(tokens.application_token),
+            already=stored == store.ALREADY_PENDING,
         )
-        return Outcome.PENDING
+        # the install is pending; its own event could not be held (a byte cap): say so
+        return Outcome.PENDING if held >= 0 else Outcome.UNAVAILABLE
 
-    def _schedule(self, member_id: str) -> None:
+    def _schedule(self, member_id: str, token_digest: str) -> None:
         connection = sync_redis(self._settings)
         try:
-            schedule_reverify(connection, self._keys, member_id, first_delay(), attempt=1)
+            schedule_reverify(
+                connection, self._keys, member_id, first_delay(), attempt=1, token_digest=token_digest
+            )
         finally:
             connection.close()
 

@@ -36,9 +36,12 @@ GC_YOUNG_THRESHOLD = 20_000
 async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return."""
     from ingress.app import create_app  # after PROMETHEUS_MULTIPROC_DIR is set
+    from ingress.edge import runner_options
 
     app = create_app(settings, verify_installs=True)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.enqueue_timeout + 2)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=settings.enqueue_timeout + 2, **runner_options(settings)
+    )
     await runner.setup()
     # Everything alive now (modules, the app, pydantic's validators) lives as long as the
     # process: keep it out of the collector's full passes, which would otherwise walk it

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,6 +25,9 @@ _NAME = r"^[A-Za-z0-9_.:]{1,128}$"
 _MEMBER = r"^[A-Za-z0-9_.-]{1,128}$"
 _MAX_AUTH_TEXT = 4096
 _MAX_HANDLER_ID = 64
+# Numbers are 64-bit signed, as PHP's are: anything wider is no Bitrix24 value (and would
+# not fit the queued form's JSON), so the model refuses it with a 400.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 def _int_or_none(value: object) -> object:
@@ -40,13 +43,13 @@ class DeliveryAuth(BaseModel):
     application_token: str | None = Field(default=None, repr=False)
     access_token: str | None = Field(default=None, repr=False)
     refresh_token: str | None = Field(default=None, repr=False)
-    expires: int | None = None
-    expires_in: int | None = None
+    expires: Int64 | None = None
+    expires_in: Int64 | None = None
     scope: str | None = None
     domain: str | None = None
     server_endpoint: str | None = None
     client_endpoint: str | None = None
-    user_id: int | None = None
+    user_id: Int64 | None = None
     status: str | None = None
 
     _nullable_ints = field_validator("expires", "expires_in", "user_id", mode="before")(_int_or_none)
@@ -58,7 +61,7 @@ class Delivery(BaseModel):
     event: str = Field(pattern=_NAME)
     event_handler_id: str | None = Field(default=None, max_length=64)
     data: dict[str, Any] = Field(default_factory=dict)
-    ts: int = 0
+    ts: Int64 = 0
     auth: DeliveryAuth
 
     @field_validator("event")
@@ -207,7 +210,7 @@ def _plain_int(value: object, absent: int | None) -> int | None:
     if value is None or value == "":
         return absent
     if type(value) is int:
-        return value
+        return value if -(2**63) <= value < 2**63 else None  # the model's 400
     if type(value) is str and _DIGITS.fullmatch(value):
         return int(value)
     return None

@@ -175,7 +175,7 @@ def _decode(raw: bytes, charset: str) -> str:
         raw = unquote_to_bytes(raw)
     try:
         return raw.decode(charset)
-    except UnicodeDecodeError:
+    except UnicodeError:  # a codec may refuse with its own UnicodeError (idna: label too long)
         raise FormError(f"form field is not valid {charset}") from None
 
 
@@ -274,7 +274,7 @@ def parse_json(body: bytes, *, max_keys: int, max_depth: int, charset: str = "ut
     if charset not in ("utf-8", "utf8"):
         try:
             body = body.decode(charset).encode()
-        except UnicodeDecodeError:
+        except UnicodeError:
             raise FormError(f"JSON body is not valid {charset}") from None
     try:
         value = orjson.loads(body)
@@ -309,14 +309,25 @@ def media_type(header: str | None) -> tuple[str, str | None]:
     return message.get_content_type(), charset if isinstance(charset, str) else None
 
 
+_ASCII_PROBE = '&=%+[]{}":,_-.az09'
+
+
+@functools.lru_cache(maxsize=64)
 def _charset(charset: str | None) -> str:
+    """The codec name of a body's charset. Only text codecs that encode ASCII as ASCII
+    (utf-8, latin-1, cp1251, ...) qualify: the form syntax (`&`, `=`, `%`) and JSON's are
+    ASCII, and a codec that rewrites them (utf-7, utf-16, punycode) or is no text codec at
+    all (base64, zlib, rot13) would read the body as something else: 415."""
     if not charset:
         return "utf-8"
     try:
-        name = codecs.lookup(charset).name
-    except LookupError:
-        raise FormError(f"unknown charset {charset[:40]!r}", code="unsupported_media_type") from None
-    return "utf-8" if name == "utf-8" else name
+        info = codecs.lookup(charset)
+        usable = _ASCII_PROBE.encode(info.name) == _ASCII_PROBE.encode("ascii")
+    except (LookupError, UnicodeError, ValueError):  # unknown, or not a text codec
+        usable = False
+    if not usable:
+        raise FormError(f"unsupported charset {charset[:40]!r}", code="unsupported_media_type")
+    return "utf-8" if info.name == "utf-8" else info.name
 
 
 def parse_body(

@@ -54,13 +54,29 @@ class Keys:
         """Counter bumped on every change that affects token checks; ingress caches watch it."""
         return f"{self.ns}:portals:version"
 
-    def pending_install(self, member_id: str) -> str:
-        """Hash: an install waiting for verification by the authorization server."""
-        return f"{self.ns}:pending:{member_id}"
+    def pending_install(self, member_id: str, token_digest: str) -> str:
+        """Hash: an install waiting for verification, one per (member id, application token):
+        a second install for the same member id never replaces it."""
+        return f"{self.ns}:pending:{member_id}:{token_digest}"
 
-    def quarantine(self, member_id: str) -> str:
-        """List: events carrying a pending install's token, waiting for its verification."""
-        return f"{self.ns}:quarantine:{member_id}"
+    def quarantine(self, member_id: str, token_digest: str) -> str:
+        """List: events carrying that pending install's token, waiting for its verification."""
+        return f"{self.ns}:quarantine:{member_id}:{token_digest}"
+
+    def pending_tokens(self, member_id: str) -> str:
+        """Set: digests of the member id's pending installs (to find them all: revoke, purge)."""
+        return f"{self.ns}:pending-tokens:{member_id}"
+
+    @property
+    def pending_index(self) -> str:
+        """Sorted set: every pending install as "member_id:digest", scored by its expiry
+        (the global cap on pending installs counts it)."""
+        return f"{self.ns}:pending-index"
+
+    @property
+    def quarantine_bytes(self) -> str:
+        """Hash: "member_id:digest" -> bytes quarantined (the global and per-install caps)."""
+        return f"{self.ns}:quarantine-bytes"
 
     # --- ingress -------------------------------------------------------------------------
     def dedupe(self, fingerprint: str) -> str:
@@ -79,6 +95,11 @@ class Keys:
     def reauth_portals(self) -> str:
         """Set: member ids of portals needing re-authorization (a gauge reads its size)."""
         return f"{self.ns}:portals:reauth"
+
+    @property
+    def uninstall_unconfirmed(self) -> str:
+        """Set: member ids of portals with an uninstall Bitrix24 could not confirm (kept)."""
+        return f"{self.ns}:portals:uninstall-unconfirmed"
 
     @property
     def keepalive_lock(self) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
@@ -29,13 +29,22 @@ from shared.logs import security_event
 from shared.lua import source
 from shared.oauth import AppInfo
 from shared.portals import AcceptedToken, Portal, Status
+from shared.settings import Settings
 
 T = TypeVar("T")
 U = TypeVar("U")
 
 _LUA = {
     name: source(f"portalstore_{name}")
-    for name in ("set_token", "drop_pending", "quarantine_push", "release_parked")
+    for name in (
+        "set_token",
+        "drop_pending",
+        "quarantine_push",
+        "release_parked",
+        "pending_add",
+        "forget_pending",
+        "supersede_pending",
+    )
 }
 
 
@@ -218,6 +227,13 @@ def save_portal(keys: Keys, portal: Portal) -> Plan[Saved]:
             _cmd("INCR", keys.portals_version),
             _index_op(keys, portal),
             _cmd("SADD" if portal.status is Status.REAUTH else "SREM", keys.reauth_portals, member_id),
+            # an active record has a working pair, proof the app is installed: an
+            # unconfirmed uninstall is moot
+            *(
+                [_cmd("SREM", keys.uninstall_unconfirmed, member_id)]
+                if portal.status is Status.ACTIVE
+                else []
+            ),
             _release_op(keys, member_id),
         ),
         parse,
@@ -275,16 +291,14 @@ def commit_verified(
     keys: Keys, portal: Portal, token_digest: str, grace_until: int, pending: PendingInstall | None
 ) -> Plan[bool]:
     """Store a verified install or update in one transaction: the record, its app token
-    (when one came), and the end of a pending install. The pending install's quarantine
-    is kept for release when its token is the one verified, dropped otherwise. True when
-    the app token changed."""
+    (when one came), and the end of the pending install of that same token, whose
+    quarantine is kept for the caller to release. Other pending installs of the member id
+    are left to their own re-verification. True when the app token changed."""
     token: Plan[bool] = (
         set_app_token(keys, portal.member_id, token_digest, grace_until) if token_digest else Plan((), _false)
     )
     cleanup: Plan[None] = (
-        drop_pending(
-            keys, portal.member_id, pending.token_digest, quarantine=pending.token_digest != token_digest
-        )
+        drop_pending(keys, portal.member_id, pending.token_digest, quarantine=False)
         if pending is not None
         else Plan(())
     )
@@ -309,6 +323,7 @@ class PendingInstall:
     grace: bool  # an update: the previous app token gets the grace period
     first_seen: int
     attempts: int = 0
+    superseded: bool = False  # a newer install of the member id was verified meanwhile
 
     def to_hash(self) -> dict[str, str]:
         extra = {
@@ -318,11 +333,12 @@ class PendingInstall:
             "pending_grace": "1" if self.grace else "",
             "pending_first_seen": str(self.first_seen),
             "pending_attempts": str(self.attempts),
+            "pending_superseded": "1" if self.superseded else "",
         }
         return {**self.portal.to_hash(), **extra}
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> PendingInstall:
+    def from_hash(cls, raw: Mapping[Any, Any]) -> PendingInstall:
         text = {_text(k): _text(v) for k, v in raw.items()}
         return cls(
             portal=Portal.from_hash(raw),
@@ -331,60 +347,174 @@ class PendingInstall:
             grace=bool(text.get("pending_grace")),
             first_seen=int(text.get("pending_first_seen") or 0),
             attempts=int(text.get("pending_attempts") or 0),
+            superseded=bool(text.get("pending_superseded")),
         )
 
 
-def load_pending(keys: Keys, member_id: str) -> Plan[PendingInstall | None]:
+def load_pending(keys: Keys, member_id: str, token_digest: str) -> Plan[PendingInstall | None]:
     return Plan(
-        (_cmd("HGETALL", keys.pending_install(member_id)),),
+        (_cmd("HGETALL", keys.pending_install(member_id, token_digest)),),
         lambda r: PendingInstall.from_hash(r[0]) if r[0] else None,
     )
 
 
-def save_pending(keys: Keys, pending: PendingInstall) -> Plan[None]:
-    """Store the pending install and accept its token as "pending" (events carrying it go
-    to the quarantine), unless that token is already accepted as something else."""
+def pending_digests(keys: Keys, member_id: str) -> Plan[list[str]]:
+    """The token digests of the member id's pending installs."""
+    return Plan((_cmd("SMEMBERS", keys.pending_tokens(member_id)),), lambda r: sorted(_text(d) for d in r[0]))
+
+
+def load_pendings(client: redis.Redis, keys: Keys, member_id: str) -> list[PendingInstall]:
+    """Every pending install of a member id (the CLI's view; synchronous)."""
+    found = [
+        run(client, load_pending(keys, member_id, token_digest))
+        for token_digest in run(client, pending_digests(keys, member_id))
+    ]
+    return [pending for pending in found if pending is not None]
+
+
+def _source(member_id: str, token_digest: str) -> str:
+    """A pending install's name in the global bookkeeping (member ids hold no `:`)."""
+    return f"{member_id}:{token_digest}"
+
+
+# What `save_pending` and `quarantine_push` answer besides success
+ALREADY_PENDING = 0  # this (member id, token) already waits: the first install is kept
+FULL = -1  # the global cap on pending installs, or this quarantine's entry cap
+ORPHAN = -2  # no pending install waits for this token: nothing could release the event
+OVER_BYTES = -3  # the global or per-install byte cap
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How much unverified installs may hold (B24PIPE_QUARANTINE_*, B24PIPE_PENDING_MAX)."""
+
+    ttl: int  # seconds a pending install and its quarantine live
+    max_events: int  # events per quarantine
+    max_pending: int  # pending installs in all
+    max_bytes: int  # quarantined bytes in all
+    source_bytes: int  # quarantined bytes per pending install
+
+    @classmethod
+    def of(cls, settings: Settings) -> Bounds:
+        return cls(
+            ttl=settings.quarantine_ttl,
+            max_events=max(1, settings.quarantine_max),
+            max_pending=settings.pending_max,
+            max_bytes=settings.quarantine_bytes,
+            source_bytes=int(settings.quarantine_bytes * settings.quarantine_share),
+        )
+
+
+def save_pending(keys: Keys, pending: PendingInstall, bounds: Bounds) -> Plan[int]:
+    """Store a pending install and accept its token as "pending" (events carrying it go to
+    its own quarantine), unless that token is already accepted as something else. Never
+    replaces another pending install; 1 stored, `ALREADY_PENDING` or `FULL`."""
     member_id = pending.portal.member_id
+    expiry = pending.first_seen + bounds.ttl
+    entry = AcceptedToken("pending", expires_at=expiry).encode()
     return Plan(
         (
-            _cmd("DEL", keys.pending_install(member_id)),
-            _cmd("HSET", keys.pending_install(member_id), *_flat(pending.to_hash())),
-            _cmd(
-                "HSETNX", keys.app_tokens(member_id), pending.token_digest, AcceptedToken("pending").encode()
+            Lua(
+                "pending_add",
+                (
+                    keys.pending_install(member_id, pending.token_digest),
+                    keys.pending_tokens(member_id),
+                    keys.pending_index,
+                    keys.quarantine_bytes,
+                    keys.app_tokens(member_id),
+                    keys.portals_version,
+                ),
+                (
+                    pending.token_digest,
+                    _source(member_id, pending.token_digest),
+                    int(time.time()),
+                    expiry,
+                    bounds.max_pending,
+                    entry,
+                    *_flat(pending.to_hash()),
+                ),
             ),
-            _cmd("INCR", keys.portals_version),
-        )
+        ),
+        lambda r: int(r[0]),
     )
 
 
-def count_attempt(keys: Keys, member_id: str) -> Plan[int]:
+def supersede_pending(keys: Keys, member_id: str, seen_at: int, token_digest: str) -> Plan[int]:
+    """Mark the member id's pending installs that arrived before `seen_at` (when the install
+    just verified, `token_digest`'s, arrived) as superseded; how many."""
     return Plan(
-        (_cmd("HINCRBY", keys.pending_install(member_id), "pending_attempts", 1),), lambda r: int(r[0])
+        (
+            Lua(
+                "supersede_pending",
+                (keys.pending_tokens(member_id),),
+                (keys.pending_install(member_id, ""), seen_at, token_digest),
+            ),
+        ),
+        lambda r: int(r[0]),
+    )
+
+
+def count_attempt(keys: Keys, member_id: str, token_digest: str) -> Plan[int]:
+    return Plan(
+        (_cmd("HINCRBY", keys.pending_install(member_id, token_digest), "pending_attempts", 1),),
+        lambda r: int(r[0]),
     )
 
 
 def drop_pending(keys: Keys, member_id: str, token_digest: str, *, quarantine: bool) -> Plan[None]:
-    """Forget a pending install; its token only if still pending; its quarantined events
-    too when `quarantine` (refuted), otherwise they are released by the caller."""
-    ops: list[Op] = [
-        _cmd("DEL", keys.pending_install(member_id)),
-        Lua("drop_pending", (keys.app_tokens(member_id), keys.portals_version), (token_digest,)),
-    ]
-    if quarantine:
-        ops.append(_cmd("DEL", keys.quarantine(member_id)))
-    return Plan(tuple(ops))
-
-
-def quarantine_push(keys: Keys, member_id: str, event_json: bytes, limit: int, ttl: int) -> Plan[bool]:
-    """Hold one stripped event; False when the quarantine is full."""
+    """Forget one pending install; its token only if still pending; its quarantined events
+    too when `quarantine` (refuted), otherwise they are released by the caller. Another
+    pending install of the same member id keeps everything it holds."""
     return Plan(
-        (Lua("quarantine_push", (keys.quarantine(member_id),), (limit, ttl, event_json)),),
-        lambda r: int(r[0]) >= 0,
+        (
+            Lua(
+                "drop_pending",
+                (
+                    keys.app_tokens(member_id),
+                    keys.portals_version,
+                    keys.pending_install(member_id, token_digest),
+                    keys.pending_tokens(member_id),
+                    keys.pending_index,
+                    keys.quarantine_bytes,
+                    keys.quarantine(member_id, token_digest),
+                ),
+                (token_digest, _source(member_id, token_digest), "1" if quarantine else "0"),
+            ),
+        )
     )
 
 
-def quarantine_read(keys: Keys, member_id: str) -> Plan[list[bytes]]:
-    return Plan((_cmd("LRANGE", keys.quarantine(member_id), 0, -1),), lambda r: list(r[0]))
+def quarantine_push(
+    keys: Keys, member_id: str, token_digest: str, event_json: bytes, bounds: Bounds
+) -> Plan[int]:
+    """Hold one stripped event for the pending install of its token: the new length, or
+    `FULL`, `ORPHAN`, `OVER_BYTES` (then nothing is held and the event must get a 503)."""
+    return Plan(
+        (
+            Lua(
+                "quarantine_push",
+                (
+                    keys.quarantine(member_id, token_digest),
+                    keys.pending_install(member_id, token_digest),
+                    keys.quarantine_bytes,
+                    keys.pending_index,
+                ),
+                (
+                    bounds.max_events,
+                    event_json,
+                    _source(member_id, token_digest),
+                    bounds.max_bytes,
+                    bounds.source_bytes,
+                    int(time.time()),
+                ),
+            ),
+        ),
+        lambda r: int(r[0]),
+    )
+
+
+def quarantine_read(keys: Keys, member_id: str, token_digest: str) -> Plan[list[bytes]]:
+    return Plan((_cmd("LRANGE", keys.quarantine(member_id, token_digest), 0, -1),), lambda r: list(r[0]))
 
 
 def quarantined_events(raw: list[bytes]) -> list[Event]:
@@ -398,10 +528,44 @@ def quarantined_events(raw: list[bytes]) -> list[Event]:
     return events
 
 
-def quarantine_trim(keys: Keys, member_id: str, released: int) -> Plan[None]:
+def quarantine_trim(keys: Keys, member_id: str, token_digest: str, released: int) -> Plan[None]:
     """Drop the first `released` events (those already enqueued): a crash between enqueue
     and trim releases them again, and the enqueue de-duplicates on the event id."""
-    return Plan((_cmd("LTRIM", keys.quarantine(member_id), released, -1),))
+    return Plan((_cmd("LTRIM", keys.quarantine(member_id, token_digest), released, -1),))
+
+
+def adopt_legacy_pending(client: redis.Redis, keys: Keys, member_id: str, bounds: Bounds) -> str:
+    """Move a pending install stored before pending installs were kept per token (one hash
+    and one quarantine per member id) to today's keys, its quarantine with it, so that its
+    re-verification job still finds it and its acknowledged events are not lost. Returns the
+    token digest it waits for, or "" when there is none. Synchronous: the worker's job."""
+    legacy, legacy_quarantine = f"{keys.ns}:pending:{member_id}", f"{keys.ns}:quarantine:{member_id}"
+    raw = client.hgetall(legacy)
+    if not raw:
+        return ""
+    pending = PendingInstall.from_hash(raw)
+    token_digest = pending.token_digest
+    run(client, save_pending(keys, pending, replace(bounds, max_pending=2**31)))  # accepted already
+    held = [
+        item if isinstance(item, bytes) else item.encode() for item in client.lrange(legacy_quarantine, 0, -1)
+    ]
+    target = keys.quarantine(member_id, token_digest)
+    with client.pipeline(transaction=True) as pipe:
+        if held:
+            pipe.rpush(target, *held)
+            pipe.expireat(target, pending.first_seen + bounds.ttl)
+            pipe.hincrby(keys.quarantine_bytes, _source(member_id, token_digest), sum(map(len, held)))
+        pipe.delete(legacy, legacy_quarantine)
+        pipe.execute()
+    return token_digest
+
+
+def _forget_pending_op(keys: Keys, member_id: str) -> Lua:
+    return Lua(
+        "forget_pending",
+        (keys.pending_tokens(member_id), keys.pending_index, keys.quarantine_bytes),
+        (member_id, keys.pending_install(member_id, ""), keys.quarantine(member_id, "")),
+    )
 
 
 # --- revocation and deletion ---------------------------------------------------------------
@@ -428,12 +592,24 @@ def revoke(keys: Keys, member_id: str, reason: str) -> Plan[None]:
                 ),
             ),
             _cmd("HINCRBY", keys.portal(member_id), "token_gen", 1),
-            _cmd(
-                "DEL", keys.app_tokens(member_id), keys.pending_install(member_id), keys.quarantine(member_id)
-            ),
+            _cmd("DEL", keys.app_tokens(member_id)),
+            _forget_pending_op(keys, member_id),
             _cmd("ZREM", keys.token_issued, member_id),
             _cmd("SREM", keys.reauth_portals, member_id),
+            _cmd("SREM", keys.uninstall_unconfirmed, member_id),
             _cmd("INCR", keys.portals_version),
+        )
+    )
+
+
+def mark_uninstall_unconfirmed(keys: Keys, member_id: str, reason: str) -> Plan[None]:
+    """Record an uninstall Bitrix24 could not confirm: the portal and its data stay, the
+    record says why, and the set (a gauge, `portals list`) keeps it in view until a
+    confirmation, a new working token or `portals purge`."""
+    return Plan(
+        (
+            _cmd("HSET", keys.portal(member_id), "reason", f"uninstall unconfirmed: {reason}"),
+            _cmd("SADD", keys.uninstall_unconfirmed, member_id),
         )
     )
 
@@ -456,8 +632,6 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
     fixed = (
         keys.portal(member_id),
         keys.app_tokens(member_id),
-        keys.pending_install(member_id),
-        keys.quarantine(member_id),
         keys.refresh_lock(member_id),
         keys.rate_bucket(member_id, "namespace"),
         keys.bind_state(member_id),
@@ -466,11 +640,13 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
     return Plan(
         (
             _cmd("DEL", *fixed, *data_keys),
+            _forget_pending_op(keys, member_id),
             _cmd("SREM", keys.portals, member_id),
             _cmd("ZREM", keys.token_issued, member_id),
             _cmd("SREM", keys.reauth_portals, member_id),
             _cmd("SREM", keys.bindings_missing, member_id),
             _cmd("HDEL", keys.last_event, member_id),
+            _cmd("SREM", keys.uninstall_unconfirmed, member_id),
             _cmd("INCR", keys.portals_version),
         )
     )

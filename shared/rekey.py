@@ -50,9 +50,9 @@ def _records(client: redis.Redis, keys: Keys) -> Iterator[tuple[str, str]]:
     for raw in client.smembers(keys.portals):
         member_id = as_text(raw)
         yield member_id, keys.portal(member_id)
-    for raw in client.scan_iter(match=keys.pending_install("*"), count=1000):
+    for raw in client.scan_iter(match=keys.pending_install("*", "*"), count=1000):
         key = as_text(raw)
-        yield key.rsplit(":", 1)[-1], key
+        yield key.split(":")[-2], key  # <ns>:pending:<member id>:<digest>
 
 
 def rekey(client: redis.Redis, keys: Keys, cipher: TokenCipher) -> RekeyReport:

@@ -70,10 +70,18 @@ class Settings(BaseSettings):
     max_form_depth: int = Field(default=8, ge=2, le=64, validation_alias=_env("B24PIPE_MAX_FORM_DEPTH"))
     max_inflight: int = Field(default=2048, ge=1, validation_alias=_env("B24PIPE_MAX_INFLIGHT"))
     enqueue_timeout: float = Field(default=1.5, gt=0, le=30, validation_alias=_env("B24PIPE_ENQUEUE_TIMEOUT"))
+    read_timeout: float = Field(default=5.0, gt=0, le=300, validation_alias=_env("B24PIPE_READ_TIMEOUT"))
     dedupe_window: int = Field(default=300, ge=0, validation_alias=_env("B24PIPE_DEDUPE_WINDOW"))
     token_grace: int = Field(default=600, ge=0, validation_alias=_env("B24PIPE_TOKEN_GRACE"))
     quarantine_max: int = Field(default=1000, ge=0, validation_alias=_env("B24PIPE_QUARANTINE_MAX"))
     quarantine_ttl: int = Field(default=3600, ge=1, validation_alias=_env("B24PIPE_QUARANTINE_TTL"))
+    pending_max: int = Field(default=100, ge=1, validation_alias=_env("B24PIPE_PENDING_MAX"))
+    quarantine_bytes: int = Field(
+        default=64 << 20, ge=1 << 20, validation_alias=_env("B24PIPE_QUARANTINE_BYTES")
+    )
+    quarantine_share: float = Field(
+        default=0.25, gt=0, le=1, validation_alias=_env("B24PIPE_QUARANTINE_SHARE")
+    )
     http_timeout: float = Field(default=10.0, gt=0, le=120, validation_alias=_env("B24PIPE_HTTP_TIMEOUT"))
 
     # --- workers -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import select
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from rq.job import Job
 
 from ingress.app import create_app
+from shared import portalstore as store
 from shared.crypto import digest
 from shared.delivery import Delivery
 from shared.formparse import FORM as FORM_TYPE
@@ -43,6 +46,19 @@ def seed_portal(
     r.sadd(keys.portals, member_id)
     r.hset(keys.app_tokens(member_id), digest(token), AcceptedToken(kind).encode())
     r.incr(keys.portals_version)
+
+
+def seed_pending(r: redis.Redis, keys: Keys, member_id: str, token: str) -> None:
+    """A pending install of `token` (its events are quarantined), as the ingress stores one."""
+    pending = store.PendingInstall(
+        Portal(member_id=member_id, domain=f"{member_id}.bitrix24.ru", status=Status.PENDING),
+        digest(token),
+        None,
+        False,
+        int(time.time()),
+    )
+    bounds = store.Bounds(ttl=3600, max_events=1000, max_pending=100, max_bytes=1 << 26, source_bytes=1 << 24)
+    assert store.run(r, store.save_pending(keys, pending, bounds)) == 1
 
 
 def body(
@@ -115,12 +131,24 @@ def wait_logged(process: subprocess.Popen[bytes], message: str, count: int = 1, 
 
 
 @contextlib.contextmanager
-def ingress_process(env: dict[str, str], port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+def ingress_process(
+    env: dict[str, str], port: int, *args: str, log_path: Path | None = None, open_files: int | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`b24pipe ingress` on `port`; its log on a pipe (see `wait_logged`), or in `log_path`
+    for a test that makes it log more than a pipe holds; `open_files` caps its descriptors
+    (RLIMIT_NOFILE, as systemd's LimitNOFILE does)."""
+    log_file = open(log_path, "wb") if log_path is not None else None  # noqa: SIM115 - closed below
+
+    def limit() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     process = subprocess.Popen(
         [sys.executable, "-m", "b24pipe", "ingress", "--host", "127.0.0.1", "--port", str(port), *args],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file if log_file is not None else subprocess.PIPE,
+        preexec_fn=limit if open_files is not None else None,
     )
     try:
         wait_http(port, process)
@@ -131,6 +159,8 @@ def ingress_process(env: dict[str, str], port: int, *args: str) -> Iterator[subp
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+        if log_file is not None:
+            log_file.close()
 
 
 def event_id(form_body: str) -> str:

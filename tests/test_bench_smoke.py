@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
         ),
         ("bench.ingress", {"BENCH_ROUNDS": "1", "BENCH_SECONDS": "1", "BENCH_PORTALS": "20"}, ": OK"),
         ("bench.writes", {"BENCH_WRITES": "50"}, "writes: OK"),
+        (
+            "bench.hostile",
+            {"BENCH_SECONDS": "1", "BENCH_PORTALS": "20", "BENCH_SLOW": "40", "BENCH_BOMB_MB": "8"},
+            ": OK",
+        ),
     ],
 )
 def test_benchmark_runs_and_checks_itself(module: str, knobs: dict[str, str], verdict: str) -> None:

@@ -210,7 +210,7 @@ class _Recorder:
         self.seen.append(("update", remote))
         return web.json_response({})
 
-    async def on_install_page(self, request: web.Request) -> web.Response:
+    async def on_install_page(self, form: dict[str, str], query: dict[str, str], remote: str) -> web.Response:
         self.seen.append(("page", ""))
         return web.Response(text="<html></html>", content_type="text/html")
 

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 import redis
 
+from shared.crypto import digest
 from shared.keys import Keys
 from shared.redisserver import free_port
 from tests.conftest import PrivateRedis
@@ -25,6 +26,7 @@ from tests.ingress_support import (
     metrics_text,
     post_event,
     queued,
+    seed_pending,
     seed_portal,
     stored_event_ids,
 )
@@ -119,7 +121,7 @@ def test_a_quarantined_event_is_503_in_time_when_redis_stalls(
     """An event carrying a pending install's token is held in the quarantine list: that
     write obeys the same deadline as a job's, so a stall answers 503, never a hang."""
     client = private_redis.client()
-    seed_portal(client, keys, "m3", TOKEN, kind="pending")
+    seed_pending(client, keys, "m3", TOKEN)
     port = free_port()
 
     async def scenario() -> tuple[list[int], str]:
@@ -141,7 +143,10 @@ def test_a_quarantined_event_is_503_in_time_when_redis_stalls(
         # the stalled write was answered by the event path's deadline, and counted
         assert re.search(r'b24pipe_ingress_rejections_total\{reason="unavailable"\} 1\.0', metrics)
         assert process.poll() is None
-    held = [orjson.loads(raw)["data"]["FIELDS"]["ID"] for raw in client.lrange(keys.quarantine("m3"), 0, -1)]
+    held = [
+        orjson.loads(raw)["data"]["FIELDS"]["ID"]
+        for raw in client.lrange(keys.quarantine("m3", digest(TOKEN)), 0, -1)
+    ]
     assert "1" in held and "3" in held
 
 

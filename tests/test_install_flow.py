@@ -220,16 +220,17 @@ def test_unreachable_install_is_pending_then_verified_and_released(
     done = simulator.install(portal.member_id, handler_url=f"{ingress.url}/b24/events")
     assert [d.get("status") for d in done.deliveries] == [200]
     assert store.run(r, store.load_portal(keys, portal.member_id)) is None
-    assert store.run(r, store.load_pending(keys, portal.member_id)) is not None
+    held = digest(done.application_token)
+    assert store.run(r, store.load_pending(keys, portal.member_id, held)) is not None
     form = event_form("ONCRMDEALUPDATE", portal.member_id, portal.domain, done.application_token)
     assert until(lambda: post(f"{ingress.url}/b24/events", form)[0] == 200)
-    assert r.llen(keys.quarantine(portal.member_id)) == 2  # the install itself and the event
+    assert r.llen(keys.quarantine(portal.member_id, held)) == 2  # the install itself and the event
     assert Queue(keys.events_queue, connection=r).count == 0
     assert r.zcard(f"rq:scheduled:{keys.lifecycle_queue}") == 1  # the re-verification job
 
-    assert reverify_install(portal.member_id).startswith("unreachable")  # still down: backs off
+    assert reverify_install(portal.member_id, 1, held).startswith("unreachable")  # still down: backs off
     simulator.faults(portal.member_id, oauth_down=False)
-    assert reverify_install(portal.member_id) == "verified, 2 held events released"
+    assert reverify_install(portal.member_id, 2, held) == "verified, 2 held events released"
     stored = store.run(r, store.load_portal(keys, portal.member_id))
     assert stored is not None and stored.status is Status.ACTIVE
     assert (
@@ -237,7 +238,7 @@ def test_unreachable_install_is_pending_then_verified_and_released(
     )
     assert Queue(keys.events_queue, connection=r).count == 1
     assert Queue(keys.lifecycle_queue, connection=r).count == 1
-    assert r.llen(keys.quarantine(portal.member_id)) == 0
+    assert r.llen(keys.quarantine(portal.member_id, held)) == 0
 
 
 def test_unverifiable_forgery_is_dropped_with_its_quarantine(
@@ -265,9 +266,10 @@ def test_unverifiable_forgery_is_dropped_with_its_quarantine(
             == "pending"
         )
     monkeypatch.setenv("B24_OAUTH_URL", simulator.oauth_url)
-    assert reverify_install("forged1").startswith("refused")
+    forged = digest("forgedtoken0123456789abcdef012345")
+    assert reverify_install("forged1", 1, forged).startswith("refused")
     assert store.run(r, store.load_tokens(keys, "forged1")) == {}
-    assert not r.exists(keys.quarantine("forged1"), keys.pending_install("forged1"))
+    assert not r.exists(keys.quarantine("forged1", forged), keys.pending_install("forged1", forged))
 
 
 def test_update_adopts_new_token_with_grace(

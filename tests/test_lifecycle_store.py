@@ -79,21 +79,73 @@ def test_pending_token_never_overwrites_an_accepted_one_and_late_refutation_spar
 ) -> None:
     store.run(r, store.set_app_token(keys, "m1", digest("tok"), 0))
     pending = store.PendingInstall(Portal("m1", "a.example.com"), digest("tok"), "4", True, int(time.time()))
-    store.run(r, store.save_pending(keys, pending))
+    assert store.run(r, store.save_pending(keys, pending, BOUNDS)) == 1
     assert store.run(r, store.load_tokens(keys, "m1"))[digest("tok")].kind == "app"
-    assert store.run(r, store.load_pending(keys, "m1")) == pending
+    assert store.run(r, store.load_pending(keys, "m1", digest("tok"))) == pending
     store.run(r, store.drop_pending(keys, "m1", digest("tok"), quarantine=True))
     assert store.run(r, store.load_tokens(keys, "m1"))[digest("tok")].kind == "app"
-    assert store.run(r, store.load_pending(keys, "m1")) is None
+    assert store.run(r, store.load_pending(keys, "m1", digest("tok"))) is None
+
+
+BOUNDS = store.Bounds(ttl=50, max_events=3, max_pending=3, max_bytes=1 << 20, source_bytes=1 << 19)
+
+
+def _pending(member_id: str, token: str) -> store.PendingInstall:
+    return store.PendingInstall(
+        Portal(member_id, "a.example.com"), digest(token), None, False, int(time.time())
+    )
 
 
 def test_quarantine_is_bounded_and_expires(r: redis.Redis, keys: Keys) -> None:
-    results = [store.run(r, store.quarantine_push(keys, "m1", b'{"n":%d}' % i, 3, 50)) for i in range(5)]
-    assert results == [True, True, True, False, False]
-    assert 0 < r.ttl(keys.quarantine("m1")) <= 50
-    assert store.run(r, store.quarantine_read(keys, "m1")) == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
-    store.run(r, store.quarantine_trim(keys, "m1", 2))
-    assert store.run(r, store.quarantine_read(keys, "m1")) == [b'{"n":2}']
+    tok = digest("tok")
+    assert store.run(r, store.quarantine_push(keys, "m1", tok, b"{}", BOUNDS)) == store.ORPHAN
+    store.run(r, store.save_pending(keys, _pending("m1", "tok"), BOUNDS))
+    results = [
+        store.run(r, store.quarantine_push(keys, "m1", tok, b'{"n":%d}' % i, BOUNDS)) for i in range(5)
+    ]
+    assert results == [1, 2, 3, store.FULL, store.FULL]
+    assert 0 < r.ttl(keys.quarantine("m1", tok)) <= 50
+    assert 0 < r.ttl(keys.pending_install("m1", tok)) <= 50
+    assert store.run(r, store.quarantine_read(keys, "m1", tok)) == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
+    store.run(r, store.quarantine_trim(keys, "m1", tok, 2))
+    assert store.run(r, store.quarantine_read(keys, "m1", tok)) == [b'{"n":2}']
+
+
+def test_pending_installs_never_replace_each_other_and_are_capped(r: redis.Redis, keys: Keys) -> None:
+    real, forged = _pending("m1", "real"), _pending("m1", "forged")
+    assert store.run(r, store.save_pending(keys, real, BOUNDS)) == 1
+    assert store.run(r, store.save_pending(keys, forged, BOUNDS)) == 1
+    assert store.run(r, store.save_pending(keys, _pending("m1", "forged"), BOUNDS)) == store.ALREADY_PENDING
+    assert store.run(r, store.save_pending(keys, _pending("m2", "x"), BOUNDS)) == 1
+    assert store.run(r, store.save_pending(keys, _pending("m3", "y"), BOUNDS)) == store.FULL
+    for token in ("real", "forged"):
+        assert store.run(r, store.quarantine_push(keys, "m1", digest(token), token.encode(), BOUNDS)) == 1
+    # refuting the forged install drops only what came with the forged token
+    store.run(r, store.drop_pending(keys, "m1", digest("forged"), quarantine=True))
+    assert store.run(r, store.load_pending(keys, "m1", digest("real"))) == real
+    assert store.run(r, store.quarantine_read(keys, "m1", digest("real"))) == [b"real"]
+    assert store.run(r, store.pending_digests(keys, "m1")) == [digest("real")]
+    assert store.run(r, store.load_tokens(keys, "m1")).keys() == {digest("real")}
+    # revoking forgets every pending install of the member id, and frees its place
+    store.run(r, store.revoke(keys, "m1", "test"))
+    assert not r.exists(keys.pending_install("m1", digest("real")), keys.quarantine("m1", digest("real")))
+    assert r.zcard(keys.pending_index) == 1
+    assert store.run(r, store.save_pending(keys, _pending("m3", "y"), BOUNDS)) == 1
+
+
+def test_quarantined_bytes_are_capped_in_all_and_per_install(r: redis.Redis, keys: Keys) -> None:
+    bounds = store.Bounds(ttl=50, max_events=1000, max_pending=10, max_bytes=1000, source_bytes=600)
+    for token in ("a", "b"):
+        store.run(r, store.save_pending(keys, _pending("m1", token), bounds))
+    push = [
+        store.run(r, store.quarantine_push(keys, "m1", digest("a"), b"x" * 250, bounds)) for _ in range(3)
+    ]
+    assert push == [1, 2, store.OVER_BYTES]  # 750 > 600 for one install
+    push = [
+        store.run(r, store.quarantine_push(keys, "m1", digest("b"), b"y" * 250, bounds)) for _ in range(3)
+    ]
+    assert push == [1, 2, store.OVER_BYTES]  # 1250 > 1000 in all at the third
+    assert r.hget(keys.quarantine_bytes, f"m1:{digest('b')}") == b"500"
 
 
 def test_revoke_drops_secrets_and_tokens(r: redis.Redis, keys: Keys) -> None:
@@ -144,11 +196,13 @@ def test_async_runner_gives_the_same_results(redis_url: str, r: redis.Redis, key
         try:
             changed = await store.arun(client, store.set_app_token(keys, "m2", digest("x"), 0))
             tokens = await store.arun(client, store.load_tokens(keys, "m2"))
-            held = await store.arun(client, store.quarantine_push(keys, "m2", orjson.dumps({"a": 1}), 1, 5))
+            await store.arun(client, store.save_pending(keys, _pending("m2", "x"), BOUNDS))
+            plan = store.quarantine_push(keys, "m2", digest("x"), orjson.dumps({"a": 1}), BOUNDS)
+            held = await store.arun(client, plan) == 1
             return changed, tokens, held
         finally:
             await client.aclose()
 
     changed, tokens, held = asyncio.run(scenario())
     assert changed and tokens == {digest("x"): AcceptedToken("app")} and held
-    assert r.lrange(keys.quarantine("m2"), 0, -1) == [b'{"a":1}']
+    assert r.lrange(keys.quarantine("m2", digest("x")), 0, -1) == [b'{"a":1}']

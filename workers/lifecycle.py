@@ -5,13 +5,20 @@ Both are plain functions RQ runs from the lifecycle queue:
 - `reverify_install(member_id, attempt)`: an install (or update) that arrived while the
   authorization server could not be reached is verified again, with exponential backoff.
   Verified: the record is stored exactly as the ingress would have, and the events held in
-  the quarantine are queued. Refuted, or still unverifiable when the quarantine would have
-  expired: the pending install, its token and its quarantine are dropped.
+  its quarantine are queued. Refuted, or still unverifiable when the quarantine would have
+  expired: the pending install, its token and its quarantine are dropped. Each (member
+  id, token) pending is its own job: refuting a forged install drops only what came with
+  the forged token. One that a newer verified install superseded releases its events but
+  leaves the newer token in place.
 - `confirm_uninstall(event_dict, attempt)`: ONAPPUNINSTALL carries no OAuth token, only the
   application token, so on its own it proves little. It is acted on only once Bitrix24
-  confirms it: the stored tokens no longer work (app.info or the refresh refused). Then the
-  OAuth tokens are dropped and the portal revoked (events get 401), and with
-  `data[CLEAN]=1` its data is deleted. Otherwise nothing changes and the security log says so.
+  confirms it: the stored tokens of an active portal no longer work (app.info or the
+  refresh refused). Then the OAuth tokens are dropped and the portal revoked (events get
+  401), and with `data[CLEAN]=1` its data is deleted. Otherwise nothing changes and the
+  security log says so. A portal needing re-authorization has a dead pair anyway, so for
+  it nothing can confirm the uninstall: it is recorded as unconfirmed (reason, the
+  `b24pipe_portals_uninstall_unconfirmed` gauge, security log) and its data kept until a
+  confirmation, a new working token, or an operator's `portals purge`.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ _logger = logging.getLogger("b24pipe.lifecycle")
 REVERIFY = "workers.lifecycle.reverify_install"
 CONFIRM = "workers.lifecycle.confirm_uninstall"
 BACKOFF_BASE = 5.0  # seconds before the first re-verification; doubles each attempt
+# A portal waiting for re-authorization: its stored pair fails whether or not the app is
+# still installed, so that failure confirms nothing.
+NEEDS_REAUTH = "the portal needs re-authorization: its stored pair proves nothing"
 
 
 def first_delay() -> float:
@@ -60,10 +70,15 @@ def next_delay(attempt: int, first_seen: float, now: float, settings: Settings) 
 
 
 def schedule_reverify(
-    connection: redis.Redis, keys: Keys, member_id: str, delay: float, attempt: int
+    connection: redis.Redis, keys: Keys, member_id: str, delay: float, attempt: int, token_digest: str
 ) -> None:
     Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
-        timedelta(seconds=delay), REVERIFY, member_id, attempt, description=f"reverify_install({member_id})"
+        timedelta(seconds=delay),
+        REVERIFY,
+        member_id,
+        attempt,
+        token_digest,
+        description=f"reverify_install({member_id})",
     )
 
 
@@ -75,14 +90,17 @@ def _context() -> tuple[Settings, Keys, redis.Redis, TokenCipher]:
 # --- pending installs ------------------------------------------------------------------------
 
 
-def reverify_install(member_id: str, attempt: int = 1) -> str:
-    """Verify a pending install again (see the module docstring). Returns what happened."""
+def reverify_install(member_id: str, attempt: int = 1, token_digest: str = "") -> str:
+    """Verify the pending install of (member id, token digest) again (see the module
+    docstring); other pending installs of the member id have jobs of their own."""
     settings, keys, connection, cipher = _context()
     try:
-        pending = store.run(connection, store.load_pending(keys, member_id))
+        if not token_digest:  # a job scheduled by an older b24pipe, for its pending install
+            token_digest = store.adopt_legacy_pending(connection, keys, member_id, store.Bounds.of(settings))
+        pending = store.run(connection, store.load_pending(keys, member_id, token_digest))
         if pending is None:
             return "no pending install"
-        store.run(connection, store.count_attempt(keys, member_id))
+        store.run(connection, store.count_attempt(keys, member_id, token_digest))
         try:
             access = pending.portal.open_access(cipher)
         except DecryptError:
@@ -95,7 +113,7 @@ def reverify_install(member_id: str, attempt: int = 1) -> str:
         delay = next_delay(attempt, pending.first_seen, time.time(), settings)
         if delay is None:
             return _give_up(connection, keys, pending, f"still unverifiable: {result.reason}")
-        schedule_reverify(connection, keys, member_id, delay, attempt + 1)
+        schedule_reverify(connection, keys, member_id, delay, attempt + 1, token_digest)
         log(_logger, logging.WARNING, "install still unverifiable", member_id=member_id, retry_in=delay)
         return f"unreachable, retry in {delay:g}s"
     finally:
@@ -121,6 +139,12 @@ def _adopt(
     result: Verified,
 ) -> str:
     member_id = pending.portal.member_id
+    if pending.superseded:
+        # genuine, but a newer install was verified meanwhile: its events run, its older
+        # token does not replace the newer one
+        store.run(connection, store.drop_pending(keys, member_id, pending.token_digest, quarantine=False))
+        security_event("install_verified", member_id=member_id, after_pending=True, superseded=True)
+        return _release_held(connection, keys, settings, pending, "verified but superseded")
     tokens = store.Tokens(
         access_token=pending.portal.open_access(cipher),
         refresh_token=pending.portal.open_refresh(cipher),
@@ -129,20 +153,29 @@ def _adopt(
     existing = store.run(connection, store.load_portal(keys, member_id))
     portal = store.verified_portal(existing, result.info, tokens, cipher, settings.oauth_url)
     grace_until = int(time.time()) + settings.token_grace if pending.grace and settings.token_grace else 0
-    changed = store.run(
-        connection, store.commit_verified(keys, portal, pending.token_digest, grace_until, pending)
+    changed, _ = store.run(
+        connection,
+        store.commit_verified(keys, portal, pending.token_digest, grace_until, pending)
+        + store.supersede_pending(keys, member_id, pending.first_seen, pending.token_digest),
     )
     security_event("install_verified", member_id=member_id, domain=portal.domain, after_pending=True)
     if changed:
         security_event(
             "token_changed", member_id=member_id, replaced=existing is not None, grace_until=grace_until
         )
-    raw = store.run(connection, store.quarantine_read(keys, member_id))
+    return _release_held(connection, keys, settings, pending, "verified")
+
+
+def _release_held(
+    connection: redis.Redis, keys: Keys, settings: Settings, pending: store.PendingInstall, what: str
+) -> str:
+    member_id = pending.portal.member_id
+    raw = store.run(connection, store.quarantine_read(keys, member_id, pending.token_digest))
     events = store.quarantined_events(raw)
     for event in events:
         enqueue_event(connection, keys, settings, event, queue_for(keys, event))
-    store.run(connection, store.quarantine_trim(keys, member_id, len(raw)))
-    return f"verified, {len(events)} held events released"
+    store.run(connection, store.quarantine_trim(keys, member_id, pending.token_digest, len(raw)))
+    return f"{what}, {len(events)} held events released"
 
 
 def _give_up(connection: redis.Redis, keys: Keys, pending: store.PendingInstall, reason: str) -> str:
@@ -185,6 +218,10 @@ def confirm_uninstall(event_dict: dict[str, Any], attempt: int = 1) -> str:
             result = _check_tokens(connection, keys, settings, cipher, member_id)
         finally:
             _release(connection, lock, holder)
+        if result == NEEDS_REAUTH:
+            store.run(connection, store.mark_uninstall_unconfirmed(keys, member_id, result))
+            security_event("uninstall_unconfirmed", member_id=member_id, reason=result, kept=True)
+            return f"unconfirmed, kept: {result}"
         if result is True:
             clean = _cleaned(event.data)
             store.run(connection, store.revoke(keys, member_id, "uninstall confirmed by Bitrix24"))
@@ -207,6 +244,8 @@ def _check_tokens(
     portal = store.run(connection, store.load_portal(keys, member_id))  # re-read under the lock
     if portal is None or portal.status is Status.REVOKED:
         return "portal gone meanwhile"
+    if portal.status is Status.REAUTH:
+        return NEEDS_REAUTH
     try:
         access, refresh = portal.open_access(cipher), portal.open_refresh(cipher)
     except DecryptError:

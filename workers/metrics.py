@@ -108,6 +108,12 @@ class QueueCollector(Collector):
         )
         missing.add_metric([], float(self.client.scard(self.keys.bindings_missing)))
         yield missing
+        unconfirmed = GaugeMetricFamily(
+            "b24pipe_portals_uninstall_unconfirmed",
+            "Portals with an uninstall Bitrix24 could not confirm (data kept until purge)",
+        )
+        unconfirmed.add_metric([], float(self.client.scard(self.keys.uninstall_unconfirmed)))
+        yield unconfirmed
 
 
 def _text(value: bytes | str) -> str:

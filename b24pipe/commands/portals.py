@@ -248,13 +248,13 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             facts = stored_facts(client, keys, settings, portal, member_id, failed=False)
             rows.append(_summary(portal, tokens) | {"health": column(problems(facts))})
-        for key in client.scan_iter(match=keys.pending_install("*"), count=1000):
-            member_id = (key.decode() if isinstance(key, bytes) else key).rsplit(":", 1)[-1]
-            pending = store.run(client, store.load_pending(keys, member_id))
-            if pending is not None:
+        for key in client.scan_iter(match=keys.pending_install("*", "*"), count=1000):
+            raw = client.hgetall(key)
+            if raw:
+                pending = store.PendingInstall.from_hash(raw)
                 rows.append(
                     {
-                        "member_id": member_id,
+                        "member_id": pending.portal.member_id,
                         "domain": pending.portal.domain,
                         "status": "pending-install",
                         "health": "install_pending",
@@ -299,8 +299,8 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
         portal, tokens = store.run(
             client, store.load_portal(keys, member_id) + store.load_tokens(keys, member_id)
         )
-        pending = store.run(client, store.load_pending(keys, member_id))
-        if portal is None and pending is None:
+        pendings = store.load_pendings(client, keys, member_id)
+        if portal is None and not pendings:
             raise CommandError(f"unknown portal {member_id}")
         shown: dict[str, object] = portal.public() if portal else {"member_id": member_id}
         shown["accepted_tokens"] = [_token_row(d, t) for d, t in sorted(tokens.items())]
@@ -315,13 +315,16 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
             )
         facts = stored_facts(client, keys, settings, portal, member_id, failed=True)
         shown["health"] = health_block(facts, problems(facts), time.time())
-        if pending is not None:
+        if pendings:
+            # the oldest; `pending_installs` counts them all (a forged one cannot hide it)
+            pending = min(pendings, key=lambda one: one.first_seen)
             shown["pending_install"] = {
                 "domain": pending.portal.domain,
                 "first_seen": pending.first_seen,
                 "attempts": pending.attempts,
                 "update": pending.version is not None,
             }
+            shown["pending_installs"] = len(pendings)
         print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return 0
 
@@ -433,17 +436,16 @@ def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
     def work(client: redis.Redis, keys: Keys) -> int:
         portal = store.run(client, store.load_portal(keys, member_id))
-        pending = store.run(client, store.load_pending(keys, member_id))
-        if portal is None and pending is None:
+        pendings = store.load_pendings(client, keys, member_id)
+        if portal is None and not pendings:
             raise CommandError(f"unknown portal {member_id}")
         facts = diagnose(client, keys, settings, portal, member_id)
         found, now = problems(facts), time.time()
+        domain = portal.domain if portal else pendings[0].portal.domain
         if args.json:
-            domain = portal.domain if portal else pending.portal.domain if pending else ""
             shown = {"member_id": member_id, "domain": domain, "health": health_block(facts, found, now)}
             print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         else:
-            domain = portal.domain if portal else pending.portal.domain if pending else ""
             print("\n".join(report(domain, facts, found, now)))
         return 1 if found else 0
 
@@ -468,8 +470,8 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
 
     def work(client: redis.Redis, keys: Keys) -> int:
         portal = store.run(client, store.load_portal(keys, member_id))
-        pending = store.run(client, store.load_pending(keys, member_id))
-        if portal is None and pending is None:
+        pending = store.run(client, store.pending_digests(keys, member_id))
+        if portal is None and not pending:
             raise CommandError(f"unknown portal {member_id}")
         store.run(client, store.revoke(keys, member_id, "purged"))
         store.purge_sync(client, keys, member_id)
