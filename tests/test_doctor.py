@@ -75,6 +75,7 @@ def test_doctor_names_each_failure_and_its_fix(
     shown = cli(env, "portals", "show", member, "--json")
     health = orjson.loads(shown.stdout)["health"]
     assert health["healthy"] is False and [p["code"] for p in health["problems"]] == ["reauth"]
+    assert health["installed"] is None and health["bindings_missing"] is None  # Redis only, never the portal
     listing = cli(env, "portals", "list")
     assert listing.returncode == 0 and "reauth" in listing.stdout.splitlines()[1]
     for text in (out, shown.stdout, listing.stdout):
