@@ -19,8 +19,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/b24pipe run
 
-# Debian packages some checks need (installed by .ci/apt-tools when missing).
-APT_TOOLS := chromium
+# Debian packages some checks need (installed by .ci/apt-tools when missing):
+# prometheus ships promtool (tests/test_alerts.py), systemd systemd-analyze
+# (tests/test_systemd_units.py), chromium renders rq-dashboard (tests/test_rq_dashboard.py)
+# and runs the install page (tests/test_install_page_browser.py).
+APT_TOOLS := prometheus systemd chromium
 
 test: $(STAMP) tools lint typecheck pytest
 

@@ -32,6 +32,7 @@ from ingress.edge import CLIENT_DISCONNECTED, ClientGone, EdgeLog, Refusal, read
 from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, LifecycleHandler, Refuse, answer
 from ingress.metrics import IngressMetrics
 from ingress.tokencheck import TokenCache, Verdict
+from shared import queuestats, tracing
 from shared.delivery import Delivery, Plain
 from shared.formparse import FormError, media_type, parse_body
 from shared.jobs import queue_of
@@ -53,6 +54,8 @@ EDGE_LOG_KEY = web.AppKey("edge_log", EdgeLog)
 
 OK = b'{"status":"ok","message":"event accepted"}'
 _HOOKED = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})  # the lifecycle handler takes the model
+_ROUTE = {"http.request.method": "POST", "http.route": "/b24/events"}
+QUEUE_GAUGES_TIMEOUT = 1.0  # seconds /metrics waits for the queue gauges' Redis read
 _ERROR_STATUS = {
     "invalid_request": 400,
     "request_timeout": 408,
@@ -117,7 +120,12 @@ class EventPath:
         started = loop.time()
         try:
             # one deadline for everything this request waits for: the token read and the write
-            return await self._handle(request, body, started + self.timeout)
+            if not tracing.enabled():
+                return await self._handle(request, body, started + self.timeout)
+            with tracing.span("POST /b24/events", _ROUTE, carrier=request.headers, kind="server") as current:
+                response = await self._handle(request, body, started + self.timeout)
+                current.set_attribute("http.response.status_code", response.status)
+                return response
         finally:
             metrics.inflight -= 1
             metrics.observe_latency(loop.time() - started)
@@ -239,7 +247,10 @@ class EventPath:
                 return answer(200, OK)
 
         try:
-            fresh = await self.enqueuer.submit(plain.queued_form(), queue_of(self.keys, name), deadline)
+            queued = plain.queued_form()
+            if tracing.enabled():  # the worker's span of this event continues this trace
+                queued[tracing.TRACE_FIELD] = tracing.carrier()
+            fresh = await self.enqueuer.submit(queued, queue_of(self.keys, name), deadline)
         except Unavailable:
             return self._unavailable(name)
         metrics.request(name, "accepted" if fresh else "duplicate")
@@ -292,6 +303,18 @@ def _text(value: str | bytes) -> str:
 
 async def metrics_view(request: web.Request) -> web.Response:
     body, content_type = request.app[METRICS_KEY].render()
+    # the queue gauges come from the ingress too, so they live on while every worker is dead;
+    # without Redis (down, or stalled past QUEUE_GAUGES_TIMEOUT) they are absent, which the
+    # queue-gauges-missing alert notices, and the rest of /metrics is answered at once
+    settings = request.app[SETTINGS_KEY]
+    try:
+        async with asyncio.timeout(QUEUE_GAUGES_TIMEOUT):
+            snapshot = await queuestats.aread(
+                request.app[REDIS_KEY], Keys(settings.namespace), settings.recovery_after
+            )
+        body += queuestats.render(snapshot)
+    except (RedisError, OSError, TimeoutError):
+        pass
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response
@@ -299,6 +322,8 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 async def _startup(app: web.Application) -> None:
     settings = app[SETTINGS_KEY]
+    if not tracing.enabled():
+        tracing.configure("b24pipe-ingress")  # OTEL_* variables; off unless an exporter is named
     # a stalled read is abandoned soon after the requests waiting for it gave up, and never
     # before the batch that the enqueuer is waiting for (its own timeout is in charge)
     client = async_redis(settings, socket_timeout=settings.enqueue_timeout + 1)

@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from ingress.tasks import stop_tasks
+from ingress.tokencheck import Reason
 from shared.events import LIFECYCLE_EVENTS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -90,6 +91,19 @@ OUTCOMES = (
     "probe",
 )
 
+# Every reason `reject` is called with: token refusals (401), bad requests, and the 503s.
+TOKEN_REASONS = tuple(reason.value for reason in Reason)
+REJECTION_REASONS = (
+    *TOKEN_REASONS,
+    "rejected",
+    "invalid_request",
+    "request_timeout",
+    "payload_too_large",
+    "unsupported_media_type",
+    "overloaded",
+    "unavailable",
+    "lifecycle_refused",
+)
 
 FLUSH_INTERVAL = 0.5
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -158,6 +172,8 @@ class IngressMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in REJECTION_REASONS:  # at 0 from the start: an alert's increase() sees the first
+            self.rejections.labels(reason)
         self.probe_latency = Histogram(
             "b24pipe_probe_latency_seconds",
             "Delivery probe: event.test call to its ONAPPTEST reaching the ingress",

@@ -175,6 +175,15 @@ class Keys:
         return f"{self.ns}:parked"
 
     @property
+    def paused_portals(self) -> str:
+        """Set: member ids whose processing is paused (`b24pipe portals pause`)."""
+        return f"{self.ns}:paused"
+
+    def held(self, member_id: str) -> str:
+        """List: job ids of a paused portal, in arrival order, until `portals resume`."""
+        return f"{self.ns}:held:{member_id}"
+
+    @property
     def defer_horizon(self) -> str:
         """Hash: member id -> unix time up to which its deferred jobs are already spread out
         (`<member>:s` holds the spacing); fairness across portals (workers.fairness)."""

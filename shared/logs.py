@@ -42,6 +42,12 @@ def scrub(text: str) -> str:
     return _SECRET_RUN.sub(lambda m: mask(m.group(0)), text)
 
 
+# b24pipe's own identifiers are long hex runs too (RQ job ids, event ids, worker names), but
+# never secrets: fields with these names are left readable, so a log line can be matched
+# with `b24pipe failed list`, `rq info` or rq-dashboard. Secrets never go in these fields.
+IDENTIFIER_FIELDS = frozenset({"job", "job_id", "event_id", "worker"})
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, plus the record's `fields`."""
 
@@ -55,7 +61,9 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             for key, value in fields.items():
-                entry[key] = scrub(value) if isinstance(value, str) else value
+                entry[key] = (
+                    scrub(value) if isinstance(value, str) and key not in IDENTIFIER_FIELDS else value
+                )
         if record.exc_info:
             entry["exc"] = scrub(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     job_timeout: int = Field(default=300, ge=1, validation_alias=_env("B24PIPE_JOB_TIMEOUT"))
     recovery_after: int = Field(default=60, ge=2, le=600, validation_alias=_env("B24PIPE_RECOVERY_AFTER"))
     fetch_batch: int = Field(default=32, ge=1, le=1000, validation_alias=_env("B24PIPE_FETCH_BATCH"))
+    # Seconds handled events stay in RQ's FinishedJobRegistry for `b24pipe replay --handled`
+    # (0: off, RQ's result TTL applies).
+    event_log_ttl: int = Field(default=0, ge=0, validation_alias=_env("B24PIPE_EVENT_LOG_TTL"))
 
     # --- REST client and limiter ---------------------------------------------------------
     rate_plan: str = Field(default="standard", validation_alias=_env("B24PIPE_RATE_PLAN"))

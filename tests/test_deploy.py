@@ -36,7 +36,7 @@ def _exposed(r: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> set
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     texts = [
         IngressMetrics().render()[0].decode(),
-        generate_latest(exposition(WorkerMetrics(), r, keys)).decode(),
+        generate_latest(exposition(WorkerMetrics(), r, keys, 60)).decode(),
     ]
     return {name for text in texts for name in _HELP.findall(text)}
 

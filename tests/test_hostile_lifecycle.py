@@ -205,7 +205,7 @@ def test_uninstall_of_a_portal_needing_reauthorization_keeps_its_data(
             and kept.reason.startswith("uninstall unconfirmed")
         )
         assert r.exists(keys.chain(member, "deal:7"))
-        gauges = {family.name: family.samples[0].value for family in QueueCollector(r, keys).collect()}
+        gauges = {family.name: family.samples[0].value for family in QueueCollector(r, keys, 60).collect()}
         assert gauges["b24pipe_portals_uninstall_unconfirmed"] == 1
         # genuine events still get through
         assert post(url, event_form("ONCRMDEALUPDATE", member, done.application_token, 1)) == 200

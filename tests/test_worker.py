@@ -93,7 +93,7 @@ def test_worker_metrics_expose_rest_guard_and_queue_figures(r: redis.Redis, keys
     metrics.jobs.labels("ONCRMDEALUPDATE", "ok").inc()
     restmetrics.CALLS.labels("crm.deal.get", "200").inc()
     enqueue(r, keys, "ONCRMDEALUPDATE")
-    text = generate_latest(exposition(metrics, r, keys)).decode()
+    text = generate_latest(exposition(metrics, r, keys, 60)).decode()
     assert 'b24pipe_worker_jobs_total{event="ONCRMDEALUPDATE",outcome="ok"} 1.0' in text
     assert 'b24pipe_rest_calls_total{method="crm.deal.get",status="200"}' in text  # process-wide
     assert all(metric.name in text for c in (ECHO_SUPPRESSED, LOOP_CUT) for metric in c.describe())  # guards

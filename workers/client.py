@@ -35,6 +35,7 @@ from typing import Any
 
 import redis
 
+from shared import tracing
 from shared.crypto import TokenCipher
 from shared.keys import Keys
 from shared.logs import security_event
@@ -330,8 +331,17 @@ class AsyncB24:
         v3: bool = False,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        ctx = self._ctx
         call = _Call(method, params, methods, batch, v3, idempotency_key)
+        if not tracing.enabled():
+            return await self._request_once(call)
+        # one span per REST call (waits, refreshes and retries inside it); never the URL,
+        # params or answer: a webhook URL is a secret and data is the portal's
+        attributes = {"rpc.system": "bitrix24", "rpc.method": method, "b24pipe.member_id": self.member_id}
+        with tracing.span(f"b24 {method}", attributes, kind="client"):
+            return await self._request_once(call)
+
+    async def _request_once(self, call: _Call) -> dict[str, Any]:
+        ctx = self._ctx
         try:
             exchange = await self._resending(call)
         except B24Error:
@@ -342,11 +352,11 @@ class AsyncB24:
             raise
         payload = exchange.answer.payload if exchange.answer else None
         assert payload is not None
-        await self._record_operating(method, payload, batch)
-        if batch is not None and call.echoes:  # refused commands, or not run after a halt
+        await self._record_operating(call.method, payload, call.batch)
+        if call.batch is not None and call.echoes:  # refused commands, or not run after a halt
             ran = php_keyed((payload.get("result") or {}).get("result"))
             await ctx.echoes.release_calls(
-                self.member_id, call.writer, [c for k, c in batch.items() if k not in ran]
+                self.member_id, call.writer, [c for k, c in call.batch.items() if k not in ran]
             )
         return payload
 

@@ -21,6 +21,7 @@ import random
 import time
 from typing import Any
 
+from shared import tracing
 from shared.events import Event
 from workers import context, registry
 from workers.coalesce import Grouping, Verdict
@@ -86,6 +87,27 @@ def _prior_state(ctx: context.WorkerContext, event_id: str) -> tuple[set[str], d
 
 
 def run_event(event_dict: dict[str, Any]) -> str:
+    """The job function of every event: `_run_event` in the event's trace span (a child of
+    the ingress request's when the event was queued with a trace context)."""
+    if not tracing.enabled():
+        return _run_event(event_dict)
+    attributes = {
+        "b24pipe.event": str(event_dict.get("name", "")),
+        "b24pipe.event_id": str(event_dict.get("id", "")),
+        "b24pipe.member_id": str(event_dict.get("member_id", "")),
+    }
+    with tracing.span(
+        f"event {attributes['b24pipe.event']}",
+        attributes,
+        carrier=event_dict.get(tracing.TRACE_FIELD) or {},
+        kind="consumer",
+    ) as current:
+        outcome = _run_event(event_dict)
+        current.set_attribute("b24pipe.outcome", outcome)
+        return outcome
+
+
+def _run_event(event_dict: dict[str, Any]) -> str:
     """Run every handler of one event. Returns "ok", "no_handler", "echo" (our own write's
     echo, dropped) or "merged" (every handler's run is another job's); raises a `JobOutcome`
     when the job must run again later (`Hold` for a coalescing leader), be parked or fail."""
@@ -141,7 +163,8 @@ def run_event(event_dict: dict[str, Any]) -> str:
         started = time.perf_counter()
         error: Exception | None = None
         try:
-            _call(entry, _not_cut(ctx, events))
+            with tracing.span(f"handler {entry.id}", {"b24pipe.handler": entry.id}):
+                _call(entry, _not_cut(ctx, events))
         except Exception as exc:  # every handler failure is classified, none escapes
             error = exc
         if ctx.metrics is not None:

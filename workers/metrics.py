@@ -1,6 +1,7 @@
 """Worker metrics, kept in the long-lived worker process (b24pipe's worker never forks a
-child per job, so nothing is lost when a job ends), plus a collector that reads queue depth
-and oldest-job age from Redis at scrape time.
+child per job, so nothing is lost when a job ends), plus a collector that reads the queue
+gauges (shared.queuestats: depth, age, in flight, scheduled, backlog, workers alive) and the
+portal gauges from Redis at scrape time.
 
 Labels take only known values: event names that have a registered handler or are lifecycle
 events (anything else is "other"), fixed outcome names, and our two queue names.
@@ -8,16 +9,20 @@ events (anything else is "other"), fixed outcome names, and our two queue names.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterable, Iterator
 
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shared import queuestats
+from shared.events import LIFECYCLE_EVENTS
 from shared.keys import Keys
+from shared.queuestats import parse_rq_time as parse_rq_time  # re-exported for the worker
+from shared.settings import Settings
+from workers import restmetrics
+from workers.guards import LOOP_CUT
 
 OUTCOMES = ("ok", "no_handler", "echo", "merged", "retry", "deferred", "parked", "failed")
 
@@ -66,33 +71,16 @@ class WorkerMetrics:
 
 
 class QueueCollector(Collector):
-    """Depth and oldest-job age of each pipeline queue, the portals needing re-authorization
-    and those with parked jobs, read from Redis when Prometheus scrapes."""
+    """The queue gauges (shared.queuestats), the portals needing re-authorization and those
+    with parked jobs, read from Redis when Prometheus scrapes."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, recovery_after: float) -> None:
         self.client = client
         self.keys = keys
+        self.recovery_after = recovery_after
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        depth = GaugeMetricFamily("b24pipe_queue_depth", "Jobs waiting in the queue", labels=["queue"])
-        age = GaugeMetricFamily(
-            "b24pipe_queue_oldest_age_seconds", "Age of the oldest waiting job", labels=["queue"]
-        )
-        now = time.time()
-        for name in self.keys.queues:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.llen(f"rq:queue:{name}")
-                pipe.lindex(f"rq:queue:{name}", 0)
-                length, first = pipe.execute()
-            depth.add_metric([name], float(length))
-            oldest = 0.0
-            if first:
-                stamp = self.client.hget(f"rq:job:{_text(first)}", "enqueued_at")
-                if stamp:
-                    oldest = max(0.0, now - parse_rq_time(_text(stamp)))
-            age.add_metric([name], oldest)
-        yield depth
-        yield age
+        yield from queuestats.families(queuestats.read(self.client, self.keys, self.recovery_after))
         parked = GaugeMetricFamily(
             "b24pipe_portals_parked",
             "Portals whose jobs are parked until they are re-authorized",
@@ -116,13 +104,14 @@ class QueueCollector(Collector):
         yield unconfirmed
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def parse_rq_time(text: str) -> float:
-    """Unix time of an RQ timestamp ('2024-01-02T03:04:05.123456Z')."""
-    return datetime.fromisoformat(text).timestamp()
+def initialise_label_sets(metrics: WorkerMetrics, events: Iterable[str]) -> None:
+    """Expose at 0 every label set an alert counts with increase(): a counter born at 1 has no
+    earlier sample, so increase() would miss the first failure, loop cut or 503 of each."""
+    for label in {*events, *LIFECYCLE_EVENTS, "other", "job"}:
+        metrics.failures.labels(label)
+        LOOP_CUT.labels(label)
+    for code in ("QUERY_LIMIT_EXCEEDED", "other"):
+        restmetrics.LIMIT_503.labels(code)
 
 
 class _Registries(Collector):
@@ -136,16 +125,19 @@ class _Registries(Collector):
             yield from registry.collect()
 
 
-def exposition(metrics: WorkerMetrics, client: redis.Redis, keys: Keys) -> CollectorRegistry:
+def exposition(
+    metrics: WorkerMetrics, client: redis.Redis, keys: Keys, recovery_after: float
+) -> CollectorRegistry:
     """Everything a worker process exposes: its own metrics, the queue collector, and the
     metrics modules keep in prometheus_client's default registry (REST client, loop guards,
     coalescing), which exist once per process rather than once per worker."""
     registry = CollectorRegistry()
     registry.register(_Registries(metrics.registry, REGISTRY))
-    registry.register(QueueCollector(client, keys))
+    registry.register(QueueCollector(client, keys, recovery_after))
     return registry
 
 
-def serve(metrics: WorkerMetrics, client: redis.Redis, keys: Keys, port: int) -> None:
-    """Expose `exposition(...)` on http://0.0.0.0:<port>/metrics."""
-    start_http_server(port, registry=exposition(metrics, client, keys))
+def serve(metrics: WorkerMetrics, client: redis.Redis, settings: Settings, host: str, port: int) -> None:
+    """Expose `exposition(...)` on http://<host>:<port>/metrics."""
+    registry = exposition(metrics, client, Keys(settings.namespace), settings.recovery_after)
+    start_http_server(port, addr=host, registry=registry)

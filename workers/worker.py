@@ -15,11 +15,15 @@ event, RQ's job hashes and registries, so `rq info`, `rq requeue` and rq-dashboa
   due scheduled jobs back to their queues (no `rq worker --with-scheduler` needed) as they
   fall due: it sleeps one tick, or until the earliest scheduled job, whichever is sooner;
 - SIGTERM/SIGINT: the current job finishes, taken-but-unstarted jobs go back to the front
-  of their queues, acknowledgements are written, then the worker exits.
+  of their queues, acknowledgements are written, then the worker exits;
+- RQ's worker record stays true (state idle/busy/suspended, execution index, job counts), a
+  failed job gets RQ's FAILED result record, `rq suspend` stops the taking (fetch.lua), and a
+  paused portal's jobs are held instead of started (`b24pipe portals pause`).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import random
@@ -165,6 +169,7 @@ class Worker:
         self._maintainer_nudge = threading.Event()  # a job was scheduled: look again soon
         self._keepalive_thread: threading.Thread | None = None
         self.processed = 0
+        self.suspended = False  # `rq suspend` seen at the last fetch
 
     # --- lifecycle -------------------------------------------------------------------------
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -199,7 +204,7 @@ class Worker:
         wkey = f"rq:worker:{self.name}"
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hdel(self.keys.workers, self.name)
-            pipe.delete(wkey)
+            pipe.delete(wkey, f"{wkey}:executions")
             pipe.srem("rq:workers", wkey)
             for queue in self.queue_names:
                 pipe.srem(f"rq:workers:{queue}", wkey)
@@ -288,6 +293,11 @@ class Worker:
         events_key = f"rq:queue:{self.keys.events_queue}"
         while not self.stopping.is_set():
             jobs = self._fetch(None)
+            if self.suspended:  # `rq suspend`: take nothing until `rq resume` (burst: stop, as RQ does)
+                if self.burst:
+                    return
+                self.stopping.wait(IDLE_BLOCK)
+                continue
             if not jobs:
                 if self.burst:
                     return
@@ -295,11 +305,13 @@ class Worker:
                 if claimed is None:
                     continue
                 jobs = self._fetch(claimed.decode() if isinstance(claimed, bytes) else str(claimed))
+                if self.suspended:  # the claimed job went back to the front of its queue
+                    continue
             self._run_batch(jobs, ctx)
 
     def _fetch(self, claimed: str | None) -> list[Taken]:
         now = time.time()
-        rows, horizons, skipped = self.scripts.fetch(
+        rows, horizons, skipped, suspended = self.scripts.fetch(
             keys=[self.inflight, self.keys.defer_horizon, *(f"rq:queue:{q}" for q in self.queue_names)],
             args=[
                 self.settings.fetch_batch,
@@ -311,6 +323,8 @@ class Worker:
                 self.keys.events_queue,
                 MAX_SKIP,
                 SKIP_MARGIN,
+                self.keys.paused_portals,
+                self.keys.held(""),
                 *self.queue_names,
             ],
         )
@@ -321,6 +335,7 @@ class Worker:
             for i in range(0, len(horizons), 2)
             if not horizons[i].endswith(b":s")
         }
+        self.suspended = bool(suspended)
         jobs = [Taken.from_row(row, self.settings.job_timeout) for row in rows]
         self.metrics.in_progress.set(len(jobs))
         return jobs
@@ -428,6 +443,7 @@ class Worker:
                 logging.WARNING,
                 "job parked: portal needs re-authorization",
                 job=job.id,
+                event_id=job.event_id or "",
                 member_id=exc.member_id,
             )
             return (
@@ -450,7 +466,15 @@ class Worker:
             delay = backoff(attempts, self.policy, _rand())
             return ("sched", job.id, job.queue, time.time() + delay, str(attempts), "")
         self.metrics.jobs.labels(label, outcome if outcome in OUTCOMES else "ok").inc()
-        return ("ok", job.id, job.queue, job.result_ttl, "", "")
+        return ("ok", job.id, job.queue, self._finished_ttl(job), "", "")
+
+    def _finished_ttl(self, job: Taken) -> int:
+        """How long a handled job stays in RQ's FinishedJobRegistry: its result TTL, or
+        B24PIPE_EVENT_LOG_TTL when that is longer (for `b24pipe replay --handled`)."""
+        log_ttl = self.settings.event_log_ttl
+        if log_ttl and job.event is not None and 0 <= job.result_ttl < log_ttl:
+            return log_ttl
+        return job.result_ttl
 
     def _call(self, function: Callable[..., Any], args: Any, kwargs: Any, job: Taken) -> Any:
         if threading.current_thread() is not threading.main_thread():
@@ -466,11 +490,13 @@ class Worker:
             logging.WARNING,
             "job failed",
             job=job.id,
+            event_id=job.event_id or "",
             queue=job.queue,
             error=scrub(text.strip().splitlines()[-1]),
         )
         blob = zlib.compress(scrub(text).encode("utf-8"))
-        return ("fail", job.id, job.queue, self.settings.failed_ttl, blob, "")
+        # the same bytes, base64 as RQ's result record wants them (exc_string: rq info, rq-dashboard)
+        return ("fail", job.id, job.queue, self.settings.failed_ttl, blob, base64.b64encode(blob).decode())
 
 
 def periodic_every(settings: Settings) -> float:

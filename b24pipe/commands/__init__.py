@@ -1,5 +1,5 @@
 """One module per subcommand of `b24pipe`."""
 
-from b24pipe.commands import failed, ingress, portals, run, status, worker
+from b24pipe.commands import failed, ingress, portals, replay, run, status, worker
 
-COMMANDS = (run, ingress, worker, portals, failed, status)
+COMMANDS = (run, ingress, worker, portals, failed, status, replay)

@@ -15,7 +15,7 @@ import redis
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
-from rq.registry import FailedJobRegistry
+from rq.registry import BaseRegistry, FailedJobRegistry
 
 from b24pipe.errors import CommandError, UsageError
 from shared.keys import Keys
@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def _registries(client: redis.Redis, keys: Keys) -> list[FailedJobRegistry]:
+def registries(client: redis.Redis, keys: Keys) -> list[FailedJobRegistry]:
     return [FailedJobRegistry(queue=Queue(name, connection=client)) for name in keys.queues]
 
 
@@ -68,7 +68,7 @@ def _row(job: Job, queue: str) -> dict[str, Any]:
 
 
 def _list(client: redis.Redis, keys: Keys, as_json: bool) -> int:
-    for registry in _registries(client, keys):
+    for registry in registries(client, keys):
         for job_id in registry.get_job_ids():
             try:
                 row = _row(Job.fetch(job_id, connection=client), registry.name)
@@ -86,29 +86,35 @@ def _list(client: redis.Redis, keys: Keys, as_json: bool) -> int:
 def _requeue(client: redis.Redis, keys: Keys, ids: list[str], every: bool) -> int:
     if every == bool(ids):
         raise UsageError("failed requeue: give job IDs or --all (not both)")
-    registries = _registries(client, keys)
+    found_in = registries(client, keys)
     wanted = (
-        [(registry, job_id) for registry in registries for job_id in registry.get_job_ids()] if every else []
+        [(registry, job_id) for registry in found_in for job_id in registry.get_job_ids()] if every else []
     )
     if not every:
         for job_id in ids:
-            found = next((reg for reg in registries if client.zscore(reg.key, job_id) is not None), None)
+            found = next((reg for reg in found_in if client.zscore(reg.key, job_id) is not None), None)
             if found is None:
                 raise CommandError(f"no failed job {job_id!r}")
             wanted.append((found, job_id))
     for registry, job_id in wanted:
-        try:
-            client.hdel(Job.key_for(job_id), "b24_attempts", "b24_slot")
-            registry.requeue(job_id)
-        except (NoSuchJobError, InvalidJobOperation):
-            continue
+        requeue(client, registry, job_id)
     print(f"requeued {len(wanted)} job(s)")
     return 0
 
 
+def requeue(client: redis.Redis, registry: BaseRegistry, job_id: str) -> bool:
+    """Put one job of a registry back on its queue with fresh attempts (False: it is gone)."""
+    try:
+        client.hdel(Job.key_for(job_id), "b24_attempts", "b24_slot")
+        registry.requeue(job_id)
+    except (NoSuchJobError, InvalidJobOperation):
+        return False
+    return True
+
+
 def _purge(client: redis.Redis, keys: Keys) -> int:
     count = 0
-    for registry in _registries(client, keys):
+    for registry in registries(client, keys):
         job_ids = registry.get_job_ids()
         with client.pipeline(transaction=False) as pipe:
             for job_id in job_ids:

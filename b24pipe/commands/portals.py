@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from b24pipe.commands.doctor import health_block, stored_facts
 from b24pipe.errors import CommandError, UsageError
+from shared import pausing
 from shared import portalstore as store
 from shared.crypto import TokenCipher, digest
 from shared.health import column, problems
@@ -56,7 +57,7 @@ _CONNECTOR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "portals", help="portal records: list, show, add, bind, doctor, revoke, purge, rekey"
+        "portals", help="portal records: list, show, add, bind, doctor, revoke, pause, resume, purge, rekey"
     )
     actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
 
@@ -103,6 +104,14 @@ def register(subparsers: Any) -> None:
     revoke = actions.add_parser("revoke", help="stop accepting the portal's events and drop its tokens")
     revoke.add_argument("member_id")
     revoke.set_defaults(run=run_revoke)
+
+    pause = actions.add_parser("pause", help="keep accepting the portal's events but hold their processing")
+    pause.add_argument("member_id")
+    pause.set_defaults(run=run_pause)
+
+    resume = actions.add_parser("resume", help="process a paused portal's held events, in order")
+    resume.add_argument("member_id")
+    resume.set_defaults(run=run_resume)
 
     purge = actions.add_parser("purge", help="revoke and delete every record and data of the portal")
     purge.add_argument("member_id")
@@ -460,6 +469,30 @@ def run_revoke(args: argparse.Namespace, settings: Settings) -> int:
         store.run(client, store.revoke(keys, member_id, "revoked by hand (b24pipe portals revoke)"))
         security_event("revoked", member_id=member_id, reason="portals revoke")
         print(f"portal {member_id} revoked")
+        return 0
+
+    return _run(settings, work)
+
+
+def run_pause(args: argparse.Namespace, settings: Settings) -> int:
+    member_id = member_id_arg(args.member_id)
+
+    def work(client: redis.Redis, keys: Keys) -> int:
+        _require(client, keys, member_id)
+        fresh = pausing.pause(client, keys, member_id)
+        print(f"portal {member_id} paused" if fresh else f"portal {member_id} was already paused")
+        return 0
+
+    return _run(settings, work)
+
+
+def run_resume(args: argparse.Namespace, settings: Settings) -> int:
+    member_id = member_id_arg(args.member_id)
+
+    def work(client: redis.Redis, keys: Keys) -> int:
+        _require(client, keys, member_id)
+        back = pausing.resume(client, keys, member_id)
+        print(f"portal {member_id} resumed: {back} held job(s) back in their queue")
         return 0
 
     return _run(settings, work)

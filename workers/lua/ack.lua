@@ -1,7 +1,12 @@
 -- Acknowledge several jobs in one round trip. Every entry leaves the in-flight list and the
 -- StartedJobRegistry (and its RQ execution records), then goes where its outcome says:
 --   ok     a=result ttl                 -> FinishedJobRegistry (ttl 0: job deleted, as RQ does)
---   fail   a=failure ttl, b=exc_info    -> FailedJobRegistry (exc_info already scrubbed+zlib)
+--   fail   a=failure ttl, b=exc_info, c=the same base64 -> FailedJobRegistry (exc_info already
+--          scrubbed+zlib), plus RQ's result record (`rq:results:<id>` stream entry, type 2
+--          FAILED, `exc_string` base64 of zlib as RQ writes it: what job.latest_result(),
+--          rq info and rq-dashboard read)
+-- RQ's worker record: each entry leaves the worker's execution index; `ok` and `fail` count in
+-- successful_job_count / failed_job_count; with nothing left in flight the state is `idle`.
 --   sched  a=unix time, b=attempts|''   -> ScheduledJobRegistry (RQ-compatible score)
 --   defer  a=member, b=after, c=mode    -> ScheduledJobRegistry, spread per portal (fairness):
 --          mode 'first' (rate limited: the portal's horizon starts/extends with spacing b),
@@ -17,6 +22,9 @@
 local exec = ARGV[1]
 local now = tonumber(ARGV[2])
 local stamp = ARGV[3]
+local wkey = 'rq:worker:' .. exec
+local known = redis.call('EXISTS', wkey) == 1
+local succeeded, failed = 0, 0
 
 local function score(ttl)
   if ttl < 0 then
@@ -37,6 +45,12 @@ for i = 4, #ARGV, 6 do
   redis.call('ZREM', 'rq:wip:' .. queue, id .. ':' .. exec)
   redis.call('DEL', 'rq:execution:' .. id .. ':' .. exec)
   redis.call('ZREM', 'rq:executions:' .. id, exec)
+  redis.call('SREM', wkey .. ':executions', id .. ':' .. exec)
+  if kind == 'ok' then
+    succeeded = succeeded + 1
+  elseif kind == 'fail' then
+    failed = failed + 1
+  end
   if redis.call('EXISTS', jkey) == 1 then
     if kind == 'ok' then
       local ttl = tonumber(a)
@@ -58,6 +72,13 @@ for i = 4, #ARGV, 6 do
         redis.call('EXPIRE', jkey, ttl)
       end
       redis.call('ZADD', 'rq:failed:' .. queue, score(ttl), id)
+      local rkey = 'rq:results:' .. id
+      redis.call('XADD', rkey, 'MAXLEN', '10', '*', 'type', '2', 'worker_name', exec, 'exc_string', c)
+      if ttl > 0 then
+        redis.call('EXPIRE', rkey, ttl)
+      else
+        redis.call('PERSIST', rkey)
+      end
     elseif kind == 'sched' then
       if b ~= '' then
         redis.call('HSET', jkey, 'b24_attempts', b)
@@ -96,6 +117,17 @@ for i = 4, #ARGV, 6 do
       redis.call('HSET', jkey, 'status', 'queued')
       redis.call('RPUSH', 'rq:queue:' .. queue, id)
     end
+  end
+end
+if known then
+  if succeeded > 0 then
+    redis.call('HINCRBY', wkey, 'successful_job_count', succeeded)
+  end
+  if failed > 0 then
+    redis.call('HINCRBY', wkey, 'failed_job_count', failed)
+  end
+  if redis.call('LLEN', KEYS[1]) == 0 and redis.call('HGET', wkey, 'state') == 'busy' then
+    redis.call('HSET', wkey, 'state', 'idle')
   end
 end
 return 1

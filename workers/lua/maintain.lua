@@ -25,7 +25,7 @@ if me ~= '' then
   local wkey = 'rq:worker:' .. me
   if redis.call('EXISTS', wkey) == 0 then
     redis.call('HSET', wkey, 'birth', ARGV[8], 'queues', ARGV[7], 'pid', ARGV[9], 'hostname', ARGV[10],
-      'version', 'b24pipe', 'state', 'busy')
+      'version', 'b24pipe', 'state', 'idle')
   end
   redis.call('HSET', wkey, 'last_heartbeat', ARGV[8])
   redis.call('EXPIRE', wkey, math.ceil(dead_after) + 60)
@@ -66,7 +66,7 @@ for i = 1, #all, 2 do
         end
       end
     end
-    redis.call('DEL', ikey, 'rq:worker:' .. name)
+    redis.call('DEL', ikey, 'rq:worker:' .. name, 'rq:worker:' .. name .. ':executions')
     redis.call('SREM', 'rq:workers', 'rq:worker:' .. name)
     for k = 11, #ARGV do
       redis.call('SREM', 'rq:workers:' .. ARGV[k], 'rq:worker:' .. name)
