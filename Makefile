@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-hostile simulator clean
+.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-hostile bench-failover mutate simulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,9 @@ run: $(STAMP)
 # Debian packages some checks need (installed by .ci/apt-tools when missing):
 # prometheus ships promtool (tests/test_alerts.py), systemd systemd-analyze
 # (tests/test_systemd_units.py), chromium renders rq-dashboard (tests/test_rq_dashboard.py)
-# and runs the install page (tests/test_install_page_browser.py).
-APT_TOOLS := prometheus systemd chromium
+# and runs the install page (tests/test_install_page_browser.py),
+# redis-server is a Redis without WAITAOF (7.0), next to the bundled Valkey, for the ack-mode tests.
+APT_TOOLS := prometheus systemd chromium redis-server
 
 test: $(STAMP) tools lint typecheck pytest
 
@@ -43,7 +44,7 @@ pytest: $(STAMP)
 simulator: $(STAMP)
 	$(BIN)/python -m b24pipe.sim
 
-bench: bench-ingress bench-workers bench-limiter bench-storm bench-writes
+bench: bench-ingress bench-workers bench-limiter bench-storm bench-writes bench-failover
 
 bench-ingress: $(STAMP)
 	$(BIN)/python -m bench.ingress
@@ -62,6 +63,14 @@ bench-storm: $(STAMP)
 
 bench-writes: $(STAMP)
 	$(BIN)/python -m bench.writes
+
+bench-failover: $(STAMP)
+	$(BIN)/python -m bench.failover
+
+# Mutation testing of the core decision modules (minutes; not part of `make test`).
+# MUTATE_ARGS: module paths to restrict the run, --workers N (default 2).
+mutate: $(STAMP)
+	$(BIN)/python -m tests.mutation.mutate $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -9,6 +9,11 @@ servers; the figures are medians over rounds. It prints accepted events/s, p50/p
 both, their ratio, Redis commands and ingress CPU microseconds per event, and checks that
 the jobs in Redis equal the 200s the ingress gave.
 
+Then the same load on one ingress per acknowledgement mode (`B24PIPE_ACK`), side by side,
+alternating within each round: `written`; `fsync` with the server switched to `appendfsync
+always` for its rounds; and `replica` with a replica of the bench's own server attached
+(each skipped, with a note, when `REDIS_URL` names a server the bench cannot reconfigure).
+
 Knobs (environment): BENCH_ROUNDS (5), BENCH_SECONDS (3), BENCH_CONNECTIONS (64),
 BENCH_PORTALS (500).
 """
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +38,8 @@ from urllib.parse import quote
 import orjson
 import redis
 
+from bench.verdict import non_200, verdict
+from shared.ackmode import ACK_MODES
 from shared.crypto import digest, generate_key
 from shared.keys import Keys
 from shared.portals import AcceptedToken, Portal
@@ -191,6 +199,41 @@ def load_main(argv: list[str]) -> None:
 
 
 # --- the orchestration -------------------------------------------------------------------
+@contextlib.contextmanager
+def _fsync_always(client: redis.Redis) -> Iterator[None]:
+    """`appendfsync always` for one `fsync` round, `everysec` again after it."""
+    client.config_set("appendfsync", "always")
+    try:
+        yield
+    finally:
+        client.config_set("appendfsync", "everysec")
+
+
+@contextlib.contextmanager
+def _replica_attached(server: LocalServer | None, workdir: Path) -> Iterator[str]:
+    """A replica of the bench's own server while the modes are measured; the note for the
+    `replica` figures ("n/a: ..." when there is no server of our own to attach it to)."""
+    if server is None:
+        yield "n/a: needs the bench's own server (REDIS_URL is set)"
+        return
+    replica = start_server(workdir / "replica", extra=["--replicaof", "127.0.0.1", str(server.port)])
+    try:
+        link = redis.Redis(port=replica.port)
+        deadline = time.monotonic() + 30
+        while link.info("replication").get("master_link_status") != "up" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield "WAIT 1, one local replica"
+    finally:
+        replica.stop()
+
+
+def _can_configure(client: redis.Redis) -> bool:
+    try:
+        return client.config_get("appendfsync").get("appendfsync") == "everysec"
+    except redis.ResponseError:
+        return False
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -256,12 +299,20 @@ def main() -> int:
         "BENCH_SEED": seed,
     }
     ingress_port, bare_port = free_port(), free_port()
-    ingress = subprocess.Popen(
-        [sys.executable, "-m", "b24pipe", "ingress", "--host", "127.0.0.1", "--port", str(ingress_port)],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+
+    def start_ingress(port: int, ack: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "b24pipe", "ingress", "--host", "127.0.0.1", "--port", str(port)],
+            env={**env, "B24PIPE_ACK": ack},
+            stderr=subprocess.DEVNULL,
+        )
+
+    ingress = start_ingress(ingress_port, os.environ.get("B24PIPE_ACK", "written"))
     bare_proc = subprocess.Popen([sys.executable, "-m", "bench.ingress", "bare", str(bare_port)], env=env)
+    mode_ports = {mode: free_port() for mode in ACK_MODES}
+    mode_procs = {mode: start_ingress(port, mode) for mode, port in mode_ports.items()}
+    modes: dict[str, list[dict[str, Any]]] = {mode: [] for mode in ACK_MODES}
+    notes: dict[str, str] = {}
     results: dict[str, list[dict[str, Any]]] = {"ingress": [], "bare": []}
     cpu = 0.0
     commands = 0
@@ -292,9 +343,33 @@ def main() -> int:
             cpu += _cpu_seconds(ingress.pid) - cpu_before
             commands += _commands(client) - commands_before
             results["bare"].append(run(bare_port))
-        jobs = sum(int(client.llen(f"rq:queue:{q}")) for q in keys.queues) - warm_jobs
+
+        def queued() -> int:
+            return sum(int(client.llen(f"rq:queue:{q}")) for q in keys.queues)
+
+        jobs = queued() - warm_jobs
+        # the modes alternate within each round, like ingress and bare above, so that a
+        # change of load on the machine shows in all of them alike
+        with _replica_attached(server, workdir) as replica_note:
+            notes.update(written="appendfsync everysec", fsync="appendfsync always", replica=replica_note)
+            if not _can_configure(client):
+                notes["fsync"] = "n/a: appendfsync cannot be switched (CONFIG refused or not everysec)"
+            active = [mode for mode in ACK_MODES if not notes[mode].startswith("n/a")]
+
+            def run_mode(mode: str) -> dict[str, Any]:
+                with _fsync_always(client) if mode == "fsync" else contextlib.nullcontext():
+                    return run(mode_ports[mode])
+
+            for mode in active:
+                _wait_port(mode_ports[mode], mode_procs[mode])
+                run_mode(mode)  # warm-up
+            before = queued()
+            for _ in range(rounds):
+                for mode in active:
+                    modes[mode].append(run_mode(mode))
+            jobs += queued() - before
     finally:
-        for process in (ingress, bare_proc):
+        for process in (ingress, bare_proc, *mode_procs.values()):
             process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(10)
@@ -302,7 +377,7 @@ def main() -> int:
                 process.kill()
         if server is not None:
             server.stop()
-    accepted = sum(r["ok"] for r in results["ingress"])
+    accepted = sum(r["ok"] for r in results["ingress"]) + sum(r["ok"] for m in modes.values() for r in m)
 
     def median(side: str, field: str) -> float:
         return float(statistics.median(r[field] for r in results[side]))
@@ -320,10 +395,41 @@ def main() -> int:
         f"  redis commands per event: {commands / max(accepted, 1):.2f} (incl. commands run inside scripts)"
     )
     print(f"  ingress CPU per event: {cpu * 1e6 / max(accepted, 1):.0f} us")
+    print("  acknowledgement modes (B24PIPE_ACK), same load, medians:")
+    written = statistics.median(r["rps"] for r in modes["written"]) if modes["written"] else 0.0
+    for mode in ACK_MODES:
+        if not modes[mode]:
+            print(f"    {mode:8s} {notes.get(mode, 'n/a')}")
+            continue
+        rps = statistics.median(r["rps"] for r in modes[mode])
+        p99 = statistics.median(r["p99_ms"] for r in modes[mode])
+        others = {k: v for r in modes[mode] for k, v in r["statuses"].items() if str(k) != "200"}
+        print(
+            f"    {mode:8s} {rps:9.0f} events/s   p99 {p99:6.2f} ms   x{rps / max(written, 1e-9):.2f} of written"
+            f"   non-200: {others or 'none'}   ({notes[mode]})"
+        )
     print(
         f"  jobs in Redis: {jobs}, 200s from the ingress: {accepted}: {'OK' if jobs == accepted else 'MISMATCH'}"
     )
-    return 0 if jobs == accepted else 1
+    return verdict(problems(results, jobs, modes))
+
+
+def problems(
+    results: dict[str, list[dict[str, Any]]], jobs: int, modes: dict[str, list[dict[str, Any]]] | None = None
+) -> list[str]:
+    """Why this run's figures mean nothing (empty: they stand)."""
+    found = []
+    runs = {**results, **{f"{mode} mode": rounds for mode, rounds in (modes or {}).items() if rounds}}
+    for side, rounds in runs.items():
+        if not sum(r["ok"] for r in rounds):
+            found.append(f"the {side} side accepted no event")
+        others = non_200({k: v for r in rounds for k, v in r["statuses"].items()})
+        if others:
+            found.append(f"the {side} side answered non-200: {others}")
+    accepted = sum(r["ok"] for side, rounds in runs.items() if side != "bare" for r in rounds)
+    if jobs != accepted:
+        found.append(f"{jobs} jobs in Redis for {accepted} 200s")
+    return found
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ every change, the app's own writes included. Two sides in one run, each on its o
   seconds and its figures so far are printed.
 
 Printed: REST requests, 503s, time to drain, echoes suppressed, handler runs, and the ratio
-of REST requests. Nothing is asserted (tests/test_storm_e2e.py asserts the behaviour).
+of REST requests. The behaviour is asserted by tests/test_storm_e2e.py; the run fails (exit 1)
+when a side handled or received nothing or the ingress refused deliveries.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aiohttp import web
 
 from b24pipe.sim.client import SimClient
 from b24pipe.sim.fixture import start_simulator, stop
+from bench.verdict import non_200, verdict
 from shared.crypto import generate_key
 from shared.formparse import parse_form
 from shared.keys import Keys
@@ -50,7 +52,10 @@ from tests.stormkit import (
     storm_changes,
 )
 
-NAIVE_FOR = 60.0  # seconds the naive side runs (it never stops by itself)
+# BENCH_EVENTS, BENCH_DEALS, BENCH_NAIVE_SECONDS: a smaller storm (the smoke test's)
+STORM_EVENTS = int(os.environ.get("BENCH_EVENTS", str(EVENTS)))
+STORM_DEALS = int(os.environ.get("BENCH_DEALS", str(DEALS)))
+NAIVE_FOR = float(os.environ.get("BENCH_NAIVE_SECONDS", "60"))  # the naive side never stops by itself
 NAIVE_CONSUMERS = 4
 NAMESPACE = "benchstorm"
 
@@ -63,8 +68,8 @@ def b24pipe_side(simulator: SimClient, redis_url: str) -> dict[str, Any]:
     }
     r, keys = redis.Redis.from_url(redis_url), Keys(NAMESPACE)
     with pipeline(pipeline_env({**os.environ, **base}, simulator)) as running:
-        member_id, ids = install(simulator, r, keys, running)
-        result = run_storm(simulator, r, keys, member_id, ids)
+        member_id, ids = install(simulator, r, keys, running, STORM_DEALS)
+        result = run_storm(simulator, r, keys, member_id, ids, events=STORM_EVENTS)
         quiet = quiet_for(simulator, r, keys, member_id)
         handler_runs = runs(r, keys)
         return {
@@ -116,10 +121,10 @@ async def naive_side(simulator: SimClient) -> dict[str, Any]:
         added = await asyncio.to_thread(
             simulator.apply_changes,
             portal.member_id,
-            [{"action": "add", "fields": {"TITLE": "new"}}] * DEALS,
+            [{"action": "add", "fields": {"TITLE": "new"}}] * STORM_DEALS,
             user_id=PERSON,
         )
-        changes = storm_changes([int(i) for i in added["ids"]])
+        changes = storm_changes([int(i) for i in added["ids"]], STORM_EVENTS)
         before = await asyncio.to_thread(simulator.stats, portal.member_id)
         async with aiohttp.ClientSession() as session:
 
@@ -166,13 +171,15 @@ def main() -> int:
         finally:
             stop(process)
             server.stop()
-    print(f"storm bench: {EVENTS} ONCRMDEALUPDATE over {DEALS} deals, one standard portal (2/s, burst 50)")
+    print(
+        f"storm bench: {STORM_EVENTS} ONCRMDEALUPDATE over {STORM_DEALS} deals, one standard portal (2/s, burst 50)"
+    )
     print(
         f"  b24pipe: {ours['requests']} REST requests, {ours['refused']} 503s,"
         f" drain {ours['drain']:.1f} s, {ours['echoes']:.0f} echoes suppressed,"
         f" {ours['runs']} handler run{'s' if ours['runs'] != 1 else ''} (batch) on"
         f" {ours['events_handled']} events, {ours['merged']:.0f} merged,"
-        f" {ours['queued']:.0f} storm events queued ({EVENTS - ours['queued']:.0f} with identical payloads"
+        f" {ours['queued']:.0f} storm events queued ({STORM_EVENTS - ours['queued']:.0f} with identical payloads"
         " (same deal, same second) dropped by the ingress as duplicates),"
         f" ingress answers {ours['ingress']}, quiet afterwards: {'yes' if ours['quiet'] else 'NO'}"
     )
@@ -180,12 +187,31 @@ def main() -> int:
     print(
         f"  naive:   {naive['requests']} REST requests, {naive['refused']} 503s in {NAIVE_FOR:.0f} s"
         f" (stopped; drained: {drain}), {naive['runs']} handler runs, {naive['received']} events received"
-        f" ({naive['received'] - EVENTS} of them echoes of its own writes), {naive['backlog']} still queued,"
-        f" {naive['latest']}/{DEALS} deals handled on their latest state"
+        f" ({naive['received'] - STORM_EVENTS} of them echoes of its own writes), {naive['backlog']} still queued,"
+        f" {naive['latest']}/{STORM_DEALS} deals handled on their latest state"
     )
     ratio = naive["requests"] / ours["requests"] if ours["requests"] else float("inf")
     print(f"  REST requests, naive / b24pipe: {ratio:.1f}x (naive stopped after {NAIVE_FOR:.0f} s)")
-    return 0
+    return verdict(problems(ours, naive))
+
+
+def problems(ours: dict[str, Any], naive: dict[str, Any]) -> list[str]:
+    """Why this run's figures mean nothing (empty: they stand)."""
+    found = []
+    if not ours["events_handled"] or not ours["requests"]:
+        found.append(f"b24pipe handled {ours['events_handled']} events with {ours['requests']} REST requests")
+    for side, answers in (("b24pipe", ours["ingress"]), ("naive", naive["ingress"])):
+        if not answers.get("200"):
+            found.append(f"the {side} side accepted no event")
+        if non_200(answers):
+            found.append(f"the {side} side answered non-200: {non_200(answers)}")
+    if not naive["received"] or not naive["requests"]:
+        found.append(
+            f"the naive side received {naive['received']} events and made {naive['requests']} requests"
+        )
+    if not ours["quiet"]:
+        found.append("the b24pipe side did not go quiet after the storm")
+    return found
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ BENCH_SECONDS (length of the half-rate run, default 6), REDIS_URL (else a local 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import statistics
 import subprocess
@@ -27,6 +28,7 @@ import redis
 from rq import Queue, SimpleWorker
 
 from bench import noop
+from bench.verdict import verdict
 from shared.crypto import generate_key
 from shared.events import Event
 from shared.keys import Keys
@@ -172,6 +174,8 @@ def main() -> int:
                     f"round {index + 1}: {name:16} {rate:8.0f} events/s  (lost {side_lost}, dup {side_dup})"
                 )
             client.flushdb()
+        if n < 1 or rounds < 1:
+            return verdict(problems(n, [], [], 0, 0, float("nan")))
         rq_best, b24_best = max(rq_rates), max(b24_rates)
         print(f"events: {n} per round, {rounds} rounds, alternating; one worker process each")
         print(f"plain RQ SimpleWorker: {rq_best:.0f} events/s (median {statistics.median(rq_rates):.0f})")
@@ -186,11 +190,25 @@ def main() -> int:
         )
         print(f"lost: {lost}  duplicated: {dup}  ({'OK' if lost == dup == 0 else 'FAILED'})")
         client.flushdb()
-        return 0 if lost == dup == 0 else 1
+        return verdict(problems(n, rq_rates, b24_rates, lost, dup, p99))
     finally:
         if server is not None:
             server.stop()
         tmp.cleanup()
+
+
+def problems(
+    n: int, rq_rates: list[float], b24_rates: list[float], lost: int, dup: int, p99: float
+) -> list[str]:
+    """Why this run's figures mean nothing (empty: they stand)."""
+    found = []
+    if n < 1 or not rq_rates or not b24_rates or min(rq_rates + b24_rates) <= 0:
+        found.append("no event was handled (BENCH_N and BENCH_ROUNDS must be at least 1)")
+    if lost or dup:
+        found.append(f"{lost} events lost, {dup} duplicated")
+    if math.isnan(p99):
+        found.append("no job started in the half-rate run")
+    return found
 
 
 if __name__ == "__main__":

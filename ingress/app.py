@@ -39,7 +39,7 @@ from shared.jobs import queue_of
 from shared.keys import Keys
 from shared.logs import mask, security_event
 from shared.probe import PROBE_EVENT, Arrivals, marker_of
-from shared.redisconn import async_redis, durability_problems
+from shared.redisconn import async_redis, readiness, server_facts
 from shared.settings import Settings
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -51,6 +51,7 @@ REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 VERIFY_KEY = web.AppKey("verify_installs", bool)
 SESSION_KEY = web.AppKey("http_session", aiohttp.ClientSession)
 EDGE_LOG_KEY = web.AppKey("edge_log", EdgeLog)
+STOPPING_KEY = web.AppKey("stopping", asyncio.Event)  # set on SIGTERM: /readyz fails from then on
 
 OK = b'{"status":"ok","message":"event accepted"}'
 _HOOKED = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})  # the lifecycle handler takes the model
@@ -281,24 +282,23 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Redis answers and is configured to keep what we acknowledge."""
-    client = request.app[REDIS_KEY]
+    """Ready when not shutting down, Redis answers and keeps what we acknowledge; names the
+    ack mode in force. Where CONFIG is refused (managed Redis) durability is `unknown`: a
+    warning and a metric, and a failure only with `B24PIPE_DURABILITY_STRICT`."""
+    app = request.app
+    settings = app[SETTINGS_KEY]
+    if app[STOPPING_KEY].is_set():
+        return answer(503, dumps({"status": "stopping", "ack": settings.ack}))
     try:
-        config: dict[str, str] = {}
-        for name in ("appendonly", "appendfsync", "maxmemory-policy"):
-            config.update(
-                {_text(k or ""): _text(v or "") for k, v in (await client.config_get(name)).items()}
-            )
+        facts = await server_facts(app[REDIS_KEY])
     except (RedisError, OSError) as exc:
         return answer(503, dumps({"status": "error", "problems": [f"redis: {type(exc).__name__}"]}))
-    problems = durability_problems(config)
-    if problems:
-        return answer(503, dumps({"status": "error", "problems": problems}))
-    return answer(200, b'{"status":"ok"}')
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    verdict = readiness(facts, settings.ack, settings.durability_strict)
+    app[METRICS_KEY].durability_unknown(verdict.durability == "unknown")
+    report = {"ack": settings.ack, "durability": verdict.durability}
+    if verdict.problems:
+        return answer(503, dumps({"status": "error", "problems": verdict.problems, **report}))
+    return answer(200, dumps({"status": "ok", **report}))
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -371,6 +371,7 @@ def create_app(
     app[SETTINGS_KEY] = settings
     app[VERIFY_KEY] = verify_installs
     app[LIFECYCLE_KEY] = lifecycle or Refuse()
+    app[STOPPING_KEY] = asyncio.Event()
     app[METRICS_KEY] = IngressMetrics(extra_events)
     app[EDGE_LOG_KEY] = EdgeLog()
     path = EventPath(app)

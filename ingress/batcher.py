@@ -12,7 +12,16 @@ whether their job is still waiting or in flight; a job whose request already gav
 sent at all. A batch that Redis does not answer within the client's socket timeout (the
 app sets it to `enqueue_timeout` + 1 s: never before its requests' deadlines, and redis-py
 already times every read) is abandoned with its connection, and the next batch reconnects,
-so the ingress recovers by itself when Redis is back.
+so the ingress recovers by itself when Redis is back. A batch that fails on a connection
+error (a pooled connection Redis closed when it restarted, a primary demoted by a failover)
+is sent once more on a fresh connection if its deadline allows: a stale connection is not
+a reason for a 503 when the server answers.
+
+`B24PIPE_ACK` (`shared.ackmode`): the wait it needs (`WAIT`, `WAITAOF`) goes out in the same
+write as the batch's scripts, once per batch; a batch whose wait is not confirmed within
+its earliest deadline is answered 503 like any failed write. The plan is made from the
+server's answers when a flusher (re)connects, so a failover to a different server is
+followed.
 """
 
 from __future__ import annotations
@@ -28,13 +37,17 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ingress.tasks import stop_tasks
+from shared.ackmode import AckPlan
+from shared.ackmode import plan as ack_plan
 from shared.events import Event
 from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, script_call
 from shared.keys import Keys
 from shared.logs import log
+from shared.redisconn import server_facts
 from shared.settings import Settings
 
 _logger = logging.getLogger("b24pipe.ingress.batcher")
@@ -50,6 +63,10 @@ _QUEUED = ord("1")  # enqueue.lua's flag for a job written ("0": a duplicate)
 
 class Unavailable(Exception):
     """The event could not be stored: Redis is down, stalled or refused the write."""
+
+
+class _NotConfirmed(Exception):
+    """The batch was written but its acknowledgement wait did not confirm it in time."""
 
 
 @dataclass(slots=True)
@@ -83,6 +100,9 @@ class Enqueuer:
         self._client = client
         self._keys = keys
         self._timeout = settings.enqueue_timeout
+        self._mode = settings.ack
+        self._plan: AckPlan | None = None  # made on first use and after each connection error
+        self._down = False  # batches are failing (logged once per change)
         self._sha = hashlib.sha1(ENQUEUE_LUA.encode(), usedforsecurity=False).hexdigest()
         self._templates = {queue: JobTemplate.build(queue, settings) for queue in keys.queues}
         self._on_batch = on_batch
@@ -199,9 +219,13 @@ class Enqueuer:
             calls.append(_resp(["EVALSHA", self._sha, len(script_keys), *script_keys, *argv]))
         self._inflight[slot] = batch
         try:
-            replies = await self._execute(calls, slot)
+            replies = await self._write(calls, batch, slot)
+        except _NotConfirmed as exc:
+            self._failing("enqueue batch not confirmed", detail=str(exc))
+            self._fail(batch, str(exc))
+            return
         except (RedisError, OSError, TimeoutError) as exc:
-            log(_logger, logging.WARNING, "enqueue batch failed", size=len(batch), error=type(exc).__name__)
+            self._failing("enqueue batch failed", error=type(exc).__name__)
             self._fail(batch, "Redis is unavailable")
             return
         except Exception as exc:  # a bug must not leave requests hanging
@@ -210,6 +234,9 @@ class Enqueuer:
             return
         finally:
             self._inflight[slot] = []
+        if self._down:
+            self._down = False
+            log(_logger, logging.WARNING, "enqueue works again")
         for items, reply in zip(groups.values(), replies, strict=True):
             if not isinstance(reply, bytes) or len(reply) != len(items):
                 # e.g. OOM under noeviction, READONLY replica: the script wrote nothing
@@ -220,17 +247,72 @@ class Enqueuer:
                 if not item.future.done():
                     item.future.set_result(flag == _QUEUED)
 
-    async def _execute(self, calls: list[bytes], slot: int) -> list[object]:
-        """One round trip; if the server lost the script it is loaded and the calls
-        repeated (a NOSCRIPT call did not run, so repeating it is safe)."""
-        replies = await self._send(calls, slot)
-        missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    def _failing(self, message: str, **fields: object) -> None:
+        """One log line when batches start failing (an outage fails every batch until it
+        ends), one when they work again; the 503s are counted in the metrics."""
+        if not self._down:
+            self._down = True
+            log(_logger, logging.WARNING, message, **fields)
+
+    async def _write(self, calls: list[bytes], batch: list[_Item], slot: int) -> list[object]:
+        """The batch's scripts and its acknowledgement wait; once more on a fresh connection
+        after a connection error while the batch's deadline allows (the scripts skip what
+        the first attempt may have written: its dedupe keys make it a duplicate)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await self._confirmed(calls, batch, slot)
+        except RedisConnectionError as exc:
+            self._plan = None
+            if min(item.deadline for item in batch) - loop.time() <= 0:
+                raise
+            log(_logger, logging.INFO, "enqueue retried on a fresh connection", error=type(exc).__name__)
+            return await self._confirmed(calls, batch, slot)
+
+    async def _confirmed(self, calls: list[bytes], batch: list[_Item], slot: int) -> list[object]:
+        if self._plan is None or self._plan.problem:  # asked again until the server is fixed
+            facts = await server_facts(self._client)
+            self._plan = ack_plan(self._mode, facts.config, facts.has_waitaof)
+        plan = self._plan
+        if plan.problem:
+            raise _NotConfirmed(plan.problem)
+        remaining = min(item.deadline for item in batch) - asyncio.get_running_loop().time()
+        wait = plan.command(int(remaining * 1000))
+        if wait is None:
+            return await self._execute(calls, slot)
+        replies = await self._execute(calls, slot, _resp(wait))
+        if not plan.confirmed(replies[-1]):
+            raise _NotConfirmed(f"B24PIPE_ACK={plan.mode}: not confirmed in time ({str(replies[-1])[:80]})")
+        return replies[:-1]
+
+    async def _execute(self, calls: list[bytes], slot: int, wait: bytes | None = None) -> list[object]:
+        """One round trip (the calls, then `wait` if any: its reply comes last); if the
+        server lost the script it is loaded and the calls repeated (a NOSCRIPT call did not
+        run, so repeating it is safe), followed by the wait again, so that the wait always
+        covers every write it confirms."""
+        tail = [wait] if wait is not None else []
+        replies = await self._send([*calls, *tail], slot)
+        missing = [
+            index for index, reply in enumerate(replies[: len(calls)]) if isinstance(reply, NoScriptError)
+        ]
         if missing:
             await self._client.script_load(ENQUEUE_LUA)
-            again = await self._send([calls[index] for index in missing], slot)
-            for index, reply in zip(missing, again, strict=True):
+            again = await self._send([*(calls[index] for index in missing), *tail], slot)
+            for index, reply in zip(missing, again, strict=False):
                 replies[index] = reply
+            if tail:
+                replies[-1] = again[-1]
         return replies
+
+    @staticmethod
+    async def _connect_to_primary(connection: Connection) -> None:
+        """(Re)connect, and make sure the server is a primary: around a failover the address
+        Sentinel gave (or a plain URL's server) may be a replica by now, where every batch
+        would fail until the connection happens to drop."""
+        await connection.connect()  # type: ignore[no-untyped-call]
+        await connection.send_command("ROLE")
+        role = await connection.read_response()
+        if not isinstance(role, list) or role[0] != b"master":
+            raise RedisConnectionError("the server is a replica now")
 
     async def _send(self, calls: list[bytes], slot: int) -> list[object]:
         """Send the calls in one write on the flusher's own connection (kept from batch to
@@ -239,7 +321,9 @@ class Enqueuer:
         if connection is None:
             connection = self._connections[slot] = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command(b"".join(calls))  # reconnects if it was dropped
+            if not connection.is_connected:
+                await self._connect_to_primary(connection)
+            await connection.send_packed_command(b"".join(calls))
             replies: list[object] = []
             for _ in calls:
                 try:

@@ -15,6 +15,7 @@ them (prometheus_client's multiprocess mode), the others' at most one interval o
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -32,8 +33,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from ingress.tasks import stop_tasks
 from ingress.tokencheck import Reason
 from shared.events import LIFECYCLE_EVENTS
+from shared.logs import log
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_logger = logging.getLogger("b24pipe.ingress")
 OTHER = "other"
 
 # Event names Bitrix24 documents (the label set); registered handlers' names are added.
@@ -186,6 +189,13 @@ class IngressMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.durability_unknown_gauge = Gauge(
+            "b24pipe_redis_durability_unknown",
+            "1 while Redis refuses CONFIG, so its durability settings cannot be verified",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self._durability_unknown: bool | None = None
         self.inflight = 0  # kept by the event path; the gauge is set from it at each flush
         self._requests: dict[tuple[str, str], int] = {}
         self._rejections: dict[str, int] = {}
@@ -212,6 +222,17 @@ class IngressMetrics:
 
     def observe_batch(self, size: int) -> None:
         self._batches.observe(size)
+
+    def durability_unknown(self, unknown: bool) -> None:
+        """What `/readyz` learnt; a warning when it starts being unknown (once per change)."""
+        if unknown and self._durability_unknown is not True:
+            log(
+                _logger,
+                logging.WARNING,
+                "redis durability unknown: CONFIG is refused (managed Redis?); check its persistence",
+            )
+        self._durability_unknown = unknown
+        self.durability_unknown_gauge.set(1 if unknown else 0)
 
     def flush(self) -> None:
         """Add what this process counted since the last flush to the Prometheus families."""

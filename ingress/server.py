@@ -4,7 +4,9 @@ Each process is a complete, independent ingress (its own event loop, Redis conne
 token cache and enqueuer); the kernel spreads connections over their sockets. The parent
 only starts the children, restarts one that dies, forwards SIGTERM and waits.
 
-SIGTERM (or SIGINT) in a serving process: the listening socket closes (no new requests),
+SIGTERM (or SIGINT) in a serving process: first `/readyz` fails and, for
+`B24PIPE_SHUTDOWN_DELAY` seconds, requests are still served (keep-alive connections
+too), so an orchestrator takes the process out of rotation before it stops listening; then the listening socket closes (no new requests),
 requests already read finish (their jobs are written out or answered 503 within the
 enqueue timeout), the enqueuer flushes what it holds, then the process exits 0.
 """
@@ -61,9 +63,28 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+    await _leave_rotation(app, settings.shutdown_delay)
     log(_logger, logging.INFO, "ingress stopping: draining", pid=os.getpid())
     await runner.cleanup()
     log(_logger, logging.INFO, "ingress stopped", pid=os.getpid())
+
+
+async def _leave_rotation(app: web.Application, delay: float) -> None:
+    """Fail readiness, keep serving `delay` seconds: a load balancer or Kubernetes notices
+    (its readiness probe, or the endpoint removal racing the SIGTERM) and stops sending here
+    while the socket still accepts, so no request it routed meanwhile meets a closed port."""
+    from ingress.app import STOPPING_KEY
+
+    app[STOPPING_KEY].set()
+    if delay > 0:
+        log(
+            _logger,
+            logging.INFO,
+            "ingress stopping: not ready, still serving",
+            seconds=delay,
+            pid=os.getpid(),
+        )
+        await asyncio.sleep(delay)
 
 
 def _child(host: str, port: int) -> None:

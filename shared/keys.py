@@ -157,6 +157,11 @@ class Keys:
         """Hash: worker name -> last heartbeat (unix seconds)."""
         return f"{self.ns}:workers"
 
+    @property
+    def workers_clock(self) -> str:
+        """String: Redis's time at the last heartbeat of any worker (outage detection)."""
+        return f"{self.ns}:workers-clock"
+
     def handler_done(self, event_id: str) -> str:
         """Set: handlers that already succeeded for an event (retries are per event and handler)."""
         return f"{self.ns}:done:{event_id}"

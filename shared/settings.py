@@ -15,7 +15,9 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.ackmode import ACK_MODES
 from shared.rateplan import parse_plan
+from shared.redisurl import parse_redis_url
 
 
 class ConfigError(Exception):
@@ -83,6 +85,11 @@ class Settings(BaseSettings):
         default=0.25, gt=0, le=1, validation_alias=_env("B24PIPE_QUARANTINE_SHARE")
     )
     http_timeout: float = Field(default=10.0, gt=0, le=120, validation_alias=_env("B24PIPE_HTTP_TIMEOUT"))
+    # what a 200 waits for: written (Redis ran the write), fsync (it is on disk), replica
+    # (a replica has it); one wait per enqueue batch (shared/ackmode.py)
+    ack: str = Field(default="written", validation_alias=_env("B24PIPE_ACK"))
+    shutdown_delay: float = Field(default=0.0, ge=0, le=300, validation_alias=_env("B24PIPE_SHUTDOWN_DELAY"))
+    durability_strict: bool = Field(default=False, validation_alias=_env("B24PIPE_DURABILITY_STRICT"))
 
     # --- workers -------------------------------------------------------------------------
     max_attempts: int = Field(default=5, ge=1, le=100, validation_alias=_env("B24PIPE_MAX_ATTEMPTS"))
@@ -162,6 +169,20 @@ class Settings(BaseSettings):
     @classmethod
     def _plan(cls, value: str) -> str:
         parse_plan(value)  # a PlanError is a ValueError: refused at start-up, not in every job
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_redis_url(value)
+        return value
+
+    @field_validator("ack")
+    @classmethod
+    def _ack(cls, value: str) -> str:
+        if value not in ACK_MODES:
+            raise ValueError(f"must be one of {', '.join(ACK_MODES)}")
         return value
 
     @field_validator("rate_scope")

@@ -31,7 +31,7 @@ from shared.logs import configure_logging
 from shared.redisserver import LocalServer, free_port, start_server
 from shared.settings import Settings, load_settings
 
-pytest_plugins = ["b24pipe.sim.fixture"]
+pytest_plugins = ["b24pipe.sim.fixture", "tests.secretscan"]
 
 # CI machines are shared and noisy: property tests judge what the code does, never how fast
 # Hypothesis manages to generate inputs, so wall-clock health checks and deadlines are off.

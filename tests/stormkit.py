@@ -125,9 +125,11 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
     return time.monotonic() - started
 
 
-def install(simulator: SimClient, r: redis.Redis, keys: Keys, running: Pipeline) -> tuple[str, list[int]]:
+def install(
+    simulator: SimClient, r: redis.Redis, keys: Keys, running: Pipeline, deals: int = DEALS
+) -> tuple[str, list[int]]:
     """A standard portal, the app installed through the ingress (verified with the simulated
-    authorization server), ONCRMDEALUPDATE bound to it, and DEALS deals made by the person."""
+    authorization server), ONCRMDEALUPDATE bound to it, and `deals` deals made by the person."""
     portal = simulator.create_portal(plan="standard")
     simulator.install(
         portal.member_id,
@@ -138,7 +140,7 @@ def install(simulator: SimClient, r: redis.Redis, keys: Keys, running: Pipeline)
     record = keys.portal(portal.member_id)
     wait_until(lambda: r.hget(record, "status") == b"active", 60, "the install to be verified")
     added = simulator.apply_changes(
-        portal.member_id, [{"action": "add", "fields": {"TITLE": "new"}}] * DEALS, user_id=PERSON
+        portal.member_id, [{"action": "add", "fields": {"TITLE": "new"}}] * deals, user_id=PERSON
     )
     return portal.member_id, [int(i) for i in added["ids"]]
 
@@ -175,11 +177,17 @@ class StormResult:
 
 
 def run_storm(
-    simulator: SimClient, r: redis.Redis, keys: Keys, member_id: str, ids: list[int], timeout: float = 240
+    simulator: SimClient,
+    r: redis.Redis,
+    keys: Keys,
+    member_id: str,
+    ids: list[int],
+    timeout: float = 240,
+    events: int = EVENTS,
 ) -> StormResult:
     """Send the storm, wait until every deal was handled on its latest state and the queues
     are idle; the portal's REST figures for the storm alone."""
-    changes = storm_changes(ids)
+    changes = storm_changes(ids, events)
     latest = final_titles(changes)
     before = simulator.stats(member_id)
     started = time.monotonic()
@@ -201,13 +209,19 @@ def run_storm(
 def quiet_for(
     simulator: SimClient, r: redis.Redis, keys: Keys, member_id: str, seconds: float = QUIET
 ) -> bool:
-    """True when, for `seconds`, the portal sent no event and got no request and no job ran."""
+    """True when, for `seconds`, the portal sent no event and got no request and no job ran.
+    Watched all along (every 0.25 s): the first sign of activity answers False at once."""
     before, ran = simulator.stats(member_id), len(runs(r, keys))
-    time.sleep(seconds)
-    after = simulator.stats(member_id)
-    return (
-        after["events_sent"] + after["events_failed"] == before["events_sent"] + before["events_failed"]
-        and after["requests_total"] == before["requests_total"]
-        and len(runs(r, keys)) == ran
-        and idle(r, keys)
-    )
+    deadline = time.monotonic() + seconds
+    while True:
+        after = simulator.stats(member_id)
+        if not (
+            after["events_sent"] + after["events_failed"] == before["events_sent"] + before["events_failed"]
+            and after["requests_total"] == before["requests_total"]
+            and len(runs(r, keys)) == ran
+            and idle(r, keys)
+        ):
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.25)

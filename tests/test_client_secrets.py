@@ -24,6 +24,7 @@ from shared.portals import Status
 from shared.redisserver import free_port
 from tests.clientkit import cipher_of, cli, client_env, done_key, start_logged_worker, stored
 from tests.ingress_support import wait_http
+from tests.secretscan import assert_no_secrets, stored_redis
 from tests.workerkit import ROOT, enqueue, stop, text, wait_for
 
 
@@ -157,8 +158,11 @@ def test_a_full_run_logs_and_stores_no_secret(
     assert '"event_kind":"token_changed"' in added.stderr
     exceptions = _failed_exceptions(r, keys)
     assert any("ERROR_METHOD_NOT_FOUND" in e for e in exceptions)
-    haystacks = {**written, "cli": "\n".join(outputs), "failed jobs": "\n".join(exceptions)}
+    haystacks = {
+        **written,
+        "cli": "\n".join(outputs),
+        "failed jobs": "\n".join(exceptions),
+        "redis": stored_redis(r, keys.ns),
+    }
     assert all(len(secret) >= 16 for secret in secrets)
-    for where, haystack in haystacks.items():
-        leaked = [secret[:6] for secret in secrets if secret in haystack]
-        assert not leaked, f"secrets in {where}: {leaked}"
+    assert_no_secrets(haystacks, secrets)

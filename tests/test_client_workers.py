@@ -14,6 +14,7 @@ from b24pipe.sim.client import SimClient
 from shared.keys import Keys
 from shared.redisserver import free_port
 from tests.clientkit import cli, client_env, done_key, install, metric, scrape, start_logged_worker, stored
+from tests.secretscan import assert_no_secrets, stored_redis
 from tests.workerkit import enqueue, stop, wait_for
 
 
@@ -62,8 +63,14 @@ def test_an_inbound_webhook_portal_serves_handlers(
     stats = simulator.stats(portal.member_id)
     assert stats["requests"]["profile"] == 3 and stats["refreshes"] == 0
     stop(workers.pop())
-    for text in (log.read_text(), added.stdout, added.stderr):
-        assert secret not in text
+    assert_no_secrets(
+        {
+            "worker log": log.read_text(),
+            "cli": added.stdout + added.stderr,
+            "redis": stored_redis(r, keys.ns),
+        },
+        [secret],
+    )
 
 
 def test_a_method_near_its_operating_limit_is_paused_and_resumed(

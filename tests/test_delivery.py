@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from shared.delivery import Delivery, Plain
 from shared.events import Event
+from tests.propcoverage import branch, reaches
 
 _text = st.text(max_size=12)
 # what the form and JSON parsers can produce (orjson reads larger integers as floats)
@@ -52,12 +53,14 @@ def _payloads(draw: st.DrawFn) -> dict[str, Any]:
     return payload
 
 
+@reaches(delivery=0.2)
 @given(_payloads())
 def test_queued_form_is_the_models_dump(payload: dict[str, Any]) -> None:
     try:
         delivery = Delivery.model_validate(payload)
     except ValueError:
         return  # not a delivery: the ingress answers 400 before building anything
+    branch("delivery")
     queued = delivery.queued_form(received_at=1.5)
     assert queued == Event.model_validate(queued).model_dump(mode="json")
     assert list(queued) == list(Event.model_fields)  # every field, in the model's order; no token
@@ -106,11 +109,13 @@ def _shaped_payloads(draw: st.DrawFn) -> dict[str, Any]:
     return payload
 
 
+@reaches(fast=0.2)
 @given(st.one_of(_shaped_payloads(), _payloads()))
 def test_the_fast_path_answers_as_the_model_or_not_at_all(payload: dict[str, Any]) -> None:
     plain = Plain.read(payload)
     if plain is None:
         return
+    branch("fast")
     assert Delivery.model_validate(payload).plain() == plain  # raises if the model refuses it
     assert plain.queued_form(1.0) == Delivery.model_validate(payload).queued_form(1.0)
 

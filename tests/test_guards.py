@@ -182,9 +182,16 @@ def _cuts() -> float:
     return REGISTRY.get_sample_value("b24pipe_loop_cut_total", {"event": "ONCRMDEALUPDATE"}) or 0.0
 
 
-def test_entity_we_never_wrote_is_never_cut(breaker: LoopBreaker) -> None:
+def test_entity_we_never_wrote_is_never_cut(breaker: LoopBreaker, settings: Settings) -> None:
+    before = _cuts()
     for _ in range(20):
-        breaker.check(_event("ONCRMDEALUPDATE", 5, 0))
+        breaker.check(_event("ONCRMDEALUPDATE", 5, 0))  # raises LoopCut if it were cut
+    assert _cuts() == before
+    # the same robot chain on an entity we wrote is cut: the bound was reachable
+    _mark(settings, "crm.deal.update", {"id": 6})
+    with pytest.raises(LoopCut):
+        for _ in range(20):
+            breaker.check(_event("ONCRMDEALUPDATE", 6, 0))
 
 
 def test_robot_echo_chain_is_cut_past_the_bound(
@@ -218,6 +225,7 @@ def test_a_retried_event_counts_once(breaker: LoopBreaker, settings: Settings) -
 
 
 def test_busy_entity_changed_by_people_is_not_a_loop(breaker: LoopBreaker, settings: Settings) -> None:
+    before = _cuts()
     for _ in range(25):
         breaker.check(_event("ONCRMDEALUPDATE", 5, HUMAN))
         _mark(settings, "crm.deal.update", {"id": 5})  # the handler answers every human change
@@ -225,6 +233,11 @@ def test_busy_entity_changed_by_people_is_not_a_loop(breaker: LoopBreaker, setti
         breaker.check(_event("ONCRMDEALUPDATE", 5, 0))
         breaker.check(_event("ONCRMDEALUPDATE", 5, 0))
         breaker.check(_event("ONCRMDEALUPDATE", 5, HUMAN))
+    assert _cuts() == before
+    # without the person in between, the same robot chain is cut
+    with pytest.raises(LoopCut):
+        for _ in range(4):
+            breaker.check(_event("ONCRMDEALUPDATE", 5, 0))
 
 
 def test_cycles_leave_the_window(

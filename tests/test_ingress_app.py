@@ -28,6 +28,7 @@ from tests.ingress_support import (
     serve,
     stored_event_ids,
 )
+from tests.secretscan import assert_no_secrets, raw_records
 
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 
@@ -278,11 +279,9 @@ def test_no_token_reaches_redis_or_logs(
             stored.append(r.get(key) or b"")
         elif kind == b"set":
             stored += list(r.smembers(key))
-    blob = b"\n".join(stored)
-    logs = "\n".join(str(getattr(record, "fields", "")) + record.getMessage() for record in caplog.records)
-    for secret in (TOKEN, access, refresh):
-        assert secret.encode() not in blob
-        assert secret not in logs
+    assert_no_secrets(
+        {"stored": b"\n".join(stored), "log records": raw_records(caplog.records)}, [TOKEN, access, refresh]
+    )
     for job_id in job_ids:
         r.delete(b"rq:job:" + job_id)
 

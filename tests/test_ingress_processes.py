@@ -99,7 +99,12 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(
                     return not await asyncio.to_thread(_accepts_connections, port)
 
                 await _until(closed, "the listener closed")
-                await asyncio.sleep(1.0)  # Redis answers well after that: the drain waits for it
+                # Redis answers well after that: for a second the drain must be waiting for it,
+                # the process alive and every request still held
+                for _ in range(10):
+                    assert process.poll() is None, "the ingress exited without draining"
+                    assert not any(task.done() for task in held), "a request was answered without Redis"
+                    await asyncio.sleep(0.1)
             finally:
                 private_redis.resume()
             return list(await asyncio.gather(*held))

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.oauth import AppInfo, Refuted, judge, parse_app_info
+from tests.propcoverage import branch, reaches
 
 GOOD: dict[str, Any] = {
     "result": {
@@ -47,6 +48,7 @@ def test_error_answers_carry_only_the_code() -> None:
     assert parse_app_info("<html>") == Refuted("malformed app.info")
 
 
+@reaches(accepted=0.05, refused=0.3)
 @given(
     field=st.sampled_from(["client_id", "member_id", "domain", "installed", "client_endpoint"]),
     value=st.one_of(st.text(max_size=40), st.booleans(), st.none(), st.integers()),
@@ -72,6 +74,7 @@ def test_any_mismatch_is_refused(field: str, value: object) -> None:
     )
     outcome = info if isinstance(info, Refuted) else verdict(body)
     assert (outcome is None) == same
+    branch("accepted" if same else "refused")
 
 
 @given(

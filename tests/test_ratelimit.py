@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.keys import Keys
+from tests.propcoverage import branch, reaches
 from workers.errors import RateLimited
 from workers.ratelimit import Limiter, Plan, PlanError, parse_plan
 
@@ -25,14 +26,23 @@ def test_named_and_custom_plans() -> None:
     assert Plan(2.0, 50).limit < 50
 
 
-@given(st.text(max_size=30))
+_plans = st.one_of(
+    st.text(max_size=30),
+    st.from_regex(r"\A *(custom:[0-9]{1,3}(\.[0-9]{1,2})?/[0-9]{1,3}|standard|Enterprise) *\Z"),
+)
+
+
+@reaches(accepted=0.1, refused=0.1)
+@given(_plans)
 def test_bad_plans_are_refused_by_name(text: str) -> None:
     try:
         plan = parse_plan(text)
     except PlanError as exc:
         assert "rate plan" in str(exc)
+        branch("refused")
     else:
         assert plan.drain > 0 and plan.burst >= 1 and 1 <= plan.limit <= plan.burst
+        branch("accepted")
 
 
 def _sends(redis_url: str, ns: str, plan: Plan, count: int, out: multiprocessing.Queue[list[float]]) -> None:
@@ -78,7 +88,9 @@ def test_eight_processes_never_overfill_the_bucket(redis_url: str, ns: str, r: r
     times.sort()
     steady = times[plan.limit :]
     achieved = (len(steady) - 1) / (steady[-1] - steady[0])
-    print(f"achieved {achieved:.1f}/s of {plan.drain}/s")
+    # Never faster than the drain is the level check above; not far slower is this one (a
+    # bucket draining at a fraction of its rate fails it; a loaded machine does not).
+    assert achieved >= plan.drain / 4, f"achieved {achieved:.1f}/s of {plan.drain}/s"
 
 
 def test_long_waits_raise_without_reserving(redis_url: str, ns: str, r: redis.Redis) -> None:

@@ -23,7 +23,17 @@ from b24pipe.sim.client import SimClient
 from shared.keys import Keys
 from shared.portals import Status
 from shared.redisserver import free_port
-from tests.clientkit import cli, client_env, done_key, install, metric, scrape, start_logged_worker, stored
+from tests.clientkit import (
+    cipher_of,
+    cli,
+    client_env,
+    done_key,
+    install,
+    metric,
+    scrape,
+    start_logged_worker,
+    stored,
+)
 from tests.workerkit import enqueue, text, wait_for
 
 
@@ -49,9 +59,11 @@ def test_killed_before_the_server_answered_loses_nothing(
     simulator.expire_tokens(member)  # the next call gets expired_token and refreshes
     simulator.faults(member, oauth_delay=15.0)
     workers.append(start_logged_worker(env, tmp_path / "first.log"))
+    asked = simulator.stats(member)["oauth_requests"]
     enqueue(r, keys, "ONTESTPROFILE", member_id=member)
     assert wait_for(lambda: bool(r.exists(keys.refresh_lock(member))), timeout=60)
-    wait_for(lambda: False, timeout=0.5)  # the refresh request is at the server by now
+    # the refresh request is at the server (held there by oauth_delay) before the kill
+    assert wait_for(lambda: simulator.stats(member)["oauth_requests"] == asked + 1, timeout=60)
     _kill(workers[0])
     simulator.faults(member, oauth_delay=0.0)
 
@@ -63,7 +75,7 @@ def test_killed_before_the_server_answered_loses_nothing(
     stats = simulator.stats(member)
     assert stats["refreshes"] == 1 and stats["refresh_reused"] == 0
     assert record.token_gen == 2  # seeded once, refreshed once
-    assert pair.refresh_token  # the seeded pair was the one refreshed (refresh_reused == 0)
+    assert record.open_refresh(cipher_of(env)) != pair.refresh_token  # the seeded pair was rotated
 
 
 def test_killed_after_the_server_answered_is_detected_parked_and_restored(

@@ -101,3 +101,30 @@ def test_run_from_nothing_serves_events_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
     assert "Connection refused" not in text and "Traceback" not in text
     assert not (tmp_path / "var" / "redis.url").exists()
     assert list((tmp_path / "var" / "redis").glob("appendonly*"))  # the AOF is on disk
+
+
+def test_a_component_that_exits_is_started_again_and_the_rest_stays_up(tmp_path: Path) -> None:
+    """The supervision of `b24pipe run`: a child that exits (here `b24pipe --help`, at once)
+    is started again with growing pauses, while a child that keeps running is left alone."""
+    import threading
+
+    from b24pipe.commands.run import _keep_up, _spawn
+
+    env = {**_clean_env(), "REDIS_URL": "redis://127.0.0.1:1/0"}
+    commands = [["--help"], ["status"]]  # `status` waits for the unreachable Redis: it stays up
+    children = [_spawn(command, env) for command in commands]
+    waiting = children[1]
+    first = children[0]
+    stop = threading.Event()
+    supervisor = threading.Thread(target=_keep_up, args=(children, commands, env, stop.is_set))
+    supervisor.start()
+    try:
+        assert wait_for(lambda: children[0] is not first and children[0].poll() is not None, timeout=30)
+        assert children[1] is waiting and waiting.poll() is None
+    finally:
+        stop.set()
+        supervisor.join(10)
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+            child.wait()

@@ -92,7 +92,16 @@ def test_several_workers_run_thousands_of_jobs_exactly_once(
     supervisor = start_worker(worker_env(base_env), "--concurrency", "3")
     try:
         assert wait_for(lambda: r.llen(f"{ns}:test:record") >= 3000, timeout=120)
-        time.sleep(0.5)  # anything extra would show up now
+        queue = Queue(keys.events_queue, connection=r)
+        # every job finished and nothing is left to run: an extra run could only have come before
+        assert wait_for(
+            lambda: (
+                len(FinishedJobRegistry(queue=queue)) == 3000
+                and len(queue) == 0
+                and not StartedJobRegistry(queue=queue).get_job_ids()
+            ),
+            timeout=60,
+        )
     finally:
         assert stop(supervisor) == 0
     rows = seen(r, ns, "record")

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import time
 
-import redis
-
 from shared.events import Event
+from shared.redisconn import sync_redis
+from shared.settings import load_settings
 from workers import Permanent, RateLimited, ReauthRequired, Retry, handler
 
-_client = redis.Redis.from_url(os.environ["REDIS_URL"])
+_client = sync_redis(load_settings())  # REDIS_URL as the worker reads it (Sentinel too)
 _ns = os.environ["B24PIPE_NAMESPACE"]
 
 

@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 
 from shared.logs import scrub
 from shared.outbound import HostPolicy, OutboundRefused
+from shared.redisconn import async_redis_for
 from workers.errors import (
     AccessDenied,
     ApiError,
@@ -260,6 +261,6 @@ class Runtime:
         """An asyncio Redis client bound to this loop (created lazily, one per URL)."""
         client = self._redis.get(url)
         if client is None:
-            client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=5.0)
+            client = async_redis_for(url, socket_connect_timeout=1.0, socket_timeout=5.0)
             self._redis[url] = client
         return client

@@ -19,11 +19,16 @@ event, RQ's job hashes and registries, so `rq info`, `rq requeue` and rq-dashboa
 - RQ's worker record stays true (state idle/busy/suspended, execution index, job counts), a
   failed job gets RQ's FAILED result record, `rq suspend` stops the taking (fetch.lua), and a
   paused portal's jobs are held instead of started (`b24pipe portals pause`).
+- a Redis outage (restart, stall, failover) is waited out (`workers.outage`): the worker
+  keeps its in-flight list and its unwritten acknowledgements, retries with capped backoff,
+  and carries on; a job whose handler met the outage goes back to its queue without using
+  an attempt. Liveness is judged by Redis's clock (`maintain.lua`), never a host's.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import random
@@ -50,12 +55,14 @@ from rq.utils import import_attribute
 
 from shared.keys import Keys
 from shared.logs import log, scrub
+from shared.portals import as_text
 from shared.redisconn import sync_redis
 from shared.settings import Settings
 from workers import binding, context, keepalive, probe, registry
 from workers.dispatch import RUN_EVENT
 from workers.fairness import SKIP_MARGIN, should_wait_behind
 from workers.metrics import OUTCOMES, WorkerMetrics, parse_rq_time
+from workers.outage import OUTAGE_ERRORS, Outage
 from workers.retry import Defer, GiveUp, Hold, Park, Policy, Reschedule, backoff
 from workers.scripts import Scripts
 
@@ -150,6 +157,8 @@ class Worker:
         self.client = client or sync_redis(settings)
         self.keys = Keys(settings.namespace)
         self.name = name or worker_name()
+        self.outage = Outage(logger, worker=self.name)
+        self._reclaim = False  # after an outage: the in-flight list is re-checked before fetching
         self.burst = burst
         self.metrics = metrics or WorkerMetrics()
         self.scripts = Scripts.register(self.client)
@@ -183,7 +192,7 @@ class Worker:
             signal.signal(signal.SIGINT, self.request_stop)
         ctx = context.WorkerContext(self.client, self.keys, self.settings, metrics=self.metrics)
         context.install(ctx)
-        self._maintain(self.client)  # registered and alive before taking anything
+        self._waiting_out_outages(lambda: self._maintain(self.client))  # registered and alive first
         self._maintainer = threading.Thread(
             target=self._maintenance_loop, name="b24pipe-heartbeat", daemon=True
         )
@@ -192,13 +201,29 @@ class Worker:
         try:
             self._loop(ctx)
         finally:
-            self._flush()
             self._maintainer_stop.set()
             self._maintainer_nudge.set()
             self._maintainer.join(timeout=10)
-            self._deregister()
+            try:
+                self._flush()
+                self._deregister()
+            except OUTAGE_ERRORS:
+                # stopped while Redis is away: the jobs still in the in-flight list are
+                # recovered (and run again) once this worker is seen dead
+                log(logger, logging.WARNING, "worker stopped without reaching redis", worker=self.name)
             log(logger, logging.INFO, "worker stopped", worker=self.name, processed=self.processed)
         return 0
+
+    def _waiting_out_outages(self, step: Callable[[], object]) -> None:
+        """Run `step` until it gets through Redis or the worker is asked to stop."""
+        while not self.stopping.is_set():
+            try:
+                step()
+            except OUTAGE_ERRORS as exc:
+                self.stopping.wait(self.outage.failed(exc))
+                continue
+            self.outage.recovered()
+            return
 
     def _deregister(self) -> None:
         wkey = f"rq:worker:{self.name}"
@@ -224,10 +249,13 @@ class Worker:
                     break
                 try:
                     next_due = self._maintain(client)
+                    self.outage.recovered()
                     wait = next_wait(time.time(), next_due, self.tick)
                     if time.monotonic() >= keepalive_at:
                         keepalive_at = time.monotonic() + periodic_every(self.settings)
                         self._keepalive()
+                except OUTAGE_ERRORS as exc:
+                    wait = min(self.tick, self.outage.failed(exc))
                 except redis.RedisError as exc:
                     wait = self.tick
                     log(logger, logging.WARNING, "heartbeat failed", worker=self.name, error=str(exc))
@@ -247,6 +275,8 @@ class Worker:
                 keepalive.run(self.settings, client)
                 binding.periodic(self.settings, client)
                 probe.periodic(self.settings, client)
+            except OUTAGE_ERRORS as exc:  # the next pass (an interval later) tries again
+                self.outage.failed(exc)
             except redis.RedisError as exc:
                 log(logger, logging.WARNING, "keep-alive failed", worker=self.name, error=str(exc))
             finally:
@@ -261,7 +291,7 @@ class Worker:
         now = time.time()
         script = self.scripts.maintain if client is self.client else Scripts.register(client).maintain
         recovered, _promoted, next_due = script(
-            keys=[self.keys.workers, self.keys.defer_horizon],
+            keys=[self.keys.workers, self.keys.defer_horizon, self.keys.workers_clock],
             args=[
                 self.name,
                 now,
@@ -290,24 +320,61 @@ class Worker:
 
     # --- the loop --------------------------------------------------------------------------
     def _loop(self, ctx: context.WorkerContext) -> None:
-        events_key = f"rq:queue:{self.keys.events_queue}"
         while not self.stopping.is_set():
-            jobs = self._fetch(None)
-            if self.suspended:  # `rq suspend`: take nothing until `rq resume` (burst: stop, as RQ does)
-                if self.burst:
+            try:
+                if not self._round(ctx):
                     return
-                self.stopping.wait(IDLE_BLOCK)
+            except OUTAGE_ERRORS as exc:
+                self._reclaim = True
+                self.stopping.wait(self.outage.failed(exc))
                 continue
-            if not jobs:
-                if self.burst:
-                    return
-                claimed = self.client.blmove(events_key, self.inflight, IDLE_BLOCK, "LEFT", "RIGHT")
-                if claimed is None:
-                    continue
-                jobs = self._fetch(claimed.decode() if isinstance(claimed, bytes) else str(claimed))
-                if self.suspended:  # the claimed job went back to the front of its queue
-                    continue
-            self._run_batch(jobs, ctx)
+            self.outage.recovered()
+
+    def _round(self, ctx: context.WorkerContext) -> bool:
+        """Acknowledgements left over from an outage first, then one batch; False when a
+        burst worker found the queues empty or the workers are suspended."""
+        self._flush()
+        if self._reclaim:
+            self._give_back_orphans()
+            self._reclaim = False
+        jobs = self._fetch(None)
+        if self.suspended:  # `rq suspend`: take nothing until `rq resume` (burst: stop, as RQ does)
+            if self.burst:
+                return False
+            self.stopping.wait(IDLE_BLOCK)
+            return True
+        if not jobs:
+            if self.burst:
+                return False
+            events_key = f"rq:queue:{self.keys.events_queue}"
+            claimed = self.client.blmove(events_key, self.inflight, IDLE_BLOCK, "LEFT", "RIGHT")
+            if claimed is None:
+                return True
+            jobs = self._fetch(claimed.decode() if isinstance(claimed, bytes) else str(claimed))
+            if self.suspended:  # the claimed job went back to the front of its queue
+                return True
+        self._run_batch(jobs, ctx)
+        return True
+
+    def _give_back_orphans(self) -> None:
+        """After an outage this worker runs nothing and owes no acknowledgement, so anything
+        in its in-flight list is a job it does not know it holds: a fetch or BLMOVE that Redis
+        ran after the client gave up on the reply, or the list as a new primary has it after a
+        failover. Trusting the list as it was would strand them; they go back to the front of
+        their queues (at worst a job runs twice: at-least-once)."""
+        ids = [as_text(job_id) for job_id in self.client.lrange(self.inflight, 0, -1)]
+        if not ids:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(f"rq:job:{job_id}", "origin")
+            queues = pipe.execute()
+        self._acks.extend(
+            ("back", job_id, as_text(queue) if queue else self.keys.events_queue, "", "", "")
+            for job_id, queue in zip(ids, queues, strict=True)
+        )
+        log(logger, logging.WARNING, "jobs given back after an outage", worker=self.name, jobs=len(ids))
+        self._flush()
 
     def _fetch(self, claimed: str | None) -> list[Taken]:
         now = time.time()
@@ -347,11 +414,18 @@ class Worker:
                 for rest in reversed(jobs[position:]):
                     self._acks.append(("back", rest.id, rest.queue, "", "", ""))
                 break
-            self._acks.append(self._run_one(job, ctx))
+            try:
+                self._acks.append(self._run_one(job, ctx))
+            except OUTAGE_ERRORS:
+                # the handler met the outage: this job and the rest go back, no attempt used
+                for rest in reversed(jobs[position:]):
+                    self._acks.append(("back", rest.id, rest.queue, "", "", ""))
+                raise
             self.processed += 1
             self.metrics.in_progress.dec()
             if time.monotonic() - self._last_flush >= FLUSH_EVERY:
-                self._flush()
+                with contextlib.suppress(*OUTAGE_ERRORS):  # kept for the batch's last flush
+                    self._flush()
         self._flush()
 
     def _note_taken(self, jobs: list[Taken]) -> None:
@@ -456,6 +530,8 @@ class Worker:
             )
         except GiveUp as exc:
             return self._fail(job, label, str(exc))
+        except OUTAGE_ERRORS:
+            raise
         except Exception as exc:  # any other job error: generic retry with backoff, then failed
             text = "".join(traceback.format_exception(exc))
             attempts = job.attempts + 1

@@ -20,7 +20,7 @@ from rq.registry import BaseRegistry, FailedJobRegistry
 from b24pipe.errors import CommandError, UsageError
 from shared.keys import Keys
 from shared.logs import scrub
-from shared.redisconn import sync_redis
+from shared.redisconn import command_redis
 from shared.settings import Settings
 
 
@@ -41,7 +41,7 @@ def registries(client: redis.Redis, keys: Keys) -> list[FailedJobRegistry]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    client = sync_redis(settings)
+    client = command_redis(settings)
     keys = Keys(settings.namespace)
     try:
         if args.action == "list":

@@ -42,7 +42,7 @@ from shared.keys import Keys
 from shared.logs import mask, scrub, security_event
 from shared.outbound import HostPolicy, OutboundRefused
 from shared.portals import AcceptedToken, Portal, Status
-from shared.redisconn import sync_redis
+from shared.redisconn import command_redis
 from shared.rekey import rekey
 from shared.settings import ConfigError, Settings, require_token_keys
 
@@ -220,7 +220,7 @@ def _token_row(token_digest: str, token: AcceptedToken) -> dict[str, object]:
 
 
 def _client(settings: Settings) -> redis.Redis:
-    return sync_redis(settings)
+    return command_redis(settings)
 
 
 def _cipher(settings: Settings) -> TokenCipher:

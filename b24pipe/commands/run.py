@@ -5,7 +5,8 @@ is unset (its URL in `./var/redis.url` while it runs), generates a token key int
 `./var/token.key` when `B24PIPE_TOKEN_KEYS` is unset, then the ingress and the workers as
 child processes. Ctrl-C (or SIGTERM) stops them in
 order: ingress first (no new events), then workers (they finish their jobs), then Redis
-(which writes out its AOF). If a child dies, everything is stopped and the exit status is 1.
+(which writes out its AOF). The ingress and workers wait out a Redis outage by themselves;
+a child that exits anyway is started again (with capped backoff), so the pipeline stays up.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import argparse
 import fcntl
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,8 +31,10 @@ from shared.crypto import generate_key
 from shared.logs import configure_logging, log
 from shared.redisserver import LocalServer, ServerError, start_server
 from shared.settings import Settings
+from workers.retry import Policy, backoff
 
 logger = logging.getLogger("b24pipe.run")
+RESTART = Policy(base=1.0, cap=30.0)  # pause before restarting a component that exited
 
 
 def register(subparsers: Any) -> None:
@@ -85,6 +90,39 @@ def hold_state_dir(var: Path) -> int:
     return fd
 
 
+def _keep_up(
+    children: list[subprocess.Popen[bytes]],
+    commands: list[list[str]],
+    env: dict[str, str],
+    stopping: Callable[[], bool],
+) -> None:
+    """Until stopped: a component that exited is started again, after a pause that grows
+    with its consecutive restarts (capped), so a crash loop neither spins nor takes the
+    rest of the pipeline down."""
+    restarts = [0] * len(children)
+    due: list[float | None] = [None] * len(children)
+    while not stopping():
+        for index, child in enumerate(children):
+            if child.poll() is None:
+                continue
+            if due[index] is None:
+                restarts[index] += 1
+                pause = backoff(restarts[index], RESTART, random.random())
+                due[index] = time.monotonic() + pause
+                log(
+                    logger,
+                    logging.ERROR,
+                    "a component exited; restarting",
+                    command=commands[index][0],
+                    code=child.returncode,
+                    seconds=round(pause, 1),
+                )
+            elif time.monotonic() >= (due[index] or 0.0):
+                due[index] = None
+                children[index] = _spawn(commands[index], env)
+        time.sleep(0.2)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     hold_state_dir(args.var)
     port_free(args.host, args.port)
@@ -116,19 +154,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    ingress = _spawn(["ingress", "--host", args.host, "--port", str(args.port)], env)
-    worker = _spawn(["worker", "--concurrency", str(args.workers)], env)
-    children = [ingress, worker]
+    commands = [
+        ["ingress", "--host", args.host, "--port", str(args.port)],
+        ["worker", "--concurrency", str(args.workers)],
+    ]
+    children = [_spawn(command, env) for command in commands]
     log(logger, logging.INFO, "pipeline running", url=f"http://{args.host}:{args.port}/b24/events")
     status = 0
     try:
-        while not stopping:
-            dead = [child for child in children if child.poll() is not None]
-            if dead:
-                log(logger, logging.ERROR, "a component exited; stopping", code=dead[0].returncode)
-                status = 1
-                break
-            time.sleep(0.2)
+        _keep_up(children, commands, env, lambda: stopping)
     finally:
         for child in children:  # ingress first: no new events, then workers finish theirs
             stop_process(child)

@@ -7,7 +7,6 @@ is stable and documented in the README (section "Operating b24pipe").
 from __future__ import annotations
 
 import argparse
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ import redis
 from b24pipe.errors import CommandError
 from shared.keys import Keys
 from shared.portals import Portal, as_text
-from shared.redisconn import redacted, sync_redis
+from shared.redisconn import command_redis, redacted
 from shared.settings import Settings
 
 
@@ -53,7 +52,9 @@ def _queue(client: redis.Redis, name: str, now: float) -> dict[str, Any]:
 
 def collect(client: redis.Redis, settings: Settings, now: float | None = None) -> dict[str, Any]:
     keys = Keys(settings.namespace)
-    now = time.time() if now is None else now
+    if now is None:  # Redis's clock: heartbeats are written in it, whatever the hosts' clocks say
+        seconds, micros = client.time()
+        now = seconds + micros / 1e6
     workers = {
         as_text(name): round(now - float(beat), 1) for name, beat in client.hgetall(keys.workers).items()
     }
@@ -74,6 +75,7 @@ def collect(client: redis.Redis, settings: Settings, now: float | None = None) -
         )
     return {
         "namespace": settings.namespace,
+        "ack": settings.ack,
         "queues": [_queue(client, name, now) for name in keys.queues],
         "workers": [{"name": name, "heartbeat_age_seconds": age} for name, age in sorted(workers.items())],
         "portals": portals,
@@ -81,7 +83,7 @@ def collect(client: redis.Redis, settings: Settings, now: float | None = None) -
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"namespace {report['namespace']}", "queues:"]
+    lines = [f"namespace {report['namespace']}", f"ack {report['ack']}", "queues:"]
     for queue in report["queues"]:
         age = queue["oldest_age_seconds"]
         registries = " ".join(f"{k}={v}" for k, v in queue["registries"].items())
@@ -99,7 +101,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    client = sync_redis(settings)
+    client = command_redis(settings)
     try:
         report = collect(client, settings)
     except redis.RedisError as exc:

@@ -20,7 +20,8 @@ import redis
 from b24pipe.errors import CommandError, UsageError
 from shared import tracing
 from shared.logs import configure_logging
-from shared.settings import Settings, require_token_keys
+from shared.settings import ConfigError, Settings, require_token_keys
+from workers.ratelimit import PlanError, parse_plan
 from workers.registry import HandlerImportError, load_modules, registered_events
 
 
@@ -41,6 +42,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     require_token_keys(settings)
+    try:
+        parse_plan(settings.rate_plan)  # refused at start, not at the first REST call
+    except PlanError as exc:
+        raise ConfigError(f"invalid setting B24PIPE_RATE_PLAN: {exc}") from None
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     last_port = args.metrics_port + args.concurrency - 1

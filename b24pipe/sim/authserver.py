@@ -70,6 +70,8 @@ async def token(request: web.Request) -> web.Response:
         else sim.tokens.refresh_owner(refresh)
     )
     portal = sim.portals.get(owner_id) if owner_id else None
+    if portal is not None:
+        portal.stats.oauth_requests += 1
     down = await _faults(request, portal)
     if down is not None:
         return down

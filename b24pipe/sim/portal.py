@@ -84,6 +84,7 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     refreshes: int = 0
     refresh_reused: int = 0
+    oauth_requests: int = 0  # token requests that reached the server (counted on arrival)
     answers_lost: int = 0  # requests run and committed whose answer was dropped (faults.py)
     idempotent_replays: int = 0  # REST 3.0 requests answered from the Idempotency-Key store
     events_sent: int = 0
@@ -206,6 +207,7 @@ class Portal:
             "operation_time_limit": stats.errors.get("OPERATION_TIME_LIMIT", 0),
             "refreshes": stats.refreshes,
             "refresh_reused": stats.refresh_reused,
+            "oauth_requests": stats.oauth_requests,
             "answers_lost": stats.answers_lost,
             "idempotent_replays": stats.idempotent_replays,
             "events_sent": stats.events_sent,

@@ -16,6 +16,9 @@
 --          the portal is active again (then straight back to its queue)
 --   back   (taken, never started)       -> front of its queue
 --   tail   (a coalescing leader, delay 0) -> tail of its queue, behind the burst waiting
+-- An entry whose job is no longer in the in-flight list is skipped: it was acknowledged
+-- already (the same acknowledgements sent again after a reply lost in a Redis outage) or
+-- recovered from this worker, and must not be queued twice.
 -- KEYS[1] in-flight list, KEYS[2] defer-horizon hash, KEYS[3] parked-portals set.
 -- ARGV[1] execution id, ARGV[2] now, ARGV[3] now as RQ timestamp, then entries of 6:
 -- kind, id, queue, a, b, c.
@@ -41,17 +44,17 @@ end
 for i = 4, #ARGV, 6 do
   local kind, id, queue, a, b, c = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local jkey = 'rq:job:' .. id
-  redis.call('LREM', KEYS[1], 1, id)
+  local owned = redis.call('LREM', KEYS[1], 1, id) == 1
   redis.call('ZREM', 'rq:wip:' .. queue, id .. ':' .. exec)
   redis.call('DEL', 'rq:execution:' .. id .. ':' .. exec)
   redis.call('ZREM', 'rq:executions:' .. id, exec)
   redis.call('SREM', wkey .. ':executions', id .. ':' .. exec)
-  if kind == 'ok' then
+  if owned and kind == 'ok' then
     succeeded = succeeded + 1
-  elseif kind == 'fail' then
+  elseif owned and kind == 'fail' then
     failed = failed + 1
   end
-  if redis.call('EXISTS', jkey) == 1 then
+  if owned and redis.call('EXISTS', jkey) == 1 then
     if kind == 'ok' then
       local ttl = tonumber(a)
       if ttl == 0 then

@@ -8,8 +8,13 @@
 --    would do), and stale fairness horizons are dropped.
 -- Returns {recovered, promoted, next}: `next` is the time the earliest scheduled job left
 -- falls due (a string, so Lua keeps its fraction; '' when none), for the caller's next tick.
--- KEYS[1] workers hash, KEYS[2] defer-horizon hash.
--- ARGV[1] this worker, ARGV[2] now, ARGV[3] dead after (s), ARGV[4] in-flight key prefix,
+-- Liveness is judged by Redis's clock (TIME), never the hosts': workers whose clocks differ
+-- still agree on who is silent. When no worker at all ticked for more than half of ARGV[3]
+-- (KEYS[3], the fleet's last tick), Redis was unreachable (or stalled, or no worker ran):
+-- the silence is the outage's, not the workers', so every heartbeat restarts from now and a
+-- worker is recovered only if it stays silent ARGV[3] seconds after Redis is back.
+-- KEYS[1] workers hash, KEYS[2] defer-horizon hash, KEYS[3] fleet clock.
+-- ARGV[1] this worker, ARGV[2] now (the host's: scheduled jobs' times are hosts' times), ARGV[3] dead after (s), ARGV[4] in-flight key prefix,
 -- ARGV[5] registry ttl, ARGV[6] promote limit, ARGV[7] RQ worker hash fields (queues csv),
 -- ARGV[8] RQ timestamp of now, ARGV[9] pid, ARGV[10] hostname, ARGV[11..] queue names.
 local me = ARGV[1]
@@ -18,10 +23,15 @@ local dead_after = tonumber(ARGV[3])
 local prefix = ARGV[4]
 local ttl = tonumber(ARGV[5])
 local limit = tonumber(ARGV[6])
+local clock = redis.call('TIME')
+local beat_now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local fleet_last = tonumber(redis.call('GET', KEYS[3]) or beat_now)
+redis.call('SET', KEYS[3], beat_now)
+local outage = beat_now - fleet_last > dead_after / 2
 
 -- 1. heartbeat
 if me ~= '' then
-  redis.call('HSET', KEYS[1], me, now)
+  redis.call('HSET', KEYS[1], me, beat_now)
   local wkey = 'rq:worker:' .. me
   if redis.call('EXISTS', wkey) == 0 then
     redis.call('HSET', wkey, 'birth', ARGV[8], 'queues', ARGV[7], 'pid', ARGV[9], 'hostname', ARGV[10],
@@ -47,7 +57,9 @@ local recovered = 0
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local name, beat = all[i], tonumber(all[i + 1])
-  if name ~= me and now - beat > dead_after then
+  if outage then
+    redis.call('HSET', KEYS[1], name, beat_now)
+  elseif name ~= me and beat_now - beat > dead_after then
     local ikey = prefix .. name
     local ids = redis.call('LRANGE', ikey, 0, -1)
     for j = #ids, 1, -1 do
