@@ -634,6 +634,8 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
         keys.app_tokens(member_id),
         keys.refresh_lock(member_id),
         keys.rate_bucket(member_id, "namespace"),
+        keys.bind_state(member_id),
+        keys.probe(member_id),
     )
     return Plan(
         (
@@ -642,6 +644,8 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
             _cmd("SREM", keys.portals, member_id),
             _cmd("ZREM", keys.token_issued, member_id),
             _cmd("SREM", keys.reauth_portals, member_id),
+            _cmd("SREM", keys.bindings_missing, member_id),
+            _cmd("HDEL", keys.last_event, member_id),
             _cmd("SREM", keys.uninstall_unconfirmed, member_id),
             _cmd("INCR", keys.portals_version),
         )

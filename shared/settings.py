@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.ackmode import ACK_MODES
+from shared.rateplan import parse_plan
 from shared.redisurl import parse_redis_url
 
 
@@ -114,6 +115,11 @@ class Settings(BaseSettings):
     keepalive_interval: int = Field(
         default=3600, ge=1, le=86400, validation_alias=_env("B24PIPE_KEEPALIVE_INTERVAL")
     )
+    # Bindings vanish without notice (app updates): reconciled and probed this often (0 = off).
+    bind_check_interval: int = Field(
+        default=900, ge=0, le=86400, validation_alias=_env("B24PIPE_BIND_CHECK_INTERVAL")
+    )
+    probe_interval: int = Field(default=900, ge=0, le=86400, validation_alias=_env("B24PIPE_PROBE_INTERVAL"))
 
     # --- loop guards and coalescing ------------------------------------------------------
     echo_ttl: int = Field(default=900, ge=1, le=86400, validation_alias=_env("B24PIPE_ECHO_TTL"))
@@ -162,6 +168,12 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// or http://")
         return value.rstrip("/")
+
+    @field_validator("rate_plan")
+    @classmethod
+    def _plan(cls, value: str) -> str:
+        parse_plan(value)  # a PlanError is a ValueError: refused at start-up, not in every job
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -170,13 +170,20 @@ def test_purge_deletes_only_that_portal(r: redis.Redis, keys: Keys) -> None:
         r.set(keys.coalesce_group(member, "h", "ONCRMDEALUPDATE:deal:5"), 1)
         r.set(keys.coalesce_claim(member, "h", "job1"), 1)
         r.set(keys.operating(member, "crm.deal.get"), 1)
+        r.hset(keys.probe(member), "result", "missing")
+        r.hset(keys.bind_state(member), "outcome", "failed")
+        r.sadd(keys.bindings_missing, member)
+        r.hset(keys.last_event, member, 1.0)
     store.purge_sync(r, keys, "5")
     assert store.run(r, store.load_portal(keys, "5")) is None
     assert not r.exists(
         keys.chain("5", "deal:5"),
         keys.coalesce_group("5", "h", "ONCRMDEALUPDATE:deal:5"),
         keys.coalesce_claim("5", "h", "job1"),
+        keys.probe("5"),
+        keys.bind_state("5"),
     )
+    assert r.smembers(keys.bindings_missing) == {b"other"} and r.hkeys(keys.last_event) == [b"other"]
     assert store.run(r, store.load_portal(keys, "other")) is not None
     group = keys.coalesce_group("other", "h", "ONCRMDEALUPDATE:deal:5")
     assert r.exists(keys.chain("other", "deal:5"), group, keys.coalesce_claim("other", "h", "job1")) == 3

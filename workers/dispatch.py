@@ -42,6 +42,8 @@ from workers.retry import (
 
 _logger = logging.getLogger("b24pipe.dispatch")
 RUN_EVENT = "workers.dispatch.run_event"
+# Lifecycle events queued only once the authorization server vouched for their tokens.
+TOKEN_ARRIVALS = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})
 _GIVEN_UP = -1  # attempts-hash value of a handler that failed for good (not run again)
 
 
@@ -135,6 +137,11 @@ def _run_event(event_dict: dict[str, Any]) -> str:
     if event.name.upper() == "ONAPPUNINSTALL":
         # workers.lifecycle (install verification, uninstall) is imported only when needed
         importlib.import_module("workers.lifecycle").confirm_uninstall(event_dict)
+    elif event.name.upper() in TOKEN_ARRIVALS and ctx.runs <= 1:
+        # a verified install, install page or update: the portal's bindings may be gone
+        importlib.import_module("workers.binding").schedule(
+            ctx.redis, ctx.keys, event.member_id, event.name.lower()
+        )
     handlers = registry.handlers_for(event.name)
     if not handlers:
         return "no_handler"

@@ -12,6 +12,7 @@ a child that exits anyway is started again (with capped backoff), so the pipelin
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import random
@@ -24,9 +25,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from b24pipe.commands.ingress import port_free
 from b24pipe.demo import Demo
 from b24pipe.demo import wanted as demo_wanted
-from b24pipe.errors import CommandError
+from b24pipe.errors import CommandError, UsageError
 from b24pipe.simportal import SimulatorError
 from shared.crypto import generate_key
 from shared.logs import configure_logging, log
@@ -74,6 +76,23 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int
     return int(process.returncode)
 
 
+def hold_state_dir(var: Path) -> int:
+    """Claim the state directory for this process's lifetime (an exclusive lock on
+    `var/run.lock`, released by the kernel when the process ends however it ends): a second
+    `b24pipe run` in the same directory must not open the running pipeline's Redis data."""
+    var.mkdir(parents=True, exist_ok=True)
+    fd = os.open(var / "run.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UsageError(f"another `b24pipe run` (pid {holder}) is using {var}/; stop it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 def _keep_up(
     children: list[subprocess.Popen[bytes]],
     commands: list[list[str]],
@@ -108,6 +127,8 @@ def _keep_up(
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    hold_state_dir(args.var)
+    port_free(args.host, args.port)
     configure_logging()
     if not 0 < args.port < 65536:
         raise CommandError(f"--port must be between 1 and 65535, not {args.port}")

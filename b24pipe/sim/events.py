@@ -74,6 +74,8 @@ def change_deliveries(portal: Portal, tokens: TokenBook, change: Change) -> list
     """What one entity change sends to the online handlers bound to its event."""
     data = {"FIELDS": {"ID": change.entity_id}}
     portal.queue_offline(change, data)
+    if not portal.delivering:
+        return []
     out = []
     for binding in portal.online_targets(change.event):
         if change.user_id is None:  # a robot, workflow or agent: no tokens at all
@@ -93,6 +95,18 @@ def change_deliveries(portal: Portal, tokens: TokenBook, change: Change) -> list
             )
         )
     return out
+
+
+def test_deliveries(portal: Portal, query: dict[str, Any]) -> list[Outgoing]:
+    """The ONAPPTEST an `event.test` call sends to the handlers bound to it."""
+    if not portal.delivering:
+        return []
+    auth = auth_block(portal, access=None, refresh=None, user_id=None)
+    data = {"QUERY": query}
+    return [
+        Outgoing(b.handler, "ONAPPTEST", b.id, event_form(portal, "ONAPPTEST", b.id, data, auth))
+        for b in portal.online_targets("ONAPPTEST")
+    ]
 
 
 class EventSender:
