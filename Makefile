@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/b24pipe run
+	$(BIN)/b24pipe run $(RUN_ARGS)
 
 # Debian packages some checks need (installed by .ci/apt-tools when missing):
 # prometheus ships promtool (tests/test_alerts.py), systemd systemd-analyze
-# (tests/test_systemd_units.py), chromium renders rq-dashboard (tests/test_rq_dashboard.py),
+# (tests/test_systemd_units.py), chromium renders rq-dashboard (tests/test_rq_dashboard.py)
+# and runs the install page (tests/test_install_page_browser.py),
 # redis-server is a Redis without WAITAOF (7.0), next to the bundled Valkey, for the ack-mode tests.
 APT_TOOLS := prometheus systemd chromium redis-server
 
@@ -35,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy b24pipe ingress workers shared tests bench
+	$(BIN)/mypy b24pipe ingress workers shared tests bench examples
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

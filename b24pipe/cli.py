@@ -8,6 +8,7 @@ and exposes `register(subparsers)`, which adds its parser and sets `run(args, se
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -30,7 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cwd_first() -> None:
+    """Handler modules (B24PIPE_HANDLERS) are found in the current directory whether the
+    command runs as `python -m b24pipe` (which puts it first on sys.path) or as the console
+    script (which puts the script's own directory there instead)."""
+    cwd = os.getcwd()
+    if sys.path[:1] not in ([""], [cwd]):
+        sys.path.insert(0, cwd)
+
+
+def _quiet_stdout() -> None:
+    """The reader of our output went away (`b24pipe portals list | head`): stop writing,
+    and let the interpreter's final flush go nowhere instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _cwd_first()
     try:
         args = build_parser().parse_args(argv)
         settings = load_settings()
@@ -47,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Lifecycle hook points (wired by the lead): `app[LIFECYCLE_KEY]` is a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 
 import aiohttp
@@ -37,6 +38,7 @@ from shared.formparse import FormError, media_type, parse_body
 from shared.jobs import queue_of
 from shared.keys import Keys
 from shared.logs import mask, security_event
+from shared.probe import PROBE_EVENT, Arrivals, marker_of
 from shared.redisconn import async_redis, readiness, server_facts
 from shared.settings import Settings
 
@@ -103,6 +105,7 @@ class EventPath:
         """Startup hook (after `_startup`): keep what every request uses at hand."""
         self.tokens = app[TOKENS_KEY]
         self.enqueuer = app[ENQUEUER_KEY]
+        self.probes = Arrivals(app[REDIS_KEY], self.keys)
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -232,6 +235,17 @@ class EventPath:
             # a refused hold is a lost event like any other 503 (the ingress alert counts it)
             metrics.request(name, "unavailable" if response.status == 503 else "quarantined")
             return self._counted(response)
+
+        if name == PROBE_EVENT and (marker := marker_of(payload)) is not None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    latency = await self.probes.record(member_id, marker, time.time())
+            except (RedisError, TimeoutError):
+                return self._unavailable(name)
+            if latency is not None:  # our probe: recorded, nothing to queue
+                metrics.request(name, "probe")
+                metrics.observe_probe(latency)
+                return answer(200, OK)
 
         try:
             queued = plain.queued_form()

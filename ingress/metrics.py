@@ -91,6 +91,7 @@ OUTCOMES = (
     "overloaded",
     "unavailable",
     "lifecycle",
+    "probe",
 )
 
 # Every reason `reject` is called with: token refusals (401), bad requests, and the 503s.
@@ -110,6 +111,7 @@ REJECTION_REASONS = (
 FLUSH_INTERVAL = 0.5
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+PROBE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 
 
 class _Observations:
@@ -175,6 +177,12 @@ class IngressMetrics:
         )
         for reason in REJECTION_REASONS:  # at 0 from the start: an alert's increase() sees the first
             self.rejections.labels(reason)
+        self.probe_latency = Histogram(
+            "b24pipe_probe_latency_seconds",
+            "Delivery probe: event.test call to its ONAPPTEST reaching the ingress",
+            buckets=PROBE_BUCKETS,
+            registry=registry,
+        )
         self.inflight_gauge = Gauge(
             "b24pipe_ingress_inflight",
             "Requests being handled",
@@ -207,6 +215,10 @@ class IngressMetrics:
 
     def observe_latency(self, seconds: float) -> None:
         self._latency.observe(seconds)
+
+    def observe_probe(self, seconds: float) -> None:
+        """A probe arrives once per portal and interval: observed at once, not batched."""
+        self.probe_latency.observe(seconds)
 
     def observe_batch(self, size: int) -> None:
         self._batches.observe(size)

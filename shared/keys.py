@@ -106,6 +106,39 @@ class Keys:
         """String: held for one keep-alive interval by the worker that ran the keep-alive."""
         return f"{self.ns}:keepalive-lock"
 
+    # --- event bindings and the delivery probe (workers/binding.py, workers/probe.py) -------
+    def bind_lock(self, member_id: str) -> str:
+        """String: held while one reconciliation of the portal's bindings runs."""
+        return f"{self.ns}:bind-lock:{member_id}"
+
+    @property
+    def bind_check_lock(self) -> str:
+        """String: held for one B24PIPE_BIND_CHECK_INTERVAL by the worker that scheduled the pass."""
+        return f"{self.ns}:bind-check-lock"
+
+    @property
+    def bindings_missing(self) -> str:
+        """Set: member ids whose last reconciliation left bindings missing (a gauge reads its size)."""
+        return f"{self.ns}:bindings:missing"
+
+    def bind_state(self, member_id: str) -> str:
+        """Hash: the last reconciliation of a portal (at, outcome, missing, extra)."""
+        return f"{self.ns}:bindings:{member_id}"
+
+    @property
+    def probe_lock(self) -> str:
+        """String: held for one B24PIPE_PROBE_INTERVAL by the worker that scheduled the probes."""
+        return f"{self.ns}:probe-lock"
+
+    def probe(self, member_id: str) -> str:
+        """Hash: the portal's delivery probe (marker in flight, sent_at, result, latency)."""
+        return f"{self.ns}:probe:{member_id}"
+
+    @property
+    def last_event(self) -> str:
+        """Hash: member id -> when the ingress received the newest event a worker took."""
+        return f"{self.ns}:last-event"
+
     def rate_bucket(self, member_id: str, scope: str = "shared") -> str:
         if scope == "shared":
             return f"b24:rate:{member_id}"

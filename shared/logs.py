@@ -10,6 +10,7 @@ Two rules hold for every line b24pipe writes:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -69,10 +70,34 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Install the JSON formatter on the root logger (once, at process start)."""
+class TextFormatter(JsonFormatter):
+    """One readable line per record (`12:00:01 warning b24pipe.dispatch handler failed k=v`),
+    the traceback below it: for a developer's terminal. Scrubbed exactly like the JSON lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = orjson.loads(super().format(record))
+        stamp = time.strftime("%H:%M:%S", time.localtime(entry.pop("ts")))
+        head = f"{stamp} {entry.pop('level'):<7} {entry.pop('logger')}: {entry.pop('msg')}"
+        trace = entry.pop("exc", None)
+        fields = " ".join(f"{key}={value}" for key, value in entry.items())
+        line = f"{head}  {fields}" if fields else head
+        return f"{line}\n{trace}" if trace else line
+
+
+def log_format(setting: str | None, stream_is_terminal: bool) -> str:
+    """`B24PIPE_LOG_FORMAT`: `json`, `text`, or `auto` (unset): text on a terminal, else JSON."""
+    chosen = (setting or "auto").strip().lower()
+    if chosen == "auto":
+        return "text" if stream_is_terminal else "json"
+    return chosen
+
+
+def configure_logging(level: str = "INFO", fmt: str | None = None) -> None:
+    """Install the formatter on the root logger (once, at process start): JSON lines unless
+    `fmt` (default: `B24PIPE_LOG_FORMAT`, validated by the settings) picks text."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    chosen = log_format(fmt or os.environ.get("B24PIPE_LOG_FORMAT"), sys.stderr.isatty())
+    handler.setFormatter(TextFormatter() if chosen == "text" else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -645,6 +645,8 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
         keys.offline_state(member_id),
         keys.offline_queued(member_id),
         keys.offline_unreadable(member_id),
+        keys.bind_state(member_id),
+        keys.probe(member_id),
     )
     return Plan(
         (
@@ -656,6 +658,8 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
             _cmd("ZREM", keys.offline_due, member_id),
             _cmd("ZREM", keys.offline_held, member_id),
             _cmd("HDEL", keys.offline_backlog, member_id),
+            _cmd("SREM", keys.bindings_missing, member_id),
+            _cmd("HDEL", keys.last_event, member_id),
             _cmd("SREM", keys.uninstall_unconfirmed, member_id),
             _cmd("INCR", keys.portals_version),
         )

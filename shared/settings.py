@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.ackmode import ACK_MODES
+from shared.rateplan import parse_plan
 from shared.redisurl import parse_redis_url
 
 
@@ -114,6 +115,11 @@ class Settings(BaseSettings):
     keepalive_interval: int = Field(
         default=3600, ge=1, le=86400, validation_alias=_env("B24PIPE_KEEPALIVE_INTERVAL")
     )
+    # Bindings vanish without notice (app updates): reconciled and probed this often (0 = off).
+    bind_check_interval: int = Field(
+        default=900, ge=0, le=86400, validation_alias=_env("B24PIPE_BIND_CHECK_INTERVAL")
+    )
+    probe_interval: int = Field(default=900, ge=0, le=86400, validation_alias=_env("B24PIPE_PROBE_INTERVAL"))
 
     # --- offline events (workers/offline.py) ---------------------------------------------
     offline_events: Annotated[list[str], NoDecode] = Field(
@@ -130,6 +136,10 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=3600, validation_alias=_env("B24PIPE_COALESCE_MAX_WAIT")
     )
     coalesce_ttl: int = Field(default=3600, ge=10, validation_alias=_env("B24PIPE_COALESCE_TTL"))
+    # read again by shared.logs.configure_logging in every process; validated here
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", validation_alias=_env("B24PIPE_LOG_FORMAT")
+    )
 
     @field_validator("handlers", "allowed_hosts", mode="before")
     @classmethod
@@ -175,6 +185,12 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// or http://")
         return value.rstrip("/")
+
+    @field_validator("rate_plan")
+    @classmethod
+    def _plan(cls, value: str) -> str:
+        parse_plan(value)  # a PlanError is a ValueError: refused at start-up, not in every job
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -127,7 +127,7 @@ def env(base_env: dict[str, str], simulator: SimClient, monkeypatch: pytest.Monk
 def logged() -> Iterator[io.StringIO]:
     """What this process logs during the test (every level), as the JSON lines it writes."""
     stream = io.StringIO()
-    configure_logging("DEBUG")
+    configure_logging("DEBUG", "json")  # not text under `pytest -s` in a terminal
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(stream)

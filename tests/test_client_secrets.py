@@ -113,7 +113,7 @@ def test_a_full_run_logs_and_stores_no_secret(
     assert "reauth" in listing.stdout
 
     # The next token through the ingress (ONAPPUPDATE) restores it; the parked job runs.
-    updated = simulator.update_app(member)
+    updated = simulator.update_app(member, send_event=True)
     secrets |= {updated.access_token, updated.refresh_token, updated.application_token}
     assert wait_for(lambda: _done(r, keys) == 3, timeout=60)
     assert stored(r, env, member).status is Status.ACTIVE

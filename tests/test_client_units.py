@@ -6,8 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.portals import Portal, Status
+from shared.settings import Settings
 from workers import errors
-from workers.binding import binding_plan
+from workers.binding import binding_plan, desired_bindings, spread
 from workers.operating import Report, pause_for, report_from
 from workers.params import changed_fields
 from workers.tokens import keepalive_due, needs_refresh
@@ -84,18 +85,31 @@ def test_refresh_decisions() -> None:
 
 def test_binding_plan_is_a_diff() -> None:
     url = "https://app.example/b24/events"
-    existing = [
-        {"event": "ONCRMDEALUPDATE", "handler": url},
+    existing: list[dict[str, str | int]] = [
+        {"event": "ONCRMDEALUPDATE", "handler": url, "offline": 0},
         {"event": "ONCRMLEADADD", "handler": url},
         {"event": "ONCRMLEADADD", "handler": "https://other.example/"},
         {"event": "ONAPPUNINSTALL", "handler": url},
+        {"event": "ONAPPINSTALL", "handler": url},  # an installation handler: never ours to drop
     ]
-    plan = binding_plan(existing, ["ONCRMDEALUPDATE", "oncrmdealadd"], url)
-    assert plan.bind == ("ONAPPUPDATE", "ONCRMDEALADD")
-    assert plan.unbind == ("ONCRMLEADADD",)
-    again = binding_plan(
-        [*existing, *({"event": e, "handler": url} for e in plan.bind)],
-        ["ONCRMDEALUPDATE", "ONCRMDEALADD"],
-        url,
+    desired = desired_bindings(["ONCRMDEALUPDATE", "oncrmdealadd"], url, Settings())
+    plan = binding_plan(existing, desired, url)
+    assert [b.event for b in plan.bind] == ["ONAPPTEST", "ONAPPUPDATE", "ONCRMDEALADD"]
+    assert all(b.bind_params() == {"event": b.event, "handler": url} for b in plan.bind)
+    assert [b.event for b in plan.unbind] == ["ONCRMLEADADD"]
+    assert plan.unbind[0].unbind_params() == {"event": "ONCRMLEADADD", "handler": url}
+    applied = [row for row in existing if row["event"] != "ONCRMLEADADD" or row["handler"] != url]
+    again = binding_plan([*applied, *({"event": b.event, "handler": url} for b in plan.bind)], desired, url)
+    assert not again.changed
+    # another app's binding of a wanted event is not ours: ours is still missing
+    assert binding_plan([{"event": "ONAPPTEST", "handler": "https://x/"}], desired, url).bind[0].event == (
+        "ONAPPTEST"
     )
-    assert again.bind == ()
+
+
+def test_spread_places_portals_evenly_across_the_interval() -> None:
+    members = [f"m{i}" for i in range(10)]
+    placed = spread(members, 900)
+    assert sorted(m for m, _ in placed) == members
+    assert sorted(d for _, d in placed) == [i * 90.0 for i in range(10)]
+    assert spread(list(reversed(members)), 900) == placed  # each portal keeps its place

@@ -25,7 +25,14 @@ _SERIES_SUFFIXES = ("_bucket", "_sum", "_count")
 
 def _exposed(r: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> set[str]:
     # The worker imports these; their metrics are process-wide (prometheus_client's registry).
-    for module in ("workers.coalesce", "workers.dispatch", "workers.client", "workers.offline"):
+    for module in (
+        "workers.coalesce",
+        "workers.dispatch",
+        "workers.client",
+        "workers.binding",
+        "workers.probe",
+        "workers.offline",
+    ):
         importlib.import_module(module)
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     texts = [

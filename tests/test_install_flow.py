@@ -278,7 +278,7 @@ def test_update_adopts_new_token_with_grace(
 ) -> None:
     portal = simulator.create_portal()
     first = simulator.install(portal.member_id, handler_url=f"{ingress.url}/b24/events")
-    second = simulator.update_app(portal.member_id, version=2)
+    second = simulator.update_app(portal.member_id, version=2, send_event=True)
     assert [d.get("status") for d in second.deliveries] == [200], second.deliveries
     tokens = store.run(r, store.load_tokens(keys, portal.member_id))
     assert tokens[digest(second.application_token)].kind == "app"

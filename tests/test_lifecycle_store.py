@@ -176,6 +176,10 @@ def test_purge_deletes_only_that_portal(r: redis.Redis, keys: Keys) -> None:
         r.hset(keys.offline_state(member), "extended", 1)
         r.zadd(keys.offline_due, {member: 1})
         r.hset(keys.offline_backlog, member, 3)
+        r.hset(keys.probe(member), "result", "missing")
+        r.hset(keys.bind_state(member), "outcome", "failed")
+        r.sadd(keys.bindings_missing, member)
+        r.hset(keys.last_event, member, 1.0)
     store.purge_sync(r, keys, "5")
     assert not r.exists(keys.offline_batches("5"), keys.offline_state("5"))
     assert r.zscore(keys.offline_due, "5") is None and r.hget(keys.offline_backlog, "5") is None
@@ -185,7 +189,10 @@ def test_purge_deletes_only_that_portal(r: redis.Redis, keys: Keys) -> None:
         keys.chain("5", "deal:5"),
         keys.coalesce_group("5", "h", "ONCRMDEALUPDATE:deal:5"),
         keys.coalesce_claim("5", "h", "job1"),
+        keys.probe("5"),
+        keys.bind_state("5"),
     )
+    assert r.smembers(keys.bindings_missing) == {b"other"} and r.hkeys(keys.last_event) == [b"other"]
     assert store.run(r, store.load_portal(keys, "other")) is not None
     group = keys.coalesce_group("other", "h", "ONCRMDEALUPDATE:deal:5")
     assert r.exists(keys.chain("other", "deal:5"), group, keys.coalesce_claim("other", "h", "job1")) == 3

@@ -13,14 +13,12 @@ from shared.jobs import DOORBELL, queue_of
 from shared.keys import Keys
 from shared.settings import ConfigError, Settings, load_settings
 from workers import doorbell, offline
+from workers.binding import Binding, desired_bindings
 from workers.metrics import QueueCollector
 from workers.offlinerows import (
     Batch,
-    bind_params,
     event_id,
     merged_rows,
-    offline_commands,
-    online_events,
     row_event,
 )
 
@@ -75,18 +73,16 @@ def test_a_batch_read_again_keeps_rows_bitrix24_no_longer_has() -> None:
     assert Batch.load(batch.dump()) == batch
 
 
-def test_offline_events_are_bound_offline_and_the_doorbell_online() -> None:
+def test_offline_events_are_bound_offline_and_the_doorbell_online(settings: Settings) -> None:
     url = "https://app.example/b24/events"
-    assert online_events(["ONCRMDEALUPDATE", "ONCRMDEALADD"], ["oncrmdealupdate"]) == [
-        "ONCRMDEALADD",
-        DOORBELL,
-    ]
-    assert online_events(["ONCRMDEALADD"], []) == ["ONCRMDEALADD"]  # no doorbell without offline events
-    assert bind_params(DOORBELL, url)["options"] == {"minTimeout": 1}
-    existing = [{"event": "ONCRMLEADADD", "handler": "", "offline": 1, "connector_id": "c"}]
-    assert offline_commands(existing, ["ONCRMDEALUPDATE", "ONCRMLEADADD"], "c") == [
-        ("event.bind", {"event": "ONCRMDEALUPDATE", "event_type": "offline", "auth_connector": "c"})
-    ]
+    configured = settings.model_copy(update={"offline_events": ["ONCRMDEALUPDATE"]})
+    desired = desired_bindings(["ONCRMDEALUPDATE", "ONCRMDEALADD"], url, configured, "c")
+    assert Binding("ONCRMDEALUPDATE", "", "offline", "c") in desired
+    assert Binding("ONCRMDEALUPDATE", url) not in desired  # never both ways
+    assert {Binding("ONCRMDEALADD", url), Binding(DOORBELL, url)} <= desired
+    assert Binding(DOORBELL, url).bind_params()["options"] == {"minTimeout": 1}
+    plain = desired_bindings(["ONCRMDEALADD"], url, settings)
+    assert Binding(DOORBELL, url) not in plain  # no doorbell without offline events
     assert queue_of(Keys("ns"), DOORBELL) == Keys("ns").lifecycle_queue
 
 

@@ -46,7 +46,8 @@ def _post(port: int, payload: str) -> tuple[int, dict[str, str]]:
 
 def test_run_from_nothing_serves_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
-    env = _clean_env()
+    # a real app's credentials: the pipeline alone, no demo (tests/test_demo.py has that)
+    env = {**_clean_env(), "B24_CLIENT_ID": "local.app.1", "B24_CLIENT_SECRET": "an-app-secret-value"}
     process = subprocess.Popen(
         [sys.executable, "-m", "b24pipe", "run", "--port", str(port)],
         cwd=tmp_path,
@@ -98,6 +99,7 @@ def test_run_from_nothing_serves_events_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
     text = output.decode()
     assert process.returncode == 0, text
     assert "pipeline stopped" in text
+    assert "demo:" not in text and not (tmp_path / "var" / "simulator.log").exists()
     assert "Connection refused" not in text and "Traceback" not in text
     assert not (tmp_path / "var" / "redis.url").exists()
     assert list((tmp_path / "var" / "redis").glob("appendonly*"))  # the AOF is on disk

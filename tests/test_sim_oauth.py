@@ -152,11 +152,19 @@ def test_install_posts_onappinstall_and_the_install_page(simulator: SimClient, p
 def test_update_renews_the_application_token(simulator: SimClient, portal: SimPortal) -> None:
     name = f"h{uuid.uuid4().hex}"
     first = simulator.install(portal.member_id, handler_url=simulator.sink_url(name))
-    updated = simulator.update_app(portal.member_id)
-    assert updated.version == 2 and updated.application_token != first.application_token
+    bound = simulator.call(
+        f"{portal.client_endpoint}event.bind",
+        {"event": "ONCRMDEALADD", "handler": simulator.sink_url(name)},
+        token=first.access_token,
+    )
+    assert bound.status == 200, bound.body
+    silent = simulator.update_app(portal.member_id)  # the default: no ONAPPUPDATE, bindings gone
+    assert silent.deliveries == [] and simulator.stats(portal.member_id)["bindings"] == []
+    updated = simulator.update_app(portal.member_id, send_event=True)
+    assert updated.version == 3 and updated.application_token != first.application_token
     event = simulator.sink(name)[-1]["form"]
     assert event["event"] == "ONAPPUPDATE"
-    assert event["data"] == {"VERSION": "2", "PREVIOUS_VERSION": "1", "LANGUAGE_ID": "en"}
+    assert event["data"] == {"VERSION": "3", "PREVIOUS_VERSION": "2", "LANGUAGE_ID": "en"}
     assert event["auth"]["application_token"] == updated.application_token
     assert event["auth"]["refresh_token"] == updated.refresh_token
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import random
 import time
 from typing import Any
@@ -40,7 +41,10 @@ from workers.retry import (
     combine,
 )
 
+_logger = logging.getLogger("b24pipe.dispatch")
 RUN_EVENT = "workers.dispatch.run_event"
+# Lifecycle events queued only once the authorization server vouched for their tokens.
+TOKEN_ARRIVALS = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})
 _GIVEN_UP = -1  # attempts-hash value of a handler that failed for good (not run again)
 
 
@@ -53,6 +57,25 @@ def _call(handler: registry.Handler, events: tuple[Event, ...]) -> None:
     result = handler.fn(arg, context.make_client(events[0], handler.id))
     if inspect.isawaitable(result):
         context.run_coroutine(result)
+
+
+def _log_failure(entry: registry.Handler, event: Event, error: Exception, result: HandlerResult) -> None:
+    """The handler's own traceback, for its developer (the formatter scrubs secrets from it).
+    Rate-limit deferrals and parking are the pipeline's business and logged elsewhere."""
+    _logger.warning(
+        "handler failed",
+        exc_info=error,
+        extra={
+            "fields": {
+                "handler": entry.id,
+                "event": event.name,
+                "event_id": event.id,
+                "member_id": event.member_id,
+                "attempt": event.attempt,
+                "next": "retry" if result.action is Action.RETRY else "failed",
+            }
+        },
+    )
 
 
 def _not_cut(ctx: context.WorkerContext, events: tuple[Event, ...]) -> tuple[Event, ...]:
@@ -115,6 +138,11 @@ def _run_event(event_dict: dict[str, Any]) -> str:
     if event.name.upper() == "ONAPPUNINSTALL":
         # workers.lifecycle (install verification, uninstall) is imported only when needed
         importlib.import_module("workers.lifecycle").confirm_uninstall(event_dict)
+    elif event.name.upper() in TOKEN_ARRIVALS and ctx.runs <= 1:
+        # a verified install, install page or update: the portal's bindings may be gone
+        importlib.import_module("workers.binding").schedule(
+            ctx.redis, ctx.keys, event.member_id, event.name.lower()
+        )
     if event.name.upper() == DOORBELL:
         importlib.import_module("workers.doorbell").answer(event)  # the offline queue grew
     handlers = registry.handlers_for(event.name)
@@ -173,6 +201,8 @@ def _run_event(event_dict: dict[str, Any]) -> str:
             result = HandlerResult(
                 result.action, result.after, f"{entry.id}: {result.reason}", result.rate_limited
             )
+        if error is not None and result.action in (Action.RETRY, Action.FAIL):
+            _log_failure(entry, mine, error, result)
         results.append(result)
         if result.action is Action.DONE:
             succeeded.append(entry.id)

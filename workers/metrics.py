@@ -91,6 +91,12 @@ class QueueCollector(Collector):
         reauth = GaugeMetricFamily("b24pipe_portals_reauth", "Portals needing re-authorization")
         reauth.add_metric([], float(self.client.scard(self.keys.reauth_portals)))
         yield reauth
+        missing = GaugeMetricFamily(
+            "b24pipe_bindings_missing",
+            "Portals whose last binding reconciliation could not bind what is missing",
+        )
+        missing.add_metric([], float(self.client.scard(self.keys.bindings_missing)))
+        yield missing
         unconfirmed = GaugeMetricFamily(
             "b24pipe_portals_uninstall_unconfirmed",
             "Portals with an uninstall Bitrix24 could not confirm (data kept until purge)",

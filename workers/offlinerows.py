@@ -1,5 +1,5 @@
-"""Pure decisions of the offline lane: a queue row as an `Event`, a stored batch, and the
-bindings offline events need (no I/O here; `workers.offline` does the calls).
+"""Pure decisions of the offline lane: a queue row as an `Event` and a stored batch (no I/O
+here; `workers.offline` does the calls; the bindings are `workers.binding.desired_bindings`).
 
 A row's event id is a digest of the portal, the row's `ID`, `MESSAGE_ID` and `TIMESTAMP_X`:
 a reserved row never changes, so re-reading the same reservation after a crash gives the
@@ -10,7 +10,7 @@ a later change of the object is a new row (or a new `TIMESTAMP_X`), hence a new 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 
 from shared.events import Event, entity_of
-from shared.jobs import DOORBELL
 
 FEATURE = "rest_offline_extended"
 
@@ -111,35 +110,3 @@ def merged_rows(
     rows = {str(r.get("ID")): dict(r) for r in stored}
     rows.update({str(r.get("ID")): dict(r) for r in fetched})
     return list(rows.values())
-
-
-def online_events(handled: Iterable[str], offline_events: Iterable[str]) -> list[str]:
-    """The events to bind online: the handled ones not taken offline, plus the doorbell
-    when any event is offline (an event bound both ways would be handled twice)."""
-    offline = {name.upper() for name in offline_events}
-    online = [name for name in handled if name.upper() not in offline]
-    return [*online, DOORBELL] if offline else online
-
-
-def bind_params(event: str, url: str) -> dict[str, Any]:
-    """`event.bind` parameters of an online binding; the doorbell asks Bitrix24 to ring at
-    most once a second (best effort: the fallback poll covers what it swallows)."""
-    params: dict[str, Any] = {"event": event, "handler": url}
-    if event == DOORBELL:
-        params["options"] = {"minTimeout": 1}
-    return params
-
-
-def offline_commands(
-    existing: Sequence[Mapping[str, Any]], offline_events: Iterable[str], connector: str
-) -> list[tuple[str, dict[str, Any]]]:
-    """`event.bind` commands for the offline bindings missing from `event.get`'s answer."""
-    have = {
-        str(b.get("event", "")).upper()
-        for b in existing
-        if str(b.get("offline", "0")) == "1" or str(b.get("event_type", "")) == "offline"
-    }
-    return [
-        ("event.bind", {"event": name, "event_type": "offline", "auth_connector": connector})
-        for name in sorted({e.upper() for e in offline_events} - have)
-    ]

@@ -14,49 +14,15 @@ headroom absorbs that. It costs part of the burst, never part of the sustained r
 from __future__ import annotations
 
 import asyncio
-import math
-import re
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
+from shared.rateplan import Plan, PlanError, parse_plan
 from workers.errors import RateLimited
 from workers.luascripts import source
 
-_CUSTOM = re.compile(r"^custom:(?P<drain>\d+(?:\.\d+)?)/(?P<burst>\d+)$")
-_NAMED = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
-
-
-class PlanError(ValueError):
-    """A rate plan that is neither a known name nor `custom:<drain>/<burst>`."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    drain: float  # requests per second the bucket drains
-    burst: int  # requests the bucket holds
-
-    @property
-    def limit(self) -> int:
-        """The bucket size we fill up to: Bitrix24's minus a headroom for network jitter."""
-        headroom = max(1, math.ceil(self.burst * 0.04))
-        return max(1, self.burst - headroom)
-
-
-def parse_plan(text: str) -> Plan:
-    """`standard`, `enterprise` or `custom:<drain>/<burst>` (e.g. `custom:20/100`)."""
-    name = text.strip().lower()
-    if name in _NAMED:
-        drain, burst = _NAMED[name]
-        return Plan(drain, burst)
-    match = _CUSTOM.match(name)
-    if match is None:
-        raise PlanError(f"rate plan {text!r} is not standard, enterprise or custom:<drain>/<burst>")
-    drain, burst = float(match["drain"]), int(match["burst"])
-    if drain <= 0 or burst < 1:
-        raise PlanError(f"rate plan {text!r} needs a positive drain and burst")
-    return Plan(drain, burst)
+__all__ = ["Limiter", "Plan", "PlanError", "parse_plan"]
 
 
 class Limiter:

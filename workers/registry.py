@@ -90,6 +90,11 @@ def registered_events() -> frozenset[str]:
     return frozenset(name for name, bucket in _by_event.items() if bucket and name != CATCH_ALL)
 
 
+def registered() -> dict[str, list[str]]:
+    """Every registration, event name to handler ids (what a worker logs it loaded)."""
+    return {name: [entry.id for entry in bucket] for name, bucket in sorted(_by_event.items()) if bucket}
+
+
 def event_label(event_name: str) -> str:
     """A metrics label that can only take known values (never a caller-chosen string)."""
     name = event_name.upper()

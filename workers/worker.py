@@ -58,7 +58,7 @@ from shared.logs import log, scrub
 from shared.portals import as_text
 from shared.redisconn import sync_redis
 from shared.settings import Settings
-from workers import context, doorbell, keepalive, registry
+from workers import binding, context, doorbell, keepalive, probe, registry
 from workers.dispatch import RUN_EVENT
 from workers.fairness import SKIP_MARGIN, should_wait_behind
 from workers.metrics import OUTCOMES, WorkerMetrics, parse_rq_time
@@ -253,7 +253,7 @@ class Worker:
                     wait = next_wait(time.time(), next_due, self.tick)
                     doorbell.poll(self.settings, client)  # Redis only: rings the portals due
                     if time.monotonic() >= keepalive_at:
-                        keepalive_at = time.monotonic() + min(60, self.settings.keepalive_interval)
+                        keepalive_at = time.monotonic() + periodic_every(self.settings)
                         self._keepalive()
                 except OUTAGE_ERRORS as exc:
                     wait = min(self.tick, self.outage.failed(exc))
@@ -264,8 +264,9 @@ class Worker:
             client.close()
 
     def _keepalive(self) -> None:
-        """Every worker asks; the keep-alive lock lets one per interval run it. Its refreshes
-        (HTTP) run on their own thread so they never delay this worker's heartbeat."""
+        """The passes one worker per interval runs: keep-alive refreshes, the binding check and
+        the delivery probe. Every worker asks; each pass's lock lets one per interval run it.
+        They run on their own thread so their I/O never delays this worker's heartbeat."""
         if self._keepalive_thread is not None and self._keepalive_thread.is_alive():
             return
 
@@ -273,6 +274,8 @@ class Worker:
             client = sync_redis(self.settings)
             try:
                 keepalive.run(self.settings, client)
+                binding.periodic(self.settings, client)
+                probe.periodic(self.settings, client)
             except OUTAGE_ERRORS as exc:  # the next pass (an interval later) tries again
                 self.outage.failed(exc)
             except redis.RedisError as exc:
@@ -406,7 +409,7 @@ class Worker:
         return jobs
 
     def _run_batch(self, jobs: list[Taken], ctx: context.WorkerContext) -> None:
-        self._forget_deliveries(jobs)
+        self._note_taken(jobs)
         for position, job in enumerate(jobs):
             if self.stopping.is_set():
                 for rest in reversed(jobs[position:]):
@@ -426,17 +429,31 @@ class Worker:
                     self._flush()
         self._flush()
 
-    def _forget_deliveries(self, jobs: list[Taken]) -> None:
-        """The ingress drops a delivery identical to an event *already queued* (same portal,
+    def _note_taken(self, jobs: list[Taken]) -> None:
+        """Two notes per batch, in one round trip.
+
+        The ingress drops a delivery identical to an event *already queued* (same portal,
         event, entity and second). Once taken, the event is no longer queued: a later
         identical delivery is a new change (a second edit within the same second) that the
-        running handler may not have seen, so it must be queued again. One round trip per
-        batch."""
-        if self.settings.dedupe_window <= 0:
+        running handler may not have seen, so its de-duplication key goes.
+
+        Each portal's newest event received (`Keys.last_event`, for `portals doctor`): a
+        portal that stopped sending looks different from a quiet one only by that age."""
+        events = [event for job in jobs if (event := job.event) is not None]
+        if not events:
             return
-        stale = [self.keys.dedupe(event_id) for job in jobs if (event_id := job.event_id)]
-        if stale:
-            self.client.delete(*stale)
+        stale = [self.keys.dedupe(str(e["id"])) for e in events if e.get("id")]
+        newest: dict[str, float] = {}
+        for e in events:
+            member, at = str(e.get("member_id", "")), float(e.get("received_at") or 0)
+            if member and at > newest.get(member, 0.0):
+                newest[member] = at
+        with self.client.pipeline(transaction=False) as pipe:
+            if stale and self.settings.dedupe_window > 0:
+                pipe.delete(*stale)
+            if newest:
+                pipe.hset(self.keys.last_event, mapping=newest)  # type: ignore[arg-type]
+            pipe.execute()
 
     def _flush(self) -> None:
         if not self._acks:
@@ -557,6 +574,13 @@ class Worker:
         blob = zlib.compress(scrub(text).encode("utf-8"))
         # the same bytes, base64 as RQ's result record wants them (exc_string: rq info, rq-dashboard)
         return ("fail", job.id, job.queue, self.settings.failed_ttl, blob, base64.b64encode(blob).decode())
+
+
+def periodic_every(settings: Settings) -> float:
+    """How often a worker asks whether a periodic pass is its turn: often enough for the
+    shortest configured interval, at least once a minute."""
+    intervals = (settings.keepalive_interval, settings.bind_check_interval, settings.probe_interval)
+    return float(min(60, *(i for i in intervals if i > 0)))
 
 
 def next_wait(now: float, next_due: float | None, tick: float) -> float:

@@ -1,5 +1,5 @@
 """One module per subcommand of `b24pipe`."""
 
-from b24pipe.commands import failed, ingress, portals, replay, run, status, worker
+from b24pipe.commands import failed, ingress, portals, replay, run, sim, status, worker
 
-COMMANDS = (run, ingress, worker, portals, failed, status, replay)
+COMMANDS = (run, ingress, worker, portals, failed, status, replay, sim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from typing import Any
 
 from b24pipe.errors import UsageError
@@ -45,7 +46,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     require_token_keys(settings)
     if args.processes > (os.cpu_count() or 1) * 4:
         raise UsageError(f"--processes {args.processes} is far above the {os.cpu_count()} cores here")
+    port_free(args.host, args.port)
     configure_logging()
     from ingress.server import run as serve
 
     return serve(settings, args.host, args.port, args.processes)
+
+
+def port_free(host: str, port: int) -> None:
+    """A port another process listens on is refused with one line before anything starts
+    (the serving processes bind with SO_REUSEPORT, which would not notice a peer)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -1,4 +1,4 @@
-"""`b24pipe portals list|show|add|bind|revoke|purge|rekey`: portal records by hand.
+"""`b24pipe portals list|show|add|bind|doctor|revoke|purge|rekey`: portal records by hand.
 
 Secrets never come from arguments (they would end up in shell history and `ps`): `add`
 reads them as a JSON object from a file or stdin (`--secrets-file PATH|-`):
@@ -32,10 +32,12 @@ import orjson
 import redis
 from redis.exceptions import RedisError
 
+from b24pipe.commands.doctor import health_block, stored_facts
 from b24pipe.errors import CommandError, UsageError
 from shared import pausing
 from shared import portalstore as store
 from shared.crypto import TokenCipher, digest
+from shared.health import column, problems
 from shared.keys import Keys
 from shared.logs import mask, scrub, security_event
 from shared.outbound import HostPolicy, OutboundRefused
@@ -55,7 +57,7 @@ _CONNECTOR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "portals", help="portal records: list, show, add, bind, revoke, pause, resume, purge, rekey"
+        "portals", help="portal records: list, show, add, bind, doctor, revoke, pause, resume, purge, rekey"
     )
     actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
 
@@ -65,6 +67,9 @@ def register(subparsers: Any) -> None:
 
     show = actions.add_parser("show", help="one portal's record, without secrets")
     show.add_argument("member_id")
+    show.add_argument(
+        "--json", action="store_true", help="JSON output (the only format; accepted for symmetry)"
+    )
     show.set_defaults(run=run_show)
 
     add = actions.add_parser("add", help="register a portal by hand (secrets from a file or stdin)")
@@ -84,6 +89,13 @@ def register(subparsers: Any) -> None:
         help="the Bitrix24 user the app writes as, for echo suppression (default: learnt at the first refresh)",
     )
     add.set_defaults(run=run_add)
+
+    doctor = actions.add_parser(
+        "doctor", help="one portal's health, each problem with its fix (exit 0 healthy, 1 not)"
+    )
+    doctor.add_argument("member_id")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(run=run_doctor)
 
     bind = actions.add_parser("bind", help="make the portal's event.bind registrations match the handlers")
     bind.add_argument("member_id")
@@ -243,7 +255,8 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
             )
             if portal is None:
                 continue
-            rows.append(_summary(portal, tokens))
+            facts = stored_facts(client, keys, settings, portal, member_id, failed=False)
+            rows.append(_summary(portal, tokens) | {"health": column(problems(facts))})
         for key in client.scan_iter(match=keys.pending_install("*", "*"), count=1000):
             raw = client.hgetall(key)
             if raw:
@@ -253,16 +266,18 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
                         "member_id": pending.portal.member_id,
                         "domain": pending.portal.domain,
                         "status": "pending-install",
+                        "health": "install_pending",
                     }
                 )
         if args.json:
             print(orjson.dumps(rows).decode())
             return 0
-        print(f"{'MEMBER_ID':34} {'DOMAIN':32} {'STATUS':16} TOKENS")
+        print(f"{'MEMBER_ID':34} {'DOMAIN':32} {'STATUS':16} {'TOKENS':16} HEALTH")
         for row in rows:
             why = f"  ({row['reason']})" if row["status"] not in ("active", "pending-install") else ""
             print(
-                f"{row['member_id']!s:34} {row['domain']!s:32} {row['status']!s:16} {row.get('tokens', '')}{why}"
+                f"{row['member_id']!s:34} {row['domain']!s:32} {row['status']!s:16} "
+                f"{row.get('tokens', '')!s:16} {row['health']}{why}"
             )
         return 0
 
@@ -307,6 +322,8 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
                     if v
                 }
             )
+        facts = stored_facts(client, keys, settings, portal, member_id, failed=True)
+        shown["health"] = health_block(facts, problems(facts), time.time())
         if settings.offline_events:
             from workers.offline import status
 
@@ -387,6 +404,11 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
             security_event(
                 "token_changed", member_id=member_id, webhook_token=mask(webhook), source="portals add"
             )
+        if secrets.get("access_token"):
+            # a token arrival like an install: the worker reconciles the portal's bindings
+            from workers.binding import schedule
+
+            schedule(client, keys, member_id, "portals add")
         print(f"portal {member_id} ({domain}) {'updated' if existing else 'added'}")
         return 0
 
@@ -410,9 +432,37 @@ def run_bind(args: argparse.Namespace, settings: Settings) -> int:
         plan = bind_portal(settings, member_id, registry.registered_events())
     except (B24Error, ConfigError) as exc:
         raise CommandError(f"portals bind {member_id}: {scrub(str(exc))}") from None
-    report = {"bound": list(plan.bind), "unbound": list(plan.unbind)} if plan else {}
+    report = plan.report() if plan else {}
     print(orjson.dumps(report).decode())
     return 0
+
+
+def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from b24pipe.commands.doctor import diagnose, report
+    from workers import registry
+
+    member_id = member_id_arg(args.member_id)
+    try:
+        registry.load_modules(settings.handlers)  # the bindings wanted are the handlers' events
+    except registry.HandlerImportError as exc:
+        raise ConfigError(str(exc)) from None
+
+    def work(client: redis.Redis, keys: Keys) -> int:
+        portal = store.run(client, store.load_portal(keys, member_id))
+        pendings = store.load_pendings(client, keys, member_id)
+        if portal is None and not pendings:
+            raise CommandError(f"unknown portal {member_id}")
+        facts = diagnose(client, keys, settings, portal, member_id)
+        found, now = problems(facts), time.time()
+        domain = portal.domain if portal else pendings[0].portal.domain
+        if args.json:
+            shown = {"member_id": member_id, "domain": domain, "health": health_block(facts, found, now)}
+            print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+        else:
+            print("\n".join(report(domain, facts, found, now)))
+        return 1 if found else 0
+
+    return _run(settings, work)
 
 
 def run_revoke(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,6 +12,7 @@ a child that exits anyway is started again (with capped backoff), so the pipelin
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import random
@@ -24,7 +25,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from b24pipe.errors import CommandError
+from b24pipe.commands.ingress import port_free
+from b24pipe.demo import Demo
+from b24pipe.demo import wanted as demo_wanted
+from b24pipe.errors import CommandError, UsageError
+from b24pipe.simportal import SimulatorError
 from shared.crypto import generate_key
 from shared.logs import configure_logging, log
 from shared.redisserver import LocalServer, ServerError, start_server
@@ -71,6 +76,23 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int
     return int(process.returncode)
 
 
+def hold_state_dir(var: Path) -> int:
+    """Claim the state directory for this process's lifetime (an exclusive lock on
+    `var/run.lock`, released by the kernel when the process ends however it ends): a second
+    `b24pipe run` in the same directory must not open the running pipeline's Redis data."""
+    var.mkdir(parents=True, exist_ok=True)
+    fd = os.open(var / "run.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UsageError(f"another `b24pipe run` (pid {holder}) is using {var}/; stop it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 def _keep_up(
     children: list[subprocess.Popen[bytes]],
     commands: list[list[str]],
@@ -105,6 +127,8 @@ def _keep_up(
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    hold_state_dir(args.var)
+    port_free(args.host, args.port)
     configure_logging()
     if not 0 < args.port < 65536:
         raise CommandError(f"--port must be between 1 and 65535, not {args.port}")
@@ -125,6 +149,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         env["B24PIPE_TOKEN_KEYS"] = token_key(args.var)
         log(logger, logging.INFO, "using generated token key", path=str(args.var / "token.key"))
 
+    # no Bitrix24 app configured: the demo against the simulator (b24pipe.demo)
+    demo = Demo(args, settings) if demo_wanted(settings) else None
+    if demo is not None:
+        try:
+            demo.prepare(env)
+        except SimulatorError as exc:
+            if server is not None:
+                server.stop()
+            raise CommandError(str(exc)) from None
+
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -135,16 +169,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     commands = [
         ["ingress", "--host", args.host, "--port", str(args.port)],
-        ["worker", "--concurrency", str(args.workers)],
+        ["worker", "--concurrency", str(args.workers), *(demo.worker_args if demo else [])],
     ]
     children = [_spawn(command, env) for command in commands]
     log(logger, logging.INFO, "pipeline running", url=f"http://{args.host}:{args.port}/b24/events")
+    if demo is not None:
+        demo.begin(children[0])
     status = 0
     try:
         _keep_up(children, commands, env, lambda: stopping)
     finally:
+        if demo is not None:
+            demo.stop_traffic()
         for child in children:  # ingress first: no new events, then workers finish theirs
             stop_process(child)
+        if demo is not None:
+            demo.close()
         if server is not None:
             server.stop()
             (args.var / "redis.url").unlink(missing_ok=True)

@@ -8,6 +8,7 @@ that dies is started again (its jobs come back through the heartbeat recovery).
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import subprocess
 import sys
@@ -19,8 +20,9 @@ import redis
 
 from b24pipe.errors import CommandError, UsageError
 from shared import tracing
-from shared.logs import configure_logging
+from shared.logs import configure_logging, log
 from shared.settings import ConfigError, Settings, require_token_keys
+from workers import registry
 from workers.ratelimit import PlanError, parse_plan
 from workers.registry import HandlerImportError, load_modules, registered_events
 
@@ -67,6 +69,14 @@ def _run_one(args: argparse.Namespace, settings: Settings) -> int:
     from workers import metrics as metrics_module
     from workers.worker import Worker
 
+    # which code this process runs: a typo in B24PIPE_HANDLERS shows here, not as silence
+    log(
+        logging.getLogger("b24pipe.worker"),
+        logging.INFO,
+        "handlers loaded",
+        modules=list(settings.handlers),
+        handlers=registry.registered(),
+    )
     tracing.configure("b24pipe-worker")  # OTEL_* variables; off unless an exporter is named
     worker = Worker(settings, burst=args.burst)
     metrics_module.initialise_label_sets(worker.metrics, registered_events())

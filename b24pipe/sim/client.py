@@ -46,13 +46,15 @@ class Installation:
     client_endpoint: str
     server_endpoint: str
     deliveries: list[dict[str, Any]]
+    frame_url: str = ""  # install(frame=True): the page a browser loads to run the install page
 
     @classmethod
     def from_answer(cls, raw: dict[str, Any]) -> Installation:
         names = cls.__dataclass_fields__
         return cls(
-            **{name: raw[name] for name in names if name != "deliveries"},
+            **{name: raw[name] for name in names if name not in ("deliveries", "frame_url")},
             deliveries=raw.get("deliveries", []),
+            frame_url=raw.get("frame_url", ""),
         )
 
 
@@ -110,6 +112,8 @@ class SimClient:
         version: int = 1,
         bind_events: list[str] | None = None,
         lifecycle_to_handler: bool = True,
+        finished: bool | None = None,
+        frame: bool = False,
     ) -> Installation:
         return Installation.from_answer(
             self._post(
@@ -121,12 +125,28 @@ class SimClient:
                     "version": version,
                     "bind_events": bind_events,
                     "lifecycle_to_handler": lifecycle_to_handler,
+                    "finished": finished,
+                    "frame": frame,
                 },
             )
         )
 
-    def update_app(self, member_id: str, version: int | None = None) -> Installation:
-        return Installation.from_answer(self._post(f"/_sim/portals/{member_id}/update", {"version": version}))
+    def update_app(
+        self, member_id: str, version: int | None = None, send_event: bool = False
+    ) -> Installation:
+        """A new version: every binding gone; ONAPPUPDATE only with `send_event`."""
+        return Installation.from_answer(
+            self._post(f"/_sim/portals/{member_id}/update", {"version": version, "send_event": send_event})
+        )
+
+    def finish_install(self, member_id: str) -> dict[str, Any]:
+        """What the install page's `BX24.installFinish()` tells the portal."""
+        result: dict[str, Any] = self._post(f"/_sim/portals/{member_id}/install-finish", {})
+        return result
+
+    def expire_payment(self, member_id: str, expired: bool = True) -> dict[str, Any]:
+        result: dict[str, Any] = self._post(f"/_sim/portals/{member_id}/payment", {"expired": expired})
+        return result
 
     def uninstall(self, member_id: str, clean: bool = False) -> dict[str, Any]:
         result: dict[str, Any] = self._post(f"/_sim/portals/{member_id}/uninstall", {"clean": clean})

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from b24pipe.sim import lifecycle
+from b24pipe.sim import frame, lifecycle
 from b24pipe.sim.changes import BadChange, apply_change
 from b24pipe.sim.events import change_deliveries
 from b24pipe.sim.portal import PLANS, Portal, User
@@ -197,6 +197,8 @@ async def install(request: web.Request) -> web.Response:
             install_url=_typed(body, "install_url", str),
             bind_events=[str(e).upper() for e in bind_events],
             lifecycle_to_handler=_typed(body, "lifecycle_to_handler", bool, True),
+            finished=_typed(body, "finished", bool),
+            frame=_typed(body, "frame", bool, False),
         )
     except BadInput as exc:
         return _bad(str(exc))
@@ -209,10 +211,49 @@ async def update(request: web.Request) -> web.Response:
     try:
         body = await _body(request)
         _installed(portal)
-        answer = await lifecycle.update(sim, portal, _typed(body, "version", int))
+        answer = await lifecycle.update(
+            sim, portal, _typed(body, "version", int), _typed(body, "send_event", bool, False)
+        )
     except BadInput as exc:
         return _bad(str(exc))
     return json_response(answer)
+
+
+@routes.get("/_sim/portals/{member_id}/frame")
+async def install_frame(request: web.Request) -> web.Response:
+    """The portal's page around the install frame (see frame.py), for a browser."""
+    sim, portal = request.app[SIM], _portal(request)
+    install = sim.frames.get(portal.member_id)
+    if install is None:
+        return _bad("no install page waits for a browser on this portal")
+    return web.Response(text=frame.page(portal.member_id, install), content_type="text/html")
+
+
+@routes.post("/_sim/portals/{member_id}/install-finish")
+async def install_finish(request: web.Request) -> web.Response:
+    """What the BX24 stub's `installFinish()` reports: the install is finished."""
+    portal = _portal(request)
+    if portal.app is None:
+        return _bad("the app is not installed on this portal")
+    portal.app.finish_calls += 1
+    portal.app.finished = True
+    return json_response({"finished": True, "calls": portal.app.finish_calls})
+
+
+@routes.get("/api/v1/")
+async def bx24_library(request: web.Request) -> web.Response:
+    return frame.stub()
+
+
+@routes.post("/_sim/portals/{member_id}/payment")
+async def payment(request: web.Request) -> web.Response:
+    """`{"expired": true}`: the app's payment expired (no events, app.info says so)."""
+    portal = _portal(request)
+    try:
+        portal.payment_expired = bool(_typed(await _body(request), "expired", bool, True))
+    except BadInput as exc:
+        return _bad(str(exc))
+    return json_response({"payment_expired": portal.payment_expired})
 
 
 @routes.post("/_sim/portals/{member_id}/uninstall")

@@ -70,6 +70,13 @@ def unbind(call: Call) -> Answer:
     return Answer({"count": before - len(portal.bindings)})
 
 
+@method("event.test")
+def test(call: Call) -> Answer:
+    """Bitrix24's delivery probe: an ONAPPTEST through the queue, `data[QUERY]` echoing the call."""
+    call.tests.append({k: v for k, v in call.params.items() if k != "auth"})
+    return Answer("Successfully processed")
+
+
 @method("event.get")
 def get(call: Call) -> Answer:
     return Answer([b.as_api() for b in call.portal.bindings])

@@ -73,7 +73,10 @@ def event_form(
 def change_deliveries(portal: Portal, tokens: TokenBook, change: Change) -> list[Outgoing]:
     """What one entity change sends to the online handlers bound to its event."""
     data = {"FIELDS": {"ID": change.entity_id}}
-    out = doorbell_deliveries(portal, tokens) if portal.queue_offline(change, data) else []
+    queued = portal.queue_offline(change, data)
+    if not portal.delivering:
+        return []
+    out = doorbell_deliveries(portal, tokens) if queued else []
     for binding in portal.online_targets(change.event):
         if change.user_id is None:  # a robot, workflow or agent: no tokens at all
             auth = auth_block(portal, access=None, refresh=None, user_id=None)
@@ -105,6 +108,18 @@ def doorbell_deliveries(portal: Portal, tokens: TokenBook) -> list[Outgoing]:
         form = event_form(portal, DOORBELL, binding.id, data, auth)
         out.append(Outgoing(binding.handler, DOORBELL, binding.id, form))
     return out
+
+
+def test_deliveries(portal: Portal, query: dict[str, Any]) -> list[Outgoing]:
+    """The ONAPPTEST an `event.test` call sends to the handlers bound to it."""
+    if not portal.delivering:
+        return []
+    auth = auth_block(portal, access=None, refresh=None, user_id=None)
+    data = {"QUERY": query}
+    return [
+        Outgoing(b.handler, "ONAPPTEST", b.id, event_form(portal, "ONAPPTEST", b.id, data, auth))
+        for b in portal.online_targets("ONAPPTEST")
+    ]
 
 
 class EventSender:

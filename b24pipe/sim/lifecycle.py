@@ -79,7 +79,13 @@ async def install(
     install_url: str | None,
     bind_events: list[str],
     lifecycle_to_handler: bool,
+    finished: bool | None = None,
+    frame: bool = False,
 ) -> dict[str, Any]:
+    """`finished`: whether the install counts as finished without the install page's
+    `installFinish()` (default: only when there is no install page). `frame`: the install
+    page is not POSTed by the simulator; a browser loads `frame_url`, whose BX24 stub reports
+    `installFinish()` back."""
     app = portal.install(
         version=version,
         handler_url=handler_url,
@@ -87,6 +93,7 @@ async def install(
         installer_id=user_id,
         lifecycle_to_handler=lifecycle_to_handler,
     )
+    app.finished = not install_url if finished is None else finished
     pair = sim.tokens.issue(portal.member_id, user_id, portal.clock.time(), portal.token_ttl)
     if handler_url:
         for event in bind_events:
@@ -104,22 +111,36 @@ async def install(
                 event_form(portal, "ONAPPINSTALL", handler_id, data, auth),
             )
         )
-    if install_url:
+    extra: dict[str, Any] = {}
+    if install_url and frame:
+        page = _install_page(portal, app, pair)
+        sim.frames[portal.member_id] = page
+        extra["frame_url"] = f"{sim.base_url}/_sim/portals/{portal.member_id}/frame"
+    elif install_url:
         outgoing.append(_install_page(portal, app, pair))
     deliveries = await sim.sender.send_now(portal, outgoing)
-    return _pair_info(portal, pair, app) | {"deliveries": deliveries}
+    return _pair_info(portal, pair, app) | {"deliveries": deliveries} | extra
 
 
-async def update(sim: Simulator, portal: Portal, version: int | None) -> dict[str, Any]:
+async def update(
+    sim: Simulator, portal: Portal, version: int | None, send_event: bool = False
+) -> dict[str, Any]:
+    """A new version installed by the portal: every binding of the app gone. ONAPPUPDATE,
+    with a new application token, is sent only with `send_event` (Bitrix24 cannot be relied
+    on to send it: its only sender is a deprecated path); without it the app is told
+    nothing, so its application token stays."""
     app = portal.app
     assert app is not None
     previous = app.version
     app.version = version if version is not None else previous + 1
-    app.application_token = secrets.token_hex(16)
+    if send_event:
+        app.application_token = secrets.token_hex(16)
     pair = sim.tokens.issue(portal.member_id, app.installer_id, portal.clock.time(), portal.token_ttl)
     data = {"VERSION": str(app.version), "PREVIOUS_VERSION": str(previous), "LANGUAGE_ID": app.language}
     outgoing = []
-    for url, handler_id in _lifecycle_targets(portal, "ONAPPUPDATE"):
+    targets = _lifecycle_targets(portal, "ONAPPUPDATE") if send_event else []
+    portal.bindings.clear()
+    for url, handler_id in targets:
         auth = auth_block(
             portal, access=pair.access_token, refresh=pair.refresh_token, user_id=app.installer_id
         )

@@ -29,6 +29,7 @@ class Call:
     user_id: int
     params: dict[str, Any]
     changes: list[Change] = field(default_factory=list)
+    tests: list[dict[str, Any]] = field(default_factory=list)  # event.test calls: ONAPPTEST to send
 
     @property
     def admin(self) -> bool:
@@ -70,8 +71,8 @@ def app_info(call: Call) -> Answer:
             "CODE": "b24pipe.simulated",
             "VERSION": app.version,
             "STATUS": call.portal.status,
-            "INSTALLED": app.installed,
-            "PAYMENT_EXPIRED": "N",
+            "INSTALLED": app.installed and app.finished,
+            "PAYMENT_EXPIRED": "Y" if call.portal.payment_expired else "N",
             "DAYS": None,
             "LANGUAGE_ID": app.language,
             "LICENSE": "en_project",

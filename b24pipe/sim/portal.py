@@ -41,6 +41,10 @@ class AppInstall:
     lifecycle_to_handler: bool = True
     language: str = "en"
     installed: bool = True
+    # Until the install page calls BX24.installFinish() the app counts as not installed and
+    # gets no events; headless apps (no install page) are finished at once.
+    finished: bool = True
+    finish_calls: int = 0
 
 
 @dataclass
@@ -125,6 +129,7 @@ class Portal:
         self.bindings: list[Binding] = []
         self.offline = OfflineQueue()
         self.webhooks: dict[str, int] = {}  # inbound-webhook secret -> the user it acts as
+        self.payment_expired = False  # a paid app whose payment expired: no events at all
         self._next_binding = 1
 
     @property
@@ -138,6 +143,11 @@ class Portal:
     @property
     def installed(self) -> bool:
         return self.app is not None and self.app.installed
+
+    @property
+    def delivering(self) -> bool:
+        """Whether Bitrix24 sends this app business events (and ONAPPTEST) at all."""
+        return self.installed and self.app is not None and self.app.finished and not self.payment_expired
 
     def add_webhook(self, user_id: int) -> str:
         """An inbound webhook: its URL carries the user id and a secret instead of a token."""
@@ -213,6 +223,9 @@ class Portal:
             "member_id": self.member_id,
             "domain": self.domain,
             "installed": self.installed,
+            "install_finished": bool(self.app and self.app.finished),
+            "install_finish_calls": self.app.finish_calls if self.app else 0,
+            "payment_expired": self.payment_expired,
             "requests": dict(stats.requests),
             "requests_total": sum(stats.requests.values()),
             "statuses": dict(stats.statuses),

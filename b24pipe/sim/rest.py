@@ -21,7 +21,7 @@ from aiohttp import web
 from b24pipe.sim import errors, eventapi  # noqa: F401  (eventapi registers event.* methods)
 from b24pipe.sim.batch import run_batch
 from b24pipe.sim.errors import RestError
-from b24pipe.sim.events import change_deliveries
+from b24pipe.sim.events import change_deliveries, test_deliveries
 from b24pipe.sim.idempotency import IdempotencyStore, Stored, digest_of, valid_key
 from b24pipe.sim.methods import Answer, Call, lookup
 from b24pipe.sim.oauth import AccessGrant
@@ -215,6 +215,7 @@ async def serve(request: web.Request, *, v3: bool) -> web.StreamResponse:
     if slow and portal.faults.rest_hold:
         await asyncio.sleep(portal.faults.rest_hold)  # the call ran; its answer waits
     outgoing = [item for change in call.changes for item in change_deliveries(portal, sim.tokens, change)]
+    outgoing += [item for query in call.tests for item in test_deliveries(portal, query)]
     if outgoing and portal.faults.echo_before_answer:
         await sim.sender.send_now(portal, outgoing)
     elif outgoing:

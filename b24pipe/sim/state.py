@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from b24pipe.sim.events import EventSender
+from b24pipe.sim.events import EventSender, Outgoing
 from b24pipe.sim.oauth import TokenBook
 from b24pipe.sim.portal import Portal
 
@@ -19,6 +19,7 @@ class Simulator:
     domains: dict[str, Portal] = field(default_factory=dict)  # current and former domains
     tokens: TokenBook = field(default_factory=TokenBook)
     sender: EventSender = field(default_factory=EventSender)
+    frames: dict[str, Outgoing] = field(default_factory=dict)  # install pages a browser is to load
 
     def add_portal(self, portal: Portal) -> None:
         self.portals[portal.member_id] = portal
@@ -32,4 +33,5 @@ class Simulator:
     def reset(self) -> None:
         self.portals.clear()
         self.domains.clear()
+        self.frames.clear()
         self.tokens = TokenBook()

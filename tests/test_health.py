@@ -1,0 +1,56 @@
+"""`shared.health.problems` (pure): each fact that stops a portal's events is one problem
+with a fixed code and the action that fixes it; a healthy portal has none."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from shared.health import Facts, column, problems
+
+HEALTHY = Facts(
+    member_id="m1", status="active", oauth=True, installed=True, payment_expired=False, missing=()
+)
+
+
+def _codes(facts: Facts) -> list[str]:
+    return [p.code for p in problems(facts)]
+
+
+def test_a_healthy_portal_has_no_problem() -> None:
+    assert problems(HEALTHY) == [] and column([]) == "ok"
+    assert problems(Facts(member_id="m1", status="active", webhook=True)) == []  # nothing asked: no problem
+
+
+def test_each_fact_is_one_problem_with_its_fix() -> None:
+    cases = {
+        "revoked": Facts(member_id="m1", status="revoked", reason="purged"),
+        "reauth": Facts(member_id="m1", status="reauth", oauth=True),
+        "install_pending": Facts(member_id="m1", status="pending", oauth=True),
+        "no_credentials": Facts(member_id="m1", status="active"),
+        "no_public_url": Facts(member_id="m1", status="active", oauth=True, public_url=False),
+        "install_not_finished": Facts(member_id="m1", status="active", oauth=True, installed=False),
+        "payment_expired": Facts(member_id="m1", status="active", oauth=True, payment_expired=True),
+        "bindings_missing": Facts(member_id="m1", status="active", oauth=True, missing=("ONAPPTEST",)),
+        "bindings_extra": Facts(member_id="m1", status="active", oauth=True, extra=("ONCRMLEADADD",)),
+        "portal_unreachable": Facts(member_id="m1", status="active", oauth=True, live_error="ApiError"),
+        "probe_missing": Facts(member_id="m1", status="active", oauth=True, probe_result="missing"),
+        "probe_failed": Facts(member_id="m1", status="active", oauth=True, probe_result="error"),
+        "jobs_parked": Facts(member_id="m1", status="active", oauth=True, parked=3),
+        "jobs_failed": Facts(member_id="m1", status="active", oauth=True, failed=2),
+    }
+    for code, facts in cases.items():
+        assert _codes(facts) == [code], (code, _codes(facts))
+        assert all(p.action for p in problems(facts))
+    # without asking the portal, a failed reconciliation still names the missing bindings
+    stored = Facts(
+        member_id="m1", status="active", oauth=True, reconcile_failed=True, reconcile_error="ACCESS_DENIED"
+    )
+    assert _codes(stored) == ["bindings_missing"] and "ACCESS_DENIED" in problems(stored)[0].detail
+    several = Facts(member_id="m1", status="reauth", oauth=True, parked=2)
+    assert column(problems(several)) == "reauth,jobs_parked"
+    # the README lists exactly these codes
+    readme = Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+    listed = re.search(r"codes: (`revoked`.*?`jobs_failed`)", readme, re.DOTALL)
+    assert listed is not None
+    assert re.findall(r"`([a-z_]+)`", listed.group(1)) == list(cases)
