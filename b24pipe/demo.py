@@ -97,10 +97,27 @@ class Demo:
             env["B24PIPE_NAMESPACE"] = f"demo-{secrets.token_hex(4)}"
         self.namespace = env.get("B24PIPE_NAMESPACE", self.settings.namespace)
         self.env = env
+        self._write_env_file(env)
         self.say(
             "demo: no Bitrix24 app is configured (B24_CLIENT_ID is unset), so a simulated Bitrix24 "
             f"runs at {self.sim.base_url}; handlers: {env['B24PIPE_HANDLERS']}; namespace: {self.namespace}"
         )
+
+    def _write_env_file(self, env: dict[str, str]) -> None:
+        """`<var>/demo.env`: the demo's settings, so that `b24pipe status`, `portals doctor`
+        and the other commands in another terminal see the pipeline as it runs (its
+        namespace, its simulated Bitrix24). Private to the user, like `<var>/token.key`."""
+        names = (
+            "REDIS_URL",
+            "B24PIPE_TOKEN_KEYS",
+            "B24PIPE_NAMESPACE",
+            "B24PIPE_HANDLERS",
+            *pipeline_env(self.sim, "").keys(),
+        )
+        lines = [f"{name}={env[name]}\n" for name in names if name in env]
+        path = self.args.var / "demo.env"
+        path.touch(mode=0o600)
+        path.write_text("".join(lines))
 
     def begin(self, ingress: subprocess.Popen[bytes]) -> None:
         self.thread = threading.Thread(target=self._main, args=(ingress,), name="demo", daemon=True)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -35,6 +38,40 @@ def _sim_answers(url: str) -> bool:
         return False
 
 
+def _operator_commands_see_the_demo(tmp_path: Path, sim_url: str) -> None:
+    """With `var/demo.env` loaded, `b24pipe status` and `portals doctor` in another terminal
+    see the running demo: its namespace, its portal, healthy (bindings made, probe answered)."""
+    settings = dict(
+        line.split("=", 1) for line in (tmp_path / "var" / "demo.env").read_text().splitlines() if line
+    )
+    assert settings["B24_OAUTH_URL"] == sim_url
+    assert oct((tmp_path / "var" / "demo.env").stat().st_mode & 0o777) == "0o600"
+    env = fresh_env(**settings)
+    (member_id,) = SimClient(sim_url, "demo.app.client", "unused").stats()["portals"]
+    status = subprocess.run(
+        [str(Path(sys.executable).parent / "b24pipe"), "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0 and member_id in status.stdout, status.stdout + status.stderr
+    deadline = time.monotonic() + 60
+    while True:  # the first delivery probe may still be on its way
+        doctor = subprocess.run(
+            [str(Path(sys.executable).parent / "b24pipe"), "portals", "doctor", member_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if doctor.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert doctor.stdout.rstrip().endswith("healthy"), doctor.stdout
+
+
 def test_demo_runs_the_example_handler_on_edits_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     run = Run(tmp_path, fresh_env())
     try:
@@ -53,6 +90,7 @@ def test_demo_runs_the_example_handler_on_edits_and_stops_cleanly_on_ctrl_c(tmp_
             d for d in _portal_deals(sim_url) if str(d.get("COMMENTS", "")).startswith("edited by user 2")
         ]
         assert commented, "the example handler wrote no comment"
+        _operator_commands_see_the_demo(tmp_path, sim_url)
         run.send("f")  # an edit the example handler fails on
         run.wait("the handler's failure in the log", lambda: "ExampleFailure" in run.logs())
         before = run.accepted()
