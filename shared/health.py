@@ -9,7 +9,12 @@ last event, parked and failed jobs) and, for the doctor, what the portal says ri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+# Bitrix24 drops an offline reservation (`process_id`) after about 34 days, and its events
+# with it; a batch held longer than this is named well before that happens.
+OFFLINE_RESERVATION_WARN = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class Facts:
     probe_error: str = ""
     parked: int = 0
     failed: int = 0
+    uninstall_unconfirmed: bool = False  # ONAPPUNINSTALL arrived while re-auth was needed
+    offline: Mapping[str, object] | None = None  # `workers.offline.status`; None: offline off
     # asked of the portal by the doctor; None when not asked
     installed: bool | None = None
     payment_expired: bool | None = None
@@ -65,7 +72,17 @@ def problems(f: Facts) -> list[Problem]:
                 reauth_action,
             )
         )
-    elif f.status == "pending":
+    if f.uninstall_unconfirmed:
+        found.append(
+            Problem(
+                "uninstall_unconfirmed",
+                "ONAPPUNINSTALL arrived while the portal needed re-authorization: nothing could "
+                "confirm it, so the portal and its data are kept",
+                f"if the app really was removed, `b24pipe portals purge {f.member_id}`; if not, "
+                "an admin reinstalls or opens the app in the portal to bring fresh tokens",
+            )
+        )
+    if f.status == "pending":
         found.append(
             Problem(
                 "install_pending",
@@ -150,6 +167,7 @@ def problems(f: Facts) -> list[Problem]:
                 "check the portal's REST access (scope, tokens)",
             )
         )
+    found.extend(_offline_problems(f))
     if f.parked:
         found.append(
             Problem("jobs_parked", f"{f.parked} jobs parked until the portal is re-authorized", reauth_action)
@@ -160,6 +178,34 @@ def problems(f: Facts) -> list[Problem]:
                 "jobs_failed",
                 f"{f.failed} failed jobs",
                 "`b24pipe failed list`, fix the cause, then `b24pipe failed requeue`",
+            )
+        )
+    return found
+
+
+def _offline_problems(f: Facts) -> list[Problem]:
+    if f.offline is None:
+        return []
+    found: list[Problem] = []
+    oldest = f.offline.get("oldest_batch_age")
+    if isinstance(oldest, (int, float)) and oldest > OFFLINE_RESERVATION_WARN:
+        found.append(
+            Problem(
+                "offline_reservation_old",
+                f"an offline batch has been held for {age(oldest)}: Bitrix24 drops a "
+                "reservation (process_id) after about 34 days, and its events with it",
+                "make the drain finish: fix what stops it (re-authorization, `portals doctor` "
+                "problems above, workers' logs for `offline`), the next drain re-reads and "
+                "clears the batch",
+            )
+        )
+    unreadable = f.offline.get("unreadable_rows")
+    if isinstance(unreadable, int) and unreadable:
+        found.append(
+            Problem(
+                "offline_unreadable",
+                f"{unreadable} offline rows could not be read as events (kept for a human)",
+                f"inspect them (`LRANGE <ns>:offline:{f.member_id}:unreadable 0 -1`), then delete that list",
             )
         )
     return found

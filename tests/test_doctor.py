@@ -7,16 +7,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import orjson
 import redis
 
 from b24pipe.sim.client import SimClient
 from bench.limiter import seed
+from shared import portalstore as store
 from shared.keys import Keys
 from shared.portals import Portal, Status
 from tests.clientkit import cipher_of, cli, client_env, install, stored
+from tests.offlinekit import offline_env
 from tests.workerkit import ROOT
+from workers.offlinerows import Batch
 
 
 def _doctor(env: dict[str, str], member: str) -> tuple[int, str, set[str]]:
@@ -103,6 +107,45 @@ def test_doctor_names_an_install_not_finished(
     assert status == 1 and codes == {"install_not_finished"} and "BX24.installFinish()" in out
     simulator.finish_install(member)
     assert _doctor(env, member)[0] == 0
+
+
+def test_doctor_names_an_unconfirmed_uninstall(
+    simulator: SimClient, r: redis.Redis, keys: Keys, base_env: dict[str, str]
+) -> None:
+    env = client_env(base_env, simulator, B24PIPE_PUBLIC_URL="http://127.0.0.1:9")
+    _, member = install(simulator, r, env)
+    _bind(env, member)
+    assert _doctor(env, member)[0] == 0
+    # what workers.lifecycle.confirm_uninstall records for a portal in re-auth
+    r.hset(keys.portal(member), "status", str(Status.REAUTH))
+    store.run(r, store.mark_uninstall_unconfirmed(keys, member, "needs re-authorization"))
+    status, out, codes = _doctor(env, member)
+    assert status == 1 and codes == {"reauth", "uninstall_unconfirmed"}, out
+    assert "PROBLEM uninstall_unconfirmed" in out and f"`b24pipe portals purge {member}`" in out
+    shown = orjson.loads(cli(env, "portals", "show", member, "--json").stdout)
+    assert shown["health"]["uninstall_unconfirmed"] is True
+
+
+def test_doctor_shows_the_offline_state_and_names_its_problems(
+    simulator: SimClient, r: redis.Redis, keys: Keys, base_env: dict[str, str]
+) -> None:
+    env = offline_env(client_env(base_env, simulator, B24PIPE_PUBLIC_URL="http://127.0.0.1:9"))
+    _, member = install(simulator, r, env)
+    status, out, codes = _doctor(env, member)
+    assert not codes & {"offline_reservation_old", "offline_unreadable"}, out
+    assert "offline events: reservations unknown; backlog None; batches held 0 (oldest none)" in out
+    # a reservation taken 10 days ago and never cleared, and a row that cannot be an event
+    old = Batch(at=time.time() - 10 * 86400, rows=[{"ID": "1"}])
+    r.hset(keys.offline_batches(member), "process-1", old.dump())
+    r.rpush(keys.offline_unreadable(member), b'{"ID": "2"}')
+    status, out, codes = _doctor(env, member)
+    assert status == 1 and {"offline_reservation_old", "offline_unreadable"} <= codes, out
+    assert "batches held 1 (oldest 10 days); unreadable rows 1" in out
+    assert "about 34 days" in out and f"<ns>:offline:{member}:unreadable" in out
+    shown = orjson.loads(cli(env, "portals", "show", member, "--json").stdout)
+    assert shown["offline"]["batches_held"] == 1 and shown["offline"]["unreadable_rows"] == 1
+    r.delete(keys.offline_batches(member), keys.offline_unreadable(member))
+    assert not _doctor(env, member)[2] & {"offline_reservation_old", "offline_unreadable"}
 
 
 def test_list_ends_quietly_when_its_reader_goes_away(

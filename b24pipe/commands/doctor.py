@@ -8,6 +8,7 @@ ordinary REST client, so it goes through the shared limiter. The decisions are
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -57,9 +58,15 @@ def stored_facts(
         pipe.hgetall(keys.probe(member_id))
         pipe.hget(keys.last_event, member_id)
         pipe.llen(keys.parked(member_id))
-        bind_raw, missing_flag, probe_raw, last_event, parked = pipe.execute()
+        pipe.sismember(keys.uninstall_unconfirmed, member_id)
+        bind_raw, missing_flag, probe_raw, last_event, parked, unconfirmed = pipe.execute()
     bind_state, probe = _text_map(bind_raw), _text_map(probe_raw)
     latency = probe.get("latency")
+    offline = None
+    if settings.offline_events:
+        from workers.offline import status
+
+        offline = status(client, keys, member_id, time.time())
     return Facts(
         member_id=member_id,
         status=str(portal.status) if portal else "pending",
@@ -75,6 +82,8 @@ def stored_facts(
         probe_error=probe.get("error", ""),
         parked=int(parked or 0),
         failed=failed_jobs(client, keys, member_id) if failed else 0,
+        uninstall_unconfirmed=bool(unconfirmed),
+        offline=offline,
     )
 
 
@@ -123,6 +132,7 @@ def health_block(facts: Facts, found: list[Problem], now: float) -> dict[str, ob
         "payment_expired": facts.payment_expired,
         "bindings_missing": list(facts.missing) if facts.missing is not None else None,
         "bindings_extra": list(facts.extra) if facts.extra is not None else None,
+        "uninstall_unconfirmed": facts.uninstall_unconfirmed,
     }
 
 
@@ -148,6 +158,16 @@ def report(domain: str, facts: Facts, found: list[Problem], now: float) -> list[
         probe += f", latency {facts.probe_latency:.2f} s"
     lines.append(f"  last delivery probe: {probe}")
     lines.append(f"  parked jobs: {facts.parked}; failed jobs: {facts.failed}")
+    if facts.uninstall_unconfirmed:
+        lines.append("  uninstall: received while re-authorization was needed, unconfirmed")
+    if facts.offline is not None:
+        off = facts.offline
+        oldest = off["oldest_batch_age"]
+        held = f"{age(oldest)}" if isinstance(oldest, (int, float)) else "none"
+        lines.append(
+            f"  offline events: reservations {off['reservations']}; backlog {off['backlog']}; "
+            f"batches held {off['batches_held']} (oldest {held}); unreadable rows {off['unreadable_rows']}"
+        )
     for problem in found:
         lines.append(f"PROBLEM {problem.code}: {problem.detail}")
         lines.append(f"  fix: {problem.action}")

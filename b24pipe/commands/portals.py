@@ -324,10 +324,8 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
             )
         facts = stored_facts(client, keys, settings, portal, member_id, failed=True)
         shown["health"] = health_block(facts, problems(facts), time.time())
-        if settings.offline_events:
-            from workers.offline import status
-
-            shown["offline"] = status(client, keys, member_id, time.time())
+        if facts.offline is not None:
+            shown["offline"] = dict(facts.offline)
         if pendings:
             # the oldest; `pending_installs` counts them all (a forged one cannot hide it)
             pending = min(pendings, key=lambda one: one.first_seen)
