@@ -13,12 +13,16 @@ noise such clients make is logged.
 - Client disconnects, malformed HTTP and `accept()` failures (out of file descriptors)
   are counted and logged once per interval with the count, never a traceback per
   occurrence (`EdgeLog`): a flood of them cannot flood the log.
+- The open-file limit is raised at start-up to what the caps need (`raise_open_file_limit`):
+  systemd and container runtimes often start a process with a soft limit of 1,024 and a
+  much higher hard limit, and a Kubernetes pod spec has no field to set it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +41,33 @@ MALFORMED_HTTP = "malformed_http"
 
 
 LINGER = 1.0  # seconds an unread body is still drained after a refusal, so the client sees it
+
+
+def open_files_needed(settings: Settings) -> int:
+    """Descriptors one process needs: a connection per request in flight, as many again
+    for clients still sending (each for at most the read timeout) and headroom, plus Redis
+    and logs."""
+    return 4 * settings.max_inflight + 100
+
+
+def raise_open_file_limit(settings: Settings) -> int:
+    """Raise the soft open-file limit towards `open_files_needed` (never above the hard
+    limit, never lowering it); warn when the hard limit is too low. Returns the new limit."""
+    needed = open_files_needed(settings)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log(
+            _logger,
+            logging.WARNING,
+            "open-file limit below what B24PIPE_MAX_INFLIGHT needs",
+            limit=soft,
+            needed=needed,
+        )
+    return int(soft)
 
 
 def runner_options(settings: Settings) -> dict[str, Any]:

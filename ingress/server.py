@@ -94,6 +94,9 @@ def _child(host: str, port: int) -> None:
 
 def run(settings: Settings, host: str, port: int, processes: int) -> int:
     """Serve with `processes` processes; returns the exit status."""
+    from ingress.edge import raise_open_file_limit
+
+    raise_open_file_limit(settings)  # the children inherit it
     if processes <= 1:
         asyncio.run(serve(settings, host, port))
         return 0

@@ -132,16 +132,21 @@ def wait_logged(process: subprocess.Popen[bytes], message: str, count: int = 1, 
 
 @contextlib.contextmanager
 def ingress_process(
-    env: dict[str, str], port: int, *args: str, log_path: Path | None = None, open_files: int | None = None
+    env: dict[str, str],
+    port: int,
+    *args: str,
+    log_path: Path | None = None,
+    open_files: int | tuple[int, int] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`b24pipe ingress` on `port`; its log on a pipe (see `wait_logged`), or in `log_path`
     for a test that makes it log more than a pipe holds; `open_files` caps its descriptors
-    (RLIMIT_NOFILE, as systemd's LimitNOFILE does)."""
+    (RLIMIT_NOFILE, as systemd's LimitNOFILE does; a pair sets the soft and hard limits)."""
     log_file = open(log_path, "wb") if log_path is not None else None  # noqa: SIM115 - closed below
 
     def limit() -> None:
         if open_files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+            pair = open_files if isinstance(open_files, tuple) else (open_files, open_files)
+            resource.setrlimit(resource.RLIMIT_NOFILE, pair)
 
     process = subprocess.Popen(
         [sys.executable, "-m", "b24pipe", "ingress", "--host", "127.0.0.1", "--port", str(port), *args],

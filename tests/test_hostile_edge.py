@@ -11,6 +11,7 @@ import gzip
 import http.client
 import json
 import re
+import resource
 import socket
 import time
 import zlib
@@ -319,6 +320,36 @@ def test_out_of_descriptors_is_one_counted_line_and_recovers(
         assert status == 200
         assert len(edge.lines()) < 30, edge.lines()[:40]
         edge.assert_no_traceback()
+
+
+def _open_files_limit(pid: int) -> int:
+    (line,) = [row for row in Path(f"/proc/{pid}/limits").read_text().splitlines() if "open files" in row]
+    return int(line.split()[3])
+
+
+def test_ingress_raises_a_low_soft_open_file_limit_to_what_its_cap_needs(
+    base_env: dict[str, str], r: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """A container or unit that starts the process at a soft limit of 256 (the hard one
+    higher, as runtimes do; Kubernetes has no field for it): the ingress raises it to
+    4 x B24PIPE_MAX_INFLIGHT + 100 itself, and says nothing."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard >= 4 * 500 + 100, f"this machine's hard open-file limit ({hard}) is too low for the test"
+    log = tmp_path / "ingress.log"
+    env = {**base_env, "B24PIPE_MAX_INFLIGHT": "500"}
+    with ingress_process(env, free_port(), log_path=log, open_files=(256, hard)) as process:
+        assert _open_files_limit(process.pid) == 4 * 500 + 100
+    assert "open-file limit below" not in log.read_text()
+
+
+def test_ingress_warns_when_the_hard_open_file_limit_is_too_low(
+    base_env: dict[str, str], r: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    log = tmp_path / "ingress.log"
+    with ingress_process(base_env, free_port(), log_path=log, open_files=(64, 512)) as process:
+        assert _open_files_limit(process.pid) == 512  # as far as the hard limit allows
+    warnings = [line for line in log.read_text().splitlines() if "open-file limit below" in line]
+    assert len(warnings) == 1 and '"needed":' in warnings[0], log.read_text()
 
 
 def test_shipped_unit_sizes_open_files_for_the_default_cap() -> None:
