@@ -3,6 +3,7 @@ the bindings it asks for, the doorbell's debounce, the spread poll, and its gaug
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -49,6 +50,51 @@ def test_a_row_is_an_offline_event_with_a_stable_id() -> None:
     assert event_id("other", ROW) != event.id
 
 
+def test_the_event_id_is_the_documented_digest_so_it_survives_upgrades() -> None:
+    """Ids outlive the code that made them (a reservation re-read after a deploy must give
+    the queued ids again), so the digest is pinned: portal, "offline", ID, MESSAGE_ID and
+    TIMESTAMP_X joined by "|", missing fields as empty strings, 32 hex digits."""
+
+    def digest(*parts: str) -> str:
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+    stamp = str(ROW["TIMESTAMP_X"])
+    assert event_id("member", ROW) == digest("member", "offline", "7", "m" * 32, stamp)
+    assert event_id("member", {}) == digest("member", "offline", "", "", "")
+    assert event_id("member", {**ROW, "ID": "8"}) != event_id("member", ROW)
+    assert event_id("member", {**ROW, "MESSAGE_ID": "n" * 32}) != event_id("member", ROW)
+
+
+def test_an_event_carries_the_portal_its_data_and_when_it_was_read() -> None:
+    event = row_event("member", "a.bitrix24.test", ROW, 12.5)
+    assert event is not None
+    assert (event.member_id, event.domain, event.received_at) == ("member", "a.bitrix24.test", 12.5)
+    assert event.data == ROW["EVENT_DATA"]
+
+
+@pytest.mark.parametrize("empty", [None, "", []])
+def test_empty_event_data_is_an_event_with_no_data(empty: object) -> None:
+    """PHP serialises an empty array as [] and Bitrix24 may send nothing at all."""
+    event = row_event("member", "", {**ROW, "EVENT_DATA": empty}, 0)
+    assert event is not None and event.data == {}
+
+
+def test_an_unreadable_timestamp_is_zero_not_a_refused_row() -> None:
+    event = row_event("member", "", {**ROW, "TIMESTAMP_X": "yesterday"}, 0)
+    assert event is not None and event.ts == 0
+
+
+@pytest.mark.parametrize(
+    ("user_id", "expected"),
+    [("1", 1), (" 15 ", 15), ("0", None), ("-3", None), ("abc", None), ("", None), (None, None)],
+)
+def test_only_a_positive_user_id_is_the_events_user(user_id: object, expected: int | None) -> None:
+    event = row_event("member", "", {**ROW, "EVENT_ADDITIONAL": {"user_id": user_id}}, 0)
+    assert event is not None and event.user_id == expected
+    no_user = row_event("member", "", {**ROW, "EVENT_ADDITIONAL": []}, 0)
+    assert no_user is not None and no_user.user_id is None
+
+
 @pytest.mark.parametrize(
     "broken",
     [{"EVENT_NAME": ""}, {"EVENT_NAME": None}, {"EVENT_DATA": "not json"}, {"EVENT_DATA": 5}, {"ID": ""}],
@@ -69,8 +115,9 @@ def test_a_batch_read_again_keeps_rows_bitrix24_no_longer_has() -> None:
         {"ID": "2"},
         {"ID": "3"},
     ]
-    batch = Batch(5.0, stored, queued=True, reserved=False)
-    assert Batch.load(batch.dump()) == batch
+    for queued, reserved in [(True, False), (False, True)]:
+        batch = Batch(5.0, stored, queued=queued, reserved=reserved)
+        assert Batch.load(batch.dump()) == batch
 
 
 def test_offline_events_are_bound_offline_and_the_doorbell_online(settings: Settings) -> None:

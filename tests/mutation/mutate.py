@@ -39,6 +39,7 @@ MODULES: dict[str, list[str]] = {
     "workers/coalesce.py": ["tests/test_coalesce.py", "tests/test_coalesce_edges.py"],
     "workers/guards.py": ["tests/test_guards.py", "tests/test_guards_edges.py"],
     "workers/writemap.py": ["tests/test_writemap.py", "tests/test_writemap_table.py"],
+    "workers/offlinerows.py": ["tests/test_offline_units.py"],
 }
 COPIED = ["b24pipe", "shared", "workers", "ingress", "bench", "tests"]
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
