@@ -69,12 +69,14 @@ def test_append_after_the_largest_integer_key_never_wraps_to_zero() -> None:
     assert parsed["9223372036854775807"] == "x" and "0" not in parsed
 
 
-def test_an_array_replaced_by_a_scalar_lends_its_next_index_to_no_new_array() -> None:
-    """A replaced array is freed while the form is built; a new array could then get its
-    id() and with it the old array's next append index (`b[]` landing at 3 instead of 0)."""
-    fresh = "&".join(f"x[{name}][]=z" for name in "bcdefgh")
-    parsed = form(f"x[a][]=1&x[a][]=2&x[a][]=3&x[a]=s&{fresh}")
-    assert parsed == {"x": {"a": "s", **{name: ["z"] for name in "bcdefgh"}}}
+def test_arrays_replaced_by_a_scalar_lend_their_next_index_to_no_new_array() -> None:
+    """Replaced arrays are freed while the form is built; a new array could then get one's
+    id() and with it that array's next append index (`n0[]` landing at 3 instead of 0)."""
+    names = [f"n{i}" for i in range(20)]
+    replaced = "&".join(f"x[a][k{i}][]=1&x[a][k{i}][]=2&x[a][k{i}][]=3" for i in range(20))
+    fresh = "&".join(f"x[{name}][]=z" for name in names)
+    parsed = form(f"{replaced}&x[a]=s&{fresh}", max_keys=100)
+    assert parsed == {"x": {"a": "s", **{name: ["z"] for name in names}}}
 
 
 def test_other_charsets_decode_each_field_alone() -> None:
