@@ -189,6 +189,7 @@ class Plain:
             "attempt": 1,
             "handler_id": self.event_handler_id,
             "received_at": received_at if received_at is not None else time.time(),
+            "source": "online",
         }
 
 
