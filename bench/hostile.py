@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 
-from bench.ingress import _seed, _wait_port
+from bench.ingress import _clean_redis, _seed, _wait_port
 from shared.crypto import generate_key
 from shared.keys import Keys
-from shared.redisserver import LocalServer, free_port, start_server
+from shared.redisserver import free_port
 
 NAMESPACE = "bench-hostile"
 GOAL = 0.99
@@ -167,17 +166,8 @@ def main() -> int:
     bomb_mb = int(os.environ.get("BENCH_BOMB_MB", "256"))
     seed = secrets.token_hex(8)
     workdir = Path(tempfile.mkdtemp(prefix="b24pipe-bench-hostile-"))
-    server: LocalServer | None = None
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        server = start_server(workdir / "redis")
-        url = server.url
-    client = redis.Redis.from_url(url)
+    url, server, client = _clean_redis(workdir)
     keys = Keys(NAMESPACE)
-    for key in client.scan_iter(match=f"{NAMESPACE}:*", count=1000):
-        client.delete(key)
-    for queue in keys.queues:
-        client.delete(f"rq:queue:{queue}")
     _seed(client, keys, portals, seed)
     env = {
         **os.environ,

@@ -269,13 +269,9 @@ def _seed(client: redis.Redis, keys: Keys, portals: int, seed: str) -> None:
     pipe.execute()
 
 
-def main() -> int:
-    rounds = int(os.environ.get("BENCH_ROUNDS", "5"))
-    seconds = float(os.environ.get("BENCH_SECONDS", "3"))
-    connections = int(os.environ.get("BENCH_CONNECTIONS", "64"))
-    portals = int(os.environ.get("BENCH_PORTALS", "500"))
-    seed = secrets.token_hex(8)
-    workdir = Path(tempfile.mkdtemp(prefix="b24pipe-bench-"))
+def _clean_redis(workdir: Path) -> tuple[str, LocalServer | None, redis.Redis]:
+    """The Redis at `REDIS_URL`, else a server of the bench's own under `workdir`, with the
+    bench namespace's keys and queued jobs of an earlier run gone."""
     server: LocalServer | None = None
     url = os.environ.get("REDIS_URL")
     if not url:
@@ -289,6 +285,18 @@ def main() -> int:
         for job_id in client.lrange(f"rq:queue:{queue}", 0, -1):
             client.delete(f"rq:job:{job_id.decode() if isinstance(job_id, bytes) else job_id}")
         client.delete(f"rq:queue:{queue}")
+    return url, server, client
+
+
+def main() -> int:
+    rounds = int(os.environ.get("BENCH_ROUNDS", "5"))
+    seconds = float(os.environ.get("BENCH_SECONDS", "3"))
+    connections = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+    portals = int(os.environ.get("BENCH_PORTALS", "500"))
+    seed = secrets.token_hex(8)
+    workdir = Path(tempfile.mkdtemp(prefix="b24pipe-bench-"))
+    url, server, client = _clean_redis(workdir)
+    keys = Keys(NAMESPACE)
     _seed(client, keys, portals, seed)
     env = {
         **os.environ,
