@@ -20,9 +20,9 @@ run: $(STAMP)
 	$(BIN)/b24pipe run $(RUN_ARGS)
 
 # Debian packages some checks need (installed by .ci/apt-tools when missing):
-# prometheus ships promtool (tests/test_alerts.py), systemd systemd-analyze
-# (tests/test_systemd_units.py), chromium renders rq-dashboard (tests/test_rq_dashboard.py)
-# and runs the install page (tests/test_install_page_browser.py),
+# prometheus ships promtool (tests/deploy/test_alerts.py), systemd systemd-analyze
+# (tests/deploy/test_systemd_units.py), chromium renders rq-dashboard (tests/b24pipe/test_rq_dashboard.py)
+# and runs the install page (tests/ingress/test_install_page_browser.py),
 # redis-server is a Redis without WAITAOF (7.0), next to the bundled Valkey, for the ack-mode tests.
 APT_TOOLS := prometheus systemd chromium redis-server
 

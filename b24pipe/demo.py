@@ -27,6 +27,7 @@ from typing import IO
 import redis
 
 from b24pipe import liveview
+from b24pipe.redisserver import free_port
 from b24pipe.sim.client import SimError
 from b24pipe.simportal import (
     AppPortal,
@@ -39,7 +40,6 @@ from b24pipe.simportal import (
 )
 from shared.keys import Keys
 from shared.logs import log
-from shared.redisserver import free_port
 from shared.settings import Settings
 
 EXAMPLE_HANDLERS = "b24pipe.example"

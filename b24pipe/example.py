@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from shared.events import Event
 from workers import handler
-from workers.client import B24
+from workers.rest.client import B24
 
 
 class ExampleFailure(Exception):

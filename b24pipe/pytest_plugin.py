@@ -29,11 +29,11 @@ import pytest
 import redis
 
 from b24pipe.commands.run import stop_process
+from b24pipe.redisserver import LocalServer, free_port, start_server
 from b24pipe.sim.client import SimClient
 from b24pipe.simportal import AppPortal, SimulatorError, install_app, pipeline_env, wait_answering
 from shared.crypto import generate_key
 from shared.keys import Keys
-from shared.redisserver import LocalServer, free_port, start_server
 
 # `simulator` comes from here; a conftest that lists it as well is not registering it twice
 pytest_plugins = ["b24pipe.sim.fixture"]

@@ -32,12 +32,12 @@ from pathlib import Path
 
 import redis
 
+from b24pipe.redisserver import LocalServer, free_port, start_server
+from b24pipe.testing.ingress import event_id, ingress_process, seed_portal
+from b24pipe.testing.outages import TOKEN, Load, ids_handled, restart, start_sentinel_set, steady_load, until
+from b24pipe.testing.workers import start_worker, stop, wait_for, worker_env
 from shared.crypto import generate_key
 from shared.keys import Keys
-from shared.redisserver import LocalServer, free_port, start_server
-from tests.ingress_support import event_id, ingress_process, seed_portal
-from tests.outagekit import TOKEN, Load, ids_handled, restart, start_sentinel_set, steady_load, until
-from tests.workerkit import start_worker, stop, wait_for, worker_env
 
 
 @dataclass

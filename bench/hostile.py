@@ -35,10 +35,10 @@ from typing import Any
 
 import orjson
 
+from b24pipe.redisserver import free_port
 from bench.ingress import _clean_redis, _seed, _wait_port
 from shared.crypto import generate_key
 from shared.keys import Keys
-from shared.redisserver import free_port
 
 NAMESPACE = "bench-hostile"
 GOAL = 0.99

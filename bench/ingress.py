@@ -38,12 +38,12 @@ from urllib.parse import quote
 import orjson
 import redis
 
+from b24pipe.redisserver import LocalServer, free_port, start_server
 from bench.verdict import non_200, verdict
 from shared.ackmode import ACK_MODES
 from shared.crypto import digest, generate_key
 from shared.keys import Keys
 from shared.portals import AcceptedToken, Portal
-from shared.redisserver import LocalServer, free_port, start_server
 
 NAMESPACE = "bench"
 OK = b'{"status":"ok","message":"event accepted"}'

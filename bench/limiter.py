@@ -23,11 +23,11 @@ from typing import Any
 import orjson
 import redis
 
+from b24pipe.redisserver import start_server
 from bench.verdict import verdict
 from shared.crypto import TokenCipher, generate_key
 from shared.keys import Keys
 from shared.portals import Portal
-from shared.redisserver import start_server
 from shared.settings import load_settings
 
 # BENCH_PROCESSES, BENCH_SECONDS: a smaller run (the smoke test's)
@@ -83,8 +83,8 @@ def seed(r: redis.Redis, ns: str, cipher: TokenCipher, pair: dict[str, Any], pla
 
 def _ours(env: dict[str, str], member_id: str, start: Any, out: Any) -> None:
     os.environ.update(env)
-    from workers.client import client_for
     from workers.errors import RateLimited
+    from workers.rest.client import client_for
 
     b24 = client_for(load_settings(), None, member_id)
     start.wait()

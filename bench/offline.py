@@ -1,7 +1,7 @@
 """`make bench-offline`: the offline lane beside the online path, in one run (issue 14).
 
 Two standard portals (2 requests/s, burst 50), each with its own real ingress and worker
-processes and namespace, the sample handler of tests/storm_handlers.py (reads each deal,
+processes and namespace, the sample handler of b24pipe/testing/storm_handlers.py (reads each deal,
 writes one field back):
 
 - online: ONCRMDEALUPDATE bound to the ingress; what Bitrix24 POSTs while the ingress is down
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import redis
 
+from b24pipe.redisserver import start_server
 from b24pipe.sim.client import SimClient
 from b24pipe.sim.fixture import start_simulator, stop
+from b24pipe.testing.offline import Lane, install_lane, lane_pipeline, offline_env, storm_with_outage
+from b24pipe.testing.storms import pipeline_env
 from shared.crypto import generate_key
 from shared.keys import Keys
-from shared.redisserver import start_server
-from tests.offlinekit import Lane, install_lane, lane_pipeline, offline_env, storm_with_outage
-from tests.stormkit import pipeline_env
 
 
 def _knob(name: str, default: float) -> float:

@@ -5,14 +5,14 @@ by a person and delivered as fast as they are accepted; the simulator sends an e
 every change, the app's own writes included. Two sides in one run, each on its own portal:
 
 - b24pipe: the real ingress and worker processes, the sample handler of
-  tests/storm_handlers.py (reads each deal, writes one field; coalesce and batch on);
-- naive: one handler run and two REST calls per event (tests/storm_naive_handlers.py), four
+  b24pipe/testing/storm_handlers.py (reads each deal, writes one field; coalesce and batch on);
+- naive: one handler run and two REST calls per event (b24pipe/testing/storm_naive_handlers.py), four
   consumers behind an in-process queue that answers Bitrix24 at once, a retry after 1 s on
   503, no guards, no coalescing. It loops on its own echoes, so it is stopped after NAIVE_FOR
   seconds and its figures so far are printed.
 
 Printed: REST requests, 503s, time to drain, echoes suppressed, handler runs, and the ratio
-of REST requests. The behaviour is asserted by tests/test_storm_e2e.py; the run fails (exit 1)
+of REST requests. The behaviour is asserted by tests/workers/guards/test_storm_e2e.py; the run fails (exit 1)
 when a side handled or received nothing or the ingress refused deliveries.
 """
 
@@ -29,15 +29,11 @@ import aiohttp
 import redis
 from aiohttp import web
 
+from b24pipe.redisserver import free_port, start_server
 from b24pipe.sim.client import SimClient
 from b24pipe.sim.fixture import start_simulator, stop
-from bench.verdict import non_200, verdict
-from shared.crypto import generate_key
-from shared.formparse import parse_form
-from shared.keys import Keys
-from shared.redisserver import free_port, start_server
-from tests.storm_naive_handlers import NaiveCounts, review_deal
-from tests.stormkit import (
+from b24pipe.testing.storm_naive_handlers import NaiveCounts, review_deal
+from b24pipe.testing.storms import (
     DEALS,
     EVENTS,
     INSTALLER,
@@ -51,6 +47,10 @@ from tests.stormkit import (
     runs,
     storm_changes,
 )
+from bench.verdict import non_200, verdict
+from ingress.formparse import parse_form
+from shared.crypto import generate_key
+from shared.keys import Keys
 
 # BENCH_EVENTS, BENCH_DEALS, BENCH_NAIVE_SECONDS: a smaller storm (the smoke test's)
 STORM_EVENTS = int(os.environ.get("BENCH_EVENTS", str(EVENTS)))

@@ -2,7 +2,7 @@
 means nothing, exits non-zero, so its figures can never pass for a result.
 
 Each benchmark turns what it measured into a list of problems (a pure function, tested on
-made-up results in tests/test_bench_smoke.py) and ends with `verdict(problems)`."""
+made-up results in tests/bench/test_bench_smoke.py) and ends with `verdict(problems)`."""
 
 from __future__ import annotations
 

@@ -27,16 +27,16 @@ from typing import Any
 import redis
 from rq import Queue, SimpleWorker
 
+from b24pipe.redisserver import start_server
 from bench import noop
 from bench.verdict import verdict
 from shared.crypto import generate_key
 from shared.events import Event
 from shared.keys import Keys
-from shared.redisserver import start_server
 from shared.settings import load_settings
-from workers import context
-from workers.metrics import parse_rq_time
-from workers.worker import Worker
+from workers.runner import context
+from workers.runner.metrics import parse_rq_time
+from workers.runner.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ import redis
 
 from shared.events import Event
 from workers import WriteUncertain, handler
-from workers.client import B24
+from workers.rest.client import B24
 
 
 def record_key(ns: str, what: str) -> str:

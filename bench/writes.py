@@ -36,6 +36,7 @@ import redis
 from rq import Queue
 
 from b24pipe.commands.run import stop_process
+from b24pipe.redisserver import free_port, start_server
 from b24pipe.sim.client import SimClient
 from b24pipe.sim.fixture import start_simulator, stop
 from bench.limiter import seed
@@ -43,7 +44,6 @@ from bench.write_handlers import record_key
 from shared.crypto import TokenCipher, generate_key
 from shared.events import Event
 from shared.keys import Keys
-from shared.redisserver import free_port, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 LOST_SHARE = 0.1

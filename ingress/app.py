@@ -27,14 +27,14 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from ingress import install_page
-from ingress.batcher import Enqueuer, Unavailable
+from ingress.delivery import Delivery, Plain
 from ingress.edge import CLIENT_DISCONNECTED, ClientGone, EdgeLog, Refusal, read_body
+from ingress.enqueuer import Enqueuer, Unavailable
+from ingress.formparse import FormError, media_type, parse_body
 from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, LifecycleHandler, Refuse, answer
 from ingress.metrics import IngressMetrics
 from ingress.tokencheck import TokenCache, Verdict
 from shared import queuestats, tracing
-from shared.delivery import Delivery, Plain
-from shared.formparse import FormError, media_type, parse_body
 from shared.jobs import queue_of
 from shared.keys import Keys
 from shared.logs import mask, security_event

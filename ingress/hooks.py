@@ -13,7 +13,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from shared.delivery import Delivery
+from ingress.delivery import Delivery
 
 INVALID_TOKEN = b'{"status":"error","error":"invalid_application_token"}'
 UNAVAILABLE = b'{"status":"error","error":"unavailable"}'

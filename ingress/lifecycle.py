@@ -9,7 +9,7 @@ server is asked (`shared.oauth.OAuthClient.verify`). Three outcomes:
 - refuted: 401, nothing stored, a security-log line;
 - unreachable: the install is stored as *pending*, its token accepted as "pending", the
   event itself held in that install's quarantine, and a worker job re-verifies with backoff
-  (`workers.lifecycle.reverify_install`); 200, because Bitrix24 never re-sends. Each
+  (`workers.portals.lifecycle.reverify_install`); 200, because Bitrix24 never re-sends. Each
   (member id, token) is its own pending install: a second install for the same member id
   (a forgery during the outage) never replaces the first nor touches its quarantine. The
   number of pending installs and the bytes they hold are capped (503 past the caps), so
@@ -36,11 +36,11 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from ingress import install_page
-from ingress.batcher import Unavailable
+from ingress.delivery import Delivery, DeliveryAuth
+from ingress.enqueuer import Unavailable
 from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, answer
 from shared import portalstore as store
 from shared.crypto import TokenCipher, digest
-from shared.delivery import Delivery, DeliveryAuth
 from shared.events import Event
 from shared.jobs import queue_for
 from shared.keys import Keys
@@ -50,7 +50,7 @@ from shared.outbound import Resolver, system_resolve
 from shared.portals import Portal, Status, namespace_connector
 from shared.redisconn import sync_redis
 from shared.settings import Settings, require_token_keys
-from workers.lifecycle import first_delay, schedule_reverify
+from workers.portals.lifecycle import first_delay, schedule_reverify
 
 _logger = logging.getLogger("b24pipe.ingress.lifecycle")
 
@@ -58,7 +58,7 @@ ACCEPTED_BODY = b'{"status":"ok","message":"event accepted"}'
 
 
 class Enqueuer(Protocol):
-    """The ingress's batching enqueuer (`ingress.batcher.Enqueuer`): raises `Unavailable`."""
+    """The ingress's batching enqueuer (`ingress.enqueuer.Enqueuer`): raises `Unavailable`."""
 
     async def enqueue(self, event: Event, queue: str) -> bool: ...
 

@@ -12,7 +12,7 @@ result against RQ's own `Job.create(...).to_dict()` and read it back with `Job.f
 `shared/lua/enqueue.lua` writes a whole batch (dedupe SET NX, HSET, one RPUSH, SADD
 rq:queues) in one atomic call; `enqueue_event` is the synchronous form of that call for one
 event, for the worker side (quarantine release, replays). The ingress batches concurrent
-requests into it (`ingress.batcher`).
+requests into it (`ingress.enqueuer`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ ENQUEUE_LUA = source("enqueue")
 
 # The job hash fields that differ between events, in the order of `job_values`. `b24_member`
 # is not RQ's: it lets fetch.lua defer a rate-limited portal's jobs without leaving Redis
-# (workers/fairness.py). A member id is an identifier, not a secret.
+# (workers/runner/fairness.py). A member id is an identifier, not a secret.
 JOB_FIELDS = ("description", "data", "b24_member")
 JobValues = tuple[str, bytes, str]
 

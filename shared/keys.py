@@ -106,7 +106,7 @@ class Keys:
         """String: held for one keep-alive interval by the worker that ran the keep-alive."""
         return f"{self.ns}:keepalive-lock"
 
-    # --- event bindings and the delivery probe (workers/binding.py, workers/probe.py) -------
+    # --- event bindings and the delivery probe (workers/portals/binding.py, workers/portals/probe.py) -------
     def bind_lock(self, member_id: str) -> str:
         """String: held while one reconciliation of the portal's bindings runs."""
         return f"{self.ns}:bind-lock:{member_id}"
@@ -191,10 +191,10 @@ class Keys:
     @property
     def defer_horizon(self) -> str:
         """Hash: member id -> unix time up to which its deferred jobs are already spread out
-        (`<member>:s` holds the spacing); fairness across portals (workers.fairness)."""
+        (`<member>:s` holds the spacing); fairness across portals (workers.runner.fairness)."""
         return f"{self.ns}:defer-horizon"
 
-    # --- loop guards (workers/guards.py, workers/coalesce.py) ----------------------------
+    # --- loop guards (workers/guards/loop.py, workers/guards/coalesce.py) ----------------------------
     def echo_marks(self, member_id: str, entity: str, event: str, writer: int | str) -> str:
         """List: expiry times (ms) of our writes to `entity` whose `event` echo by `writer` is due."""
         return f"{self.ns}:echo:{member_id}:{entity}:{event}:{writer}"
@@ -216,7 +216,7 @@ class Keys:
         """Sorted set: event id -> time (ms) of write-echo-write cycles on an entity, in the window."""
         return f"{self.ns}:chain:{member_id}:{entity}:cycles"
 
-    # --- offline events (workers/offline.py) ---------------------------------------------
+    # --- offline events (workers/portals/offline.py) ---------------------------------------------
     def offline_batches(self, member_id: str) -> str:
         """Hash: batch id (Bitrix24's process_id, or `read:<n>` for a destructive read) ->
         JSON {at, rows, queued}: what was taken from the portal's queue and not yet cleared."""

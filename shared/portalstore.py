@@ -178,7 +178,7 @@ def verified_portal(
 ) -> Portal:
     """The record of a portal the authorization server vouched for: endpoints, scope and
     version from its answer (never from the request), the new tokens sealed. `connector`
-    becomes its `auth_connector` when it has none (offline events: see workers.offline)."""
+    becomes its `auth_connector` when it has none (offline events: see workers.portals.offline)."""
     now = int(time.time())
     base = existing or Portal(member_id=info.member_id, domain=info.domain, created_at=now)
     portal = replace(
@@ -625,7 +625,7 @@ def data_patterns(keys: Keys, member_id: str) -> tuple[str, ...]:
     """SCAN patterns of the per-entity keys b24pipe keeps for a portal (purged with it).
 
     Built from `Keys` with a wildcard in the entity position, so another portal's keys
-    never match (member ids hold no glob characters: see `shared.delivery`)."""
+    never match (member ids hold no glob characters: see `ingress.delivery`)."""
     return (
         keys.operating(member_id, "*"),
         keys.echo_marks(member_id, "*", "*", "*"),

@@ -1,6 +1,6 @@
 """The delivery probe's shared part: how a probe's ONAPPTEST is recognised and recorded.
 
-A worker calls `event.test` on each portal with a fresh marker (`workers.probe`) after
+A worker calls `event.test` on each portal with a fresh marker (`workers.portals.probe`) after
 storing it in `Keys.probe(member_id)`; Bitrix24 sends ONAPPTEST through its queue server
 with `data[QUERY]` echoing the call's parameters. The ingress, once the event passed the
 token check like any other, records the arrival (`arrived`): the marker is cleared and the

@@ -1,6 +1,6 @@
 """Rate plans: how fast a portal's Bitrix24 bucket drains and how much it holds (pure).
 
-Here rather than beside the limiter (`workers.ratelimit`) so that the settings can refuse a
+Here rather than beside the limiter (`workers.rest.ratelimit`) so that the settings can refuse a
 bad `B24PIPE_RATE_PLAN` at start-up, before any job runs.
 """
 

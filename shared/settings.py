@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     )
     probe_interval: int = Field(default=900, ge=0, le=86400, validation_alias=_env("B24PIPE_PROBE_INTERVAL"))
 
-    # --- offline events (workers/offline.py) ---------------------------------------------
+    # --- offline events (workers/portals/offline.py) ---------------------------------------------
     offline_events: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("B24PIPE_OFFLINE_EVENTS")
     )

@@ -24,14 +24,14 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from b24pipe.commands.run import stop_process
+from b24pipe.redisserver import LocalServer, free_port, start_server
 from b24pipe.sim.client import SimClient
 from shared.crypto import generate_key
 from shared.keys import Keys
 from shared.logs import configure_logging
-from shared.redisserver import LocalServer, free_port, start_server
 from shared.settings import Settings, load_settings
 
-pytest_plugins = ["b24pipe.sim.fixture", "tests.secretscan"]
+pytest_plugins = ["b24pipe.sim.fixture", "tests.support.secretscan"]
 
 # CI machines are shared and noisy: property tests judge what the code does, never how fast
 # Hypothesis manages to generate inputs, so wall-clock health checks and deadlines are off.

@@ -21,7 +21,7 @@ from workers.errors import (
     ScopeMissing,
     WriteUncertain,
 )
-from workers.registry import handler
+from workers.handlers import handler
 
 __all__ = [
     "AccessDenied",

@@ -1,5 +1,5 @@
 """`run_event`: the RQ job function of every queued event. It runs the event's handlers and
-tells the worker what happens next (see `workers.retry`).
+tells the worker what happens next (see `workers.runner.outcome`).
 
 Retries are per (event, handler): handlers that succeeded are remembered in
 `Keys.handler_done(event_id)` and skipped when the job runs again; failed attempts are
@@ -8,7 +8,7 @@ and written only when it will run again, so the common case (first run, every ha
 succeeds) costs no Redis round trip at all.
 
 Order per job: echo suppression first (an echo of our own write is dropped before anything
-else sees it), then per handler: coalescing or batch grouping (`workers.coalesce`: the
+else sees it), then per handler: coalescing or batch grouping (`workers.guards.coalesce`: the
 handler may be held, merged away, or given the group's events), then the loop breaker on
 the events the handler will actually run on, then the handler.
 """
@@ -25,10 +25,11 @@ from typing import Any
 from shared import tracing
 from shared.events import Event
 from shared.jobs import DOORBELL
-from workers import context, registry
-from workers.coalesce import Grouping, Verdict
-from workers.guards import LoopCut
-from workers.retry import (
+from workers import handlers
+from workers.guards.coalesce import Grouping, Verdict
+from workers.guards.loop import LoopCut
+from workers.runner import context
+from workers.runner.outcome import (
     Action,
     Defer,
     GiveUp,
@@ -48,7 +49,7 @@ TOKEN_ARRIVALS = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})
 _GIVEN_UP = -1  # attempts-hash value of a handler that failed for good (not run again)
 
 
-def _call(handler: registry.Handler, events: tuple[Event, ...]) -> None:
+def _call(handler: handlers.Handler, events: tuple[Event, ...]) -> None:
     """Run one handler: on the event, or on the list of events for a batch handler."""
     arg: Event | list[Event] = list(events) if handler.batch else events[0]
     if handler.is_async:
@@ -59,7 +60,7 @@ def _call(handler: registry.Handler, events: tuple[Event, ...]) -> None:
         context.run_coroutine(result)
 
 
-def _log_failure(entry: registry.Handler, event: Event, error: Exception, result: HandlerResult) -> None:
+def _log_failure(entry: handlers.Handler, event: Event, error: Exception, result: HandlerResult) -> None:
     """The handler's own traceback, for its developer (the formatter scrubs secrets from it).
     Rate-limit deferrals and parking are the pipeline's business and logged elsewhere."""
     _logger.warning(
@@ -136,17 +137,17 @@ def _run_event(event_dict: dict[str, Any]) -> str:
     ctx = context.current()
     event = Event.model_validate(event_dict)
     if event.name.upper() == "ONAPPUNINSTALL":
-        # workers.lifecycle (install verification, uninstall) is imported only when needed
-        importlib.import_module("workers.lifecycle").confirm_uninstall(event_dict)
+        # workers.portals.lifecycle (install verification, uninstall) is imported only when needed
+        importlib.import_module("workers.portals.lifecycle").confirm_uninstall(event_dict)
     elif event.name.upper() in TOKEN_ARRIVALS and ctx.runs <= 1:
         # a verified install, install page or update: the portal's bindings may be gone
-        importlib.import_module("workers.binding").schedule(
+        importlib.import_module("workers.portals.binding").schedule(
             ctx.redis, ctx.keys, event.member_id, event.name.lower()
         )
     if event.name.upper() == DOORBELL:
-        importlib.import_module("workers.doorbell").answer(event)  # the offline queue grew
-    handlers = registry.handlers_for(event.name)
-    if not handlers:
+        importlib.import_module("workers.portals.doorbell").answer(event)  # the offline queue grew
+    matched = handlers.handlers_for(event.name)
+    if not matched:
         return "no_handler"
     # An offline row is never our own write's echo (the auth_connector keeps those out of
     # the queue), so it must not use up a mark a person's change would then lose to.
@@ -156,14 +157,14 @@ def _run_event(event_dict: dict[str, Any]) -> str:
 
     settings = ctx.settings
     policy = Policy(settings.max_attempts, settings.retry_base, settings.retry_max)
-    label = registry.event_label(event.name)
+    label = handlers.event_label(event.name)
     done, attempts = _prior_state(ctx, event.id)
     results: list[HandlerResult] = []
     succeeded: list[str] = []
     claims: list[str] = []  # grouped handlers that ran on a claimed group
     merged = 0
     counts: dict[Any, int] = {}
-    for entry in handlers:
+    for entry in matched:
         if entry.id in done:
             continue
         prior = attempts.get(entry.id, 0)

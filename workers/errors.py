@@ -14,7 +14,7 @@ REST client errors (all `B24Error`):
 - `ScopeMissing`, `AccessDenied`, `MethodNotFound`, `BadRequest`, `PortalDeleted`: do not retry.
 - `ApiError` (5xx, overloaded...): retried with backoff like any other exception.
 - `WriteUncertain` (an `ApiError`): a write that is not safe to send again (see
-  workers.methodkind) failed after it may have reached Bitrix24: it may or may not have
+  workers.rest.methodkind) failed after it may have reached Bitrix24: it may or may not have
   happened. The client did not resend it; the handler decides (the job follows its retry
   policy like any `ApiError` when the handler lets it through).
 - `IdempotencyKeyReused` (a `BadRequest`): REST 3.0 answered 422, the `Idempotency-Key` was

@@ -3,7 +3,7 @@
 What Redis knows is read here (`stored_facts`); the doctor also asks the portal itself
 (`app.info` for INSTALLED and PAYMENT_EXPIRED, `event.get` for the bindings) through the
 ordinary REST client, so it goes through the shared limiter. The decisions are
-`shared.health.problems`. Nothing printed carries a secret: error texts are scrubbed.
+`b24pipe.health.problems`. Nothing printed carries a secret: error texts are scrubbed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from rq.registry import FailedJobRegistry
 
-from shared.health import Facts, Problem, age
+from b24pipe.health import Facts, Problem, age
 from shared.keys import Keys
 from shared.logs import scrub
 from shared.portals import Portal, as_text
@@ -64,7 +64,7 @@ def stored_facts(
     latency = probe.get("latency")
     offline = None
     if settings.offline_events:
-        from workers.offline import status
+        from workers.portals.offline import status
 
         offline = status(client, keys, member_id, time.time())
     return Facts(
@@ -89,10 +89,10 @@ def stored_facts(
 
 def live_facts(settings: Settings, facts: Facts) -> Facts:
     """Ask the portal: is the install finished, is the payment current, which bindings exist."""
-    from workers.binding import binding_plan, desired_bindings, handler_url
-    from workers.client import client_for
     from workers.errors import B24Error
-    from workers.registry import registered_events
+    from workers.handlers import registered_events
+    from workers.portals.binding import binding_plan, desired_bindings, handler_url
+    from workers.rest.client import client_for
 
     try:
         b24 = client_for(settings, None, facts.member_id)

@@ -14,7 +14,7 @@ to a leak); each `webhook_token` is accepted beside it (an outgoing webhook's ow
 
 `revoke` stops accepting the portal's events at once (the ingress sees the version bump
 within a second) and drops every stored secret; `purge` also deletes the record and data.
-`rekey` re-seals every stored secret under the first `B24PIPE_TOKEN_KEYS` key (`shared.rekey`).
+`rekey` re-seals every stored secret under the first `B24PIPE_TOKEN_KEYS` key (`b24pipe.rekey`).
 """
 
 from __future__ import annotations
@@ -34,16 +34,16 @@ from redis.exceptions import RedisError
 
 from b24pipe.commands.doctor import health_block, stored_facts
 from b24pipe.errors import CommandError, UsageError
+from b24pipe.health import column, problems
+from b24pipe.rekey import rekey
 from shared import pausing
 from shared import portalstore as store
 from shared.crypto import TokenCipher, digest
-from shared.health import column, problems
 from shared.keys import Keys
 from shared.logs import mask, scrub, security_event
 from shared.outbound import HostPolicy, OutboundRefused
 from shared.portals import AcceptedToken, Portal, Status
 from shared.redisconn import command_redis
-from shared.rekey import rekey
 from shared.settings import ConfigError, Settings, require_token_keys
 
 _MEMBER = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -404,7 +404,7 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
             )
         if secrets.get("access_token"):
             # a token arrival like an install: the worker reconciles the portal's bindings
-            from workers.binding import schedule
+            from workers.portals.binding import schedule
 
             schedule(client, keys, member_id, "portals add")
         print(f"portal {member_id} ({domain}) {'updated' if existing else 'added'}")
@@ -415,19 +415,19 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_bind(args: argparse.Namespace, settings: Settings) -> int:
     # the REST client is imported only by the command that needs it
-    from workers import registry
-    from workers.binding import bind_portal
+    from workers import handlers
     from workers.errors import B24Error
+    from workers.portals.binding import bind_portal
 
     member_id = member_id_arg(args.member_id)
     if settings.public_url is None:
         raise ConfigError("portals bind: B24PIPE_PUBLIC_URL is not set (the URL events are bound to)")
     try:
-        registry.load_modules(settings.handlers)
-    except registry.HandlerImportError as exc:
+        handlers.load_modules(settings.handlers)
+    except handlers.HandlerImportError as exc:
         raise ConfigError(str(exc)) from None
     try:
-        plan = bind_portal(settings, member_id, registry.registered_events())
+        plan = bind_portal(settings, member_id, handlers.registered_events())
     except (B24Error, ConfigError) as exc:
         raise CommandError(f"portals bind {member_id}: {scrub(str(exc))}") from None
     report = plan.report() if plan else {}
@@ -437,12 +437,12 @@ def run_bind(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from b24pipe.commands.doctor import diagnose, report
-    from workers import registry
+    from workers import handlers
 
     member_id = member_id_arg(args.member_id)
     try:
-        registry.load_modules(settings.handlers)  # the bindings wanted are the handlers' events
-    except registry.HandlerImportError as exc:
+        handlers.load_modules(settings.handlers)  # the bindings wanted are the handlers' events
+    except handlers.HandlerImportError as exc:
         raise ConfigError(str(exc)) from None
 
     def work(client: redis.Redis, keys: Keys) -> int:

@@ -29,12 +29,12 @@ from b24pipe.commands.ingress import port_free
 from b24pipe.demo import Demo
 from b24pipe.demo import wanted as demo_wanted
 from b24pipe.errors import CommandError, UsageError
+from b24pipe.redisserver import LocalServer, ServerError, start_server
 from b24pipe.simportal import SimulatorError
 from shared.crypto import generate_key
 from shared.logs import configure_logging, log
-from shared.redisserver import LocalServer, ServerError, start_server
 from shared.settings import Settings
-from workers.retry import Policy, backoff
+from workers.runner.outcome import Policy, backoff
 
 logger = logging.getLogger("b24pipe.run")
 RESTART = Policy(base=1.0, cap=30.0)  # pause before restarting a component that exited

@@ -22,9 +22,9 @@ from b24pipe.errors import CommandError, UsageError
 from shared import tracing
 from shared.logs import configure_logging, log
 from shared.settings import ConfigError, Settings, require_token_keys
-from workers import registry
-from workers.ratelimit import PlanError, parse_plan
-from workers.registry import HandlerImportError, load_modules, registered_events
+from workers import handlers
+from workers.handlers import HandlerImportError, load_modules, registered_events
+from workers.rest.ratelimit import PlanError, parse_plan
 
 
 def register(subparsers: Any) -> None:
@@ -66,8 +66,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_one(args: argparse.Namespace, settings: Settings) -> int:
-    from workers import metrics as metrics_module
-    from workers.worker import Worker
+    from workers.runner import metrics as metrics_module
+    from workers.runner.worker import Worker
 
     # which code this process runs: a typo in B24PIPE_HANDLERS shows here, not as silence
     log(
@@ -75,7 +75,7 @@ def _run_one(args: argparse.Namespace, settings: Settings) -> int:
         logging.INFO,
         "handlers loaded",
         modules=list(settings.handlers),
-        handlers=registry.registered(),
+        handlers=handlers.registered(),
     )
     tracing.configure("b24pipe-worker")  # OTEL_* variables; off unless an exporter is named
     worker = Worker(settings, burst=args.burst)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from b24pipe.redisserver import free_port
 from b24pipe.sim.client import SimClient
 from b24pipe.simportal import launch_simulator, stop_simulator
-from shared.redisserver import free_port
 
 CLIENT_ID = "app.test.client"
 CLIENT_SECRET = "test-client-secret-value"

@@ -25,21 +25,36 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.redisserver import start_server
+from b24pipe.redisserver import start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 EQUIVALENTS = Path(__file__).with_name("equivalent.toml")
 
 # module -> the tests that own it
 MODULES: dict[str, list[str]] = {
-    "shared/formparse.py": ["tests/test_formparse.py", "tests/test_formparse_edges.py"],
-    "workers/retry.py": ["tests/test_worker_decisions.py", "tests/test_retry_outcomes.py"],
-    "ingress/tokencheck.py": ["tests/test_ingress_tokencheck.py", "tests/test_tokencache.py"],
-    "workers/ratelimit.py": ["tests/test_ratelimit.py", "tests/test_ratelimit_bucket.py"],
-    "workers/coalesce.py": ["tests/test_coalesce.py", "tests/test_coalesce_edges.py"],
-    "workers/guards.py": ["tests/test_guards.py", "tests/test_guards_edges.py"],
-    "workers/writemap.py": ["tests/test_writemap.py", "tests/test_writemap_table.py"],
-    "workers/offlinerows.py": ["tests/test_offline_units.py"],
+    "ingress/formparse.py": ["tests/ingress/test_formparse.py", "tests/ingress/test_formparse_edges.py"],
+    "workers/runner/outcome.py": [
+        "tests/workers/runner/test_worker_decisions.py",
+        "tests/workers/runner/test_retry_outcomes.py",
+    ],
+    "ingress/tokencheck.py": ["tests/ingress/test_ingress_tokencheck.py", "tests/ingress/test_tokencache.py"],
+    "workers/rest/ratelimit.py": [
+        "tests/workers/rest/test_ratelimit.py",
+        "tests/workers/rest/test_ratelimit_bucket.py",
+    ],
+    "workers/guards/coalesce.py": [
+        "tests/workers/guards/test_coalesce.py",
+        "tests/workers/guards/test_coalesce_edges.py",
+    ],
+    "workers/guards/loop.py": [
+        "tests/workers/guards/test_guards.py",
+        "tests/workers/guards/test_guards_edges.py",
+    ],
+    "workers/guards/writemap.py": [
+        "tests/workers/guards/test_writemap.py",
+        "tests/workers/guards/test_writemap_table.py",
+    ],
+    "workers/portals/offlinerows.py": ["tests/workers/portals/test_offline_units.py"],
 }
 COPIED = ["b24pipe", "shared", "workers", "ingress", "bench", "tests"]
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
@@ -71,7 +86,7 @@ class Equivalent:
 
 
 def function_of(mutant: str) -> str:
-    """The function a mutmut mutant name points into: `shared.formparse.x__int_key__mutmut_3`
+    """The function a mutmut mutant name points into: `ingress.formparse.x__int_key__mutmut_3`
     -> `_int_key`, `ingress.tokencheck.x\u01c1TokenCache\u01c1stop__mutmut_1` -> `TokenCache.stop`."""
     mangled = mutant.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
     if mangled.startswith("x\u01c1"):

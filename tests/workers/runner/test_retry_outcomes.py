@@ -1,0 +1,103 @@
+"""Every field of the job-outcome decisions, not only the action: the delay, the reason the
+failed registry and the logs show, and the limiter flag; and the outcome exceptions the
+worker reads. Found by `make mutate` (workers/runner/outcome.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.errors import (
+    AccessDenied,
+    AuthRevoked,
+    OperatingLimit,
+    Permanent,
+    RateLimited,
+    ReauthRequired,
+    Retry,
+)
+from workers.runner.outcome import (
+    Action,
+    Defer,
+    HandlerResult,
+    Hold,
+    JobOutcome,
+    Park,
+    Policy,
+    Reschedule,
+    backoff,
+    classify,
+    combine,
+)
+
+POLICY = Policy(max_attempts=3, base=2.0, cap=60.0)
+
+
+def reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def test_backoff_clamps_rand_and_caps_the_exponent_at_60() -> None:
+    assert backoff(1, POLICY, 1.5) == 2.0 and backoff(1, POLICY, -1.0) == 1.0
+    assert backoff(0, POLICY, 1.0) == 2.0  # attempt 0 reads as the first
+    unbounded = Policy(base=1.0, cap=float("inf"))
+    assert backoff(1000, unbounded, 1.0) == 2.0**60
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (RateLimited(0.5), HandlerResult(Action.DEFER, 0.5, reason(RateLimited(0.5)), rate_limited=True)),
+        (RateLimited(-2), HandlerResult(Action.DEFER, 0.0, reason(RateLimited(-2)), rate_limited=True)),
+        (OperatingLimit(3), HandlerResult(Action.DEFER, 3.0, reason(OperatingLimit(3)))),
+        (
+            ReauthRequired("invalid_grant"),
+            HandlerResult(Action.PARK, 0.0, reason(ReauthRequired("invalid_grant"))),
+        ),
+        (AuthRevoked("invalid_token"), HandlerResult(Action.PARK, 0.0, reason(AuthRevoked("invalid_token")))),
+        (Permanent("no"), HandlerResult(Action.FAIL, 0.0, "Permanent: no")),
+        (
+            AccessDenied("ACCESS_DENIED"),
+            HandlerResult(Action.FAIL, 0.0, reason(AccessDenied("ACCESS_DENIED"))),
+        ),
+        (Retry(after=0.5), HandlerResult(Action.RETRY, 0.5, reason(Retry(after=0.5)))),
+        # no delay given: the backoff, never an immediate retry (a hot loop)
+        (Retry(), HandlerResult(Action.RETRY, 4.0, reason(Retry()))),
+        (RuntimeError("x"), HandlerResult(Action.RETRY, 4.0, "RuntimeError: x")),
+    ],
+)
+def test_classify_gives_every_field(exc: BaseException, expected: HandlerResult) -> None:
+    assert classify(exc, 2, POLICY, 1.0) == expected
+
+
+def test_attempts_used_up_fail_with_the_count() -> None:
+    assert classify(RuntimeError("x"), 3, POLICY, 0.5) == HandlerResult(
+        Action.FAIL, 0.0, "RuntimeError: x (after 3 attempts)"
+    )
+
+
+def test_combine_gives_every_field() -> None:
+    retry = HandlerResult(Action.RETRY, 2.0, "a")
+    silent = HandlerResult(Action.RETRY, 1.0, "")
+    defer = HandlerResult(Action.DEFER, 5.0, "limited", rate_limited=True)
+    operating = HandlerResult(Action.DEFER, 1.0, "operating")
+    hold = HandlerResult(Action.HOLD, 7.0, "coalescing")
+    fail_a, fail_b = HandlerResult(Action.FAIL, 0.0, "x"), HandlerResult(Action.FAIL, 0.0, "y")
+    assert combine([retry, silent, defer]) == HandlerResult(Action.RETRY, 5.0, "a; limited")
+    assert combine([operating, defer]) == HandlerResult(Action.DEFER, 5.0, "operating", rate_limited=True)
+    assert combine([operating]) == HandlerResult(Action.DEFER, 1.0, "operating", rate_limited=False)
+    assert combine([hold, HandlerResult(Action.HOLD, 3.0, "coalescing")]) == HandlerResult(
+        Action.HOLD, 7.0, "coalescing"
+    )
+    assert combine([fail_a, HandlerResult(Action.DONE), fail_b]) == HandlerResult(Action.FAIL, 0.0, "x; y")
+    assert combine([HandlerResult(Action.DONE)]) == HandlerResult(Action.DONE)
+
+
+def test_outcome_exceptions_carry_what_the_worker_reads() -> None:
+    reschedule = Reschedule(3.0, "why")
+    assert isinstance(reschedule, JobOutcome) and reschedule.after == 3.0 and str(reschedule) == "why"
+    defer = Defer("m1", 4.0, True, "limited")
+    assert (defer.member_id, defer.after, defer.rate_limited, str(defer)) == ("m1", 4.0, True, "limited")
+    hold = Hold(2.5)
+    assert hold.after == 2.5 and str(hold) == "coalescing"
+    park = Park("m2", "reauth")
+    assert park.member_id == "m2" and str(park) == "reauth"

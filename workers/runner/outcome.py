@@ -1,0 +1,159 @@
+"""Pure decisions about failures: what one handler's exception means, and what the job as a
+whole does next. No I/O here, so every rule is tested directly (and with hypothesis).
+
+Per handler (`classify`):
+- no exception -> DONE;
+- `Retry(after)` or any other exception -> RETRY (uses an attempt; exponential backoff with
+  jitter unless `after` is given), or FAIL once attempts are used up;
+- `Permanent`, non-retryable `B24Error` (ScopeMissing, AccessDenied...) -> FAIL;
+- `RateLimited`, `OperatingLimit` -> DEFER (waiting is not failure: no attempt used);
+- `ReauthRequired`, `AuthRevoked` -> PARK (the portal's jobs wait for a new token).
+
+HOLD is not a failure: the job leads a coalescing group (workers.guards.coalesce) and comes back
+after the group's delay, without using an attempt and without touching the portal's
+fairness horizon.
+
+Per job (`combine`): PARK beats everything (nothing can succeed for that portal); then a
+RETRY, DEFER or HOLD reschedules the job for the handlers still to succeed (in that order of
+precedence, after the longest wait); FAIL only once no handler can still succeed; otherwise
+DONE.
+
+The worker learns the job's fate from the `JobOutcome` exceptions `run_event` raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from workers.errors import (
+    AuthRevoked,
+    B24Error,
+    OperatingLimit,
+    Permanent,
+    RateLimited,
+    ReauthRequired,
+    Retry,
+)
+
+
+class Action(StrEnum):
+    DONE = "done"
+    RETRY = "retry"
+    DEFER = "defer"
+    PARK = "park"
+    FAIL = "fail"
+    HOLD = "hold"
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_attempts: int = 5
+    base: float = 2.0
+    cap: float = 3600.0
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    action: Action
+    after: float = 0.0
+    reason: str = ""
+    rate_limited: bool = False  # a DEFER caused by the portal's limiter (fairness spreads those)
+
+
+def backoff(attempt: int, policy: Policy, rand: float) -> float:
+    """Delay before attempt `attempt + 1`: base * 2^(attempt-1), capped, with "equal jitter"
+    (half fixed, half random) so that retries of a burst do not arrive together.
+    `rand` is uniform in [0, 1)."""
+    exponent = min(max(attempt, 1) - 1, 60)
+    delay = min(policy.cap, policy.base * (2.0**exponent))
+    return delay / 2 + delay / 2 * min(max(rand, 0.0), 1.0)
+
+
+def classify(exc: BaseException | None, attempt: int, policy: Policy, rand: float) -> HandlerResult:
+    """What to do after attempt number `attempt` (1-based) of one handler ended with `exc`."""
+    if exc is None:
+        return HandlerResult(Action.DONE)
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (RateLimited, OperatingLimit)):
+        return HandlerResult(
+            Action.DEFER, max(0.0, exc.after), reason, rate_limited=isinstance(exc, RateLimited)
+        )
+    if isinstance(exc, (ReauthRequired, AuthRevoked)):
+        return HandlerResult(Action.PARK, 0.0, reason)
+    if isinstance(exc, Permanent):
+        return HandlerResult(Action.FAIL, 0.0, reason)
+    if isinstance(exc, B24Error) and not exc.retryable:
+        return HandlerResult(Action.FAIL, 0.0, reason)
+    if attempt >= policy.max_attempts:
+        return HandlerResult(Action.FAIL, 0.0, f"{reason} (after {attempt} attempts)")
+    if isinstance(exc, Retry) and exc.after > 0:
+        return HandlerResult(Action.RETRY, exc.after, reason)
+    return HandlerResult(Action.RETRY, backoff(attempt, policy, rand), reason)
+
+
+def combine(results: list[HandlerResult]) -> HandlerResult:
+    """The job's next step from its handlers' results (see the module docstring)."""
+    parked = [r for r in results if r.action is Action.PARK]
+    if parked:
+        return parked[0]
+    pending = [r for r in results if r.action in (Action.RETRY, Action.DEFER, Action.HOLD)]
+    if pending:
+        after = max(r.after for r in pending)
+        if any(r.action is Action.RETRY for r in pending):
+            return HandlerResult(Action.RETRY, after, "; ".join(r.reason for r in pending if r.reason))
+        deferred = [r for r in pending if r.action is Action.DEFER]
+        if deferred:
+            return HandlerResult(
+                Action.DEFER, after, deferred[0].reason, rate_limited=any(r.rate_limited for r in deferred)
+            )
+        return HandlerResult(Action.HOLD, after, "coalescing")
+    failed = [r for r in results if r.action is Action.FAIL]
+    if failed:
+        return HandlerResult(Action.FAIL, 0.0, "; ".join(r.reason for r in failed))
+    return HandlerResult(Action.DONE)
+
+
+class JobOutcome(Exception):
+    """Raised by `run_event` when the job must not simply finish."""
+
+
+class Reschedule(JobOutcome):
+    """Run the job again after `after` seconds (an attempt was used by some handler)."""
+
+    def __init__(self, after: float, reason: str) -> None:
+        super().__init__(reason)
+        self.after = after
+
+
+class Defer(JobOutcome):
+    """Run the job again after `after` seconds without using an attempt; `rate_limited`
+    means the portal's limiter said so, so the portal's next jobs queue behind it."""
+
+    def __init__(self, member_id: str, after: float, rate_limited: bool, reason: str) -> None:
+        super().__init__(reason)
+        self.member_id = member_id
+        self.after = after
+        self.rate_limited = rate_limited
+
+
+class Hold(JobOutcome):
+    """The job leads a coalescing group: run it again after `after` seconds (0: at the tail
+    of its queue), without using an attempt."""
+
+    def __init__(self, after: float) -> None:
+        super().__init__("coalescing")
+        self.after = after
+
+
+class Park(JobOutcome):
+    """The portal needs re-authorization: keep the job until a new token
+    arrives (`shared.portalstore.save_portal` releases it)."""
+
+    def __init__(self, member_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.member_id = member_id
+
+
+class GiveUp(JobOutcome):
+    """No handler can still succeed: the failed registry."""
