@@ -33,7 +33,19 @@ from shared.keys import Keys
 from shared.lua import source
 from shared.settings import Settings
 
+# The function paths RQ stores in queued jobs. They outlive a release: a path here never
+# changes, and a path an earlier release queued stays runnable through `LEGACY_PATHS`.
 FUNC_NAME = "workers.dispatch.run_event"
+REVERIFY_INSTALL = "workers.lifecycle.reverify_install"
+CONFIRM_UNINSTALL = "workers.lifecycle.confirm_uninstall"
+RECONCILE_BINDINGS = "workers.lifecycle.reconcile_bindings"
+DRAIN_OFFLINE = "workers.lifecycle.drain_offline"
+SEND_PROBE = "workers.lifecycle.send_probe"
+LEGACY_PATHS = {
+    "workers.binding.reconcile": RECONCILE_BINDINGS,
+    "workers.offline.drain": DRAIN_OFFLINE,
+    "workers.probe.send": SEND_PROBE,
+}
 RQ_JOB_PREFIX = "rq:job:"
 RQ_QUEUE_PREFIX = "rq:queue:"
 RQ_QUEUES = "rq:queues"

@@ -138,7 +138,7 @@ def _run_event(event_dict: dict[str, Any]) -> str:
     event = Event.model_validate(event_dict)
     if event.name.upper() == "ONAPPUNINSTALL":
         # workers.portals.lifecycle (install verification, uninstall) is imported only when needed
-        importlib.import_module("workers.portals.lifecycle").confirm_uninstall(event_dict)
+        importlib.import_module("workers.lifecycle").confirm_uninstall(event_dict)
     elif event.name.upper() in TOKEN_ARRIVALS and ctx.runs <= 1:
         # a verified install, install page or update: the portal's bindings may be gone
         importlib.import_module("workers.portals.binding").schedule(

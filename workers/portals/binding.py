@@ -36,7 +36,7 @@ from rq import Queue
 
 from shared import portalstore as store
 from shared.events import LIFECYCLE_EVENTS
-from shared.jobs import DOORBELL
+from shared.jobs import DOORBELL, RECONCILE_BINDINGS
 from shared.keys import Keys
 from shared.logs import log, scrub
 from shared.portals import Status, as_text
@@ -49,7 +49,6 @@ from workers.runner.outcome import Defer, Reschedule
 
 _log = logging.getLogger("b24pipe.binding")
 
-RECONCILE = "workers.portals.binding.reconcile"
 # Lifecycle events bound on every portal besides the handlers' events: updates and
 # uninstalls must reach the pipeline, and ONAPPTEST carries the delivery probe.
 ALWAYS_BOUND = ("ONAPPUPDATE", "ONAPPUNINSTALL", "ONAPPTEST")
@@ -188,9 +187,11 @@ def schedule(connection: redis.Redis, keys: Keys, member_id: str, reason: str, d
     queue = Queue(keys.lifecycle_queue, connection=connection)
     description = f"reconcile_bindings({member_id}, {reason})"
     if delay > 0:
-        queue.enqueue_in(timedelta(seconds=delay), RECONCILE, member_id, reason, description=description)
+        queue.enqueue_in(
+            timedelta(seconds=delay), RECONCILE_BINDINGS, member_id, reason, description=description
+        )
     else:
-        queue.enqueue(RECONCILE, member_id, reason, description=description)
+        queue.enqueue(RECONCILE_BINDINGS, member_id, reason, description=description)
 
 
 def reconcile(member_id: str, reason: str = "") -> str:

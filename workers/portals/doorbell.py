@@ -19,12 +19,12 @@ import redis
 from rq import Queue
 
 from shared.events import Event
+from shared.jobs import DRAIN_OFFLINE
 from shared.keys import Keys
 from shared.portals import as_text
 from shared.settings import Settings
 from workers.runner import context
 
-DRAIN = "workers.portals.offline.drain"
 POLL_STEP = 1.0  # seconds one worker's poll pass holds the poll lock
 POLL_MAX = 1000  # portals rung per poll step at most
 
@@ -41,7 +41,7 @@ def ring(client: redis.Redis, keys: Keys, settings: Settings, member_id: str) ->
     if not client.set(keys.offline_queued(member_id), "1", nx=True, ex=settings.job_timeout + 60):
         return False
     Queue(keys.lifecycle_queue, connection=client).enqueue(
-        DRAIN, member_id, description=f"offline drain ({member_id})", job_timeout=settings.job_timeout
+        DRAIN_OFFLINE, member_id, description=f"offline drain ({member_id})", job_timeout=settings.job_timeout
     )
     return True
 

@@ -38,7 +38,7 @@ from rq import Queue
 from shared import portalstore as store
 from shared.crypto import DecryptError, TokenCipher
 from shared.events import Event
-from shared.jobs import enqueue_event, queue_for
+from shared.jobs import CONFIRM_UNINSTALL, REVERIFY_INSTALL, enqueue_event, queue_for
 from shared.keys import Keys
 from shared.logs import log, security_event
 from shared.oauth import OAuthClient, Refreshed, Refuted, Unreachable, Verification, Verified
@@ -48,8 +48,6 @@ from shared.settings import Settings, load_settings, require_token_keys
 
 _logger = logging.getLogger("b24pipe.lifecycle")
 
-REVERIFY = "workers.portals.lifecycle.reverify_install"
-CONFIRM = "workers.portals.lifecycle.confirm_uninstall"
 BACKOFF_BASE = 5.0  # seconds before the first re-verification; doubles each attempt
 # A portal waiting for re-authorization: its stored pair fails whether or not the app is
 # still installed, so that failure confirms nothing.
@@ -74,7 +72,7 @@ def schedule_reverify(
 ) -> None:
     Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
         timedelta(seconds=delay),
-        REVERIFY,
+        REVERIFY_INSTALL,
         member_id,
         attempt,
         token_digest,
@@ -292,7 +290,7 @@ def _retry_confirm(
     delay = min(settings.retry_max, BACKOFF_BASE * 2.0**attempt)
     Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
         timedelta(seconds=delay),
-        CONFIRM,
+        CONFIRM_UNINSTALL,
         event_dict,
         attempt + 1,
         description=f"confirm_uninstall({member_id})",

@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from rq import Queue
 
 from shared import portalstore as store
+from shared.jobs import SEND_PROBE
 from shared.keys import Keys
 from shared.logs import log
 from shared.portals import Status, as_text
@@ -34,7 +35,6 @@ from workers.runner.outcome import Defer
 
 _log = logging.getLogger("b24pipe.probe")
 
-SEND = "workers.portals.probe.send"
 PROBES_MISSING = Counter("b24pipe_probe_missing", "Delivery probes whose ONAPPTEST never arrived")
 
 
@@ -49,7 +49,7 @@ def periodic(settings: Settings, client: redis.Redis) -> int:
     queue = Queue(keys.lifecycle_queue, connection=client)
     plan = spread(active_members(client, keys), settings.probe_interval)
     for member_id, delay in plan:
-        queue.enqueue_in(timedelta(seconds=delay), SEND, member_id, description=f"probe({member_id})")
+        queue.enqueue_in(timedelta(seconds=delay), SEND_PROBE, member_id, description=f"probe({member_id})")
     log(_log, logging.INFO, "delivery probes scheduled", portals=len(plan))
     return len(plan)
 

@@ -53,6 +53,7 @@ from rq.serializers import DefaultSerializer
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from rq.utils import import_attribute
 
+from shared.jobs import LEGACY_PATHS
 from shared.keys import Keys
 from shared.logs import log, scrub
 from shared.portals import as_text
@@ -474,7 +475,7 @@ class Worker:
     def _function(self, name: str) -> Callable[..., Any]:
         found = self._functions.get(name)
         if found is None:
-            found = self._functions[name] = import_attribute(name)
+            found = self._functions[name] = import_attribute(LEGACY_PATHS.get(name, name))
         return found
 
     def _run_one(self, job: Taken, ctx: context.WorkerContext) -> Ack:

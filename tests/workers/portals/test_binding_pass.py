@@ -13,6 +13,7 @@ from rq.registry import ScheduledJobRegistry
 
 from b24pipe.sim.client import SimClient
 from bench.limiter import seed
+from shared.jobs import RECONCILE_BINDINGS, SEND_PROBE
 from shared.keys import Keys
 from shared.settings import load_settings
 from tests.support.clientkit import cipher_of, cli, install
@@ -31,7 +32,7 @@ def test_one_pass_per_interval_spread_across_portals(r: redis.Redis, keys: Keys,
     queue = Queue(keys.lifecycle_queue, connection=r)
     registry = ScheduledJobRegistry(keys.lifecycle_queue, connection=r)
     jobs = [queue.fetch_job(i) for i in [*queue.job_ids, *registry.get_job_ids()]]
-    for name in (binding.RECONCILE, probe.SEND):
+    for name in (RECONCILE_BINDINGS, SEND_PROBE):
         assert sorted(job.args[0] for job in jobs if job and job.func_name == name) == members
     times = sorted(registry.get_scheduled_time(i).timestamp() for i in registry.get_job_ids())
     assert times[-1] - times[0] >= 300  # spread across the interval, not all at its top
@@ -100,7 +101,7 @@ def test_portals_add_with_oauth_tokens_schedules_a_reconciliation(
     )
     assert added.returncode == 0, added.stderr
     queue = Queue(keys.lifecycle_queue, connection=r)
-    assert [(job.func_name, job.args[0]) for job in queue.jobs] == [(binding.RECONCILE, "m1")]
+    assert [(job.func_name, job.args[0]) for job in queue.jobs] == [(RECONCILE_BINDINGS, "m1")]
     hooked = cli(
         base_env,
         "portals",

@@ -10,7 +10,7 @@ import pytest
 import redis
 from rq import Queue
 
-from shared.jobs import DOORBELL, queue_of
+from shared.jobs import DOORBELL, DRAIN_OFFLINE, queue_of
 from shared.keys import Keys
 from shared.settings import ConfigError, Settings, load_settings
 from workers.portals import doorbell, offline
@@ -157,7 +157,7 @@ def test_the_doorbell_queues_one_drain_at_most(settings: Settings, r: redis.Redi
     assert doorbell.ring(r, keys, configured, "m2") is True  # per portal
     queue = Queue(keys.lifecycle_queue, connection=r)
     assert [job.args for job in queue.jobs] == [("m1",), ("m2",)]
-    assert all(job.func_name == doorbell.DRAIN for job in queue.jobs)
+    assert all(job.func_name == DRAIN_OFFLINE for job in queue.jobs)
 
 
 def test_the_poll_rings_each_portal_once_per_interval_spread_over_it(
