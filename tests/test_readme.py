@@ -1,0 +1,372 @@
+"""The README names only what exists (issue 12): it is the public contract, and a name that
+moved or a behaviour that went away must fail here, not mislead a reader.
+
+What it cites and what each must be, read from README.md as written (code spans and code
+blocks), against the code itself:
+
+- a file or folder path (`workers/rest/client.py`, `deploy/k8s/base`): exists in the tree;
+  the "Layout" section's tree: every file and folder it lists, and every file named in a
+  line's comment, exists where the tree puts it;
+- a dotted name (`workers.dispatch.run_event`) and each name a Python block imports:
+  imports (a logger name, `b24pipe.security`, is a string the code logs under);
+- `B24PIPE_*`, `B24_*` and `REDIS_URL`: a setting `shared/settings.py` reads;
+- a metric (`b24pipe_rest_calls_total{method,status}`): registered by a module that uses
+  prometheus_client (counters with or without `_total`, histograms' `_count`/`_sum`);
+- `make <target>`: a target of the Makefile; `b24pipe <command> ... --option`: a command,
+  subcommand and option of the CLI's own parser;
+- a class (`WriteUncertain`, `SimClient`), a called function (`update_if_changed(...)`) or a
+  `b24.` method: defined in the product (or Python's, RQ's, PromQL's or the deploy files');
+- a test (`test_client_sim`): a test module or function of tests/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import builtins
+import fnmatch
+import importlib
+import re
+import shlex
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import rq
+import rq.registry
+
+from b24pipe.cli import build_parser
+from shared.settings import Settings
+from workers.rest.client import B24, AsyncB24
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+PRODUCT = ("b24pipe", "ingress", "workers", "shared")
+FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+TOP = r"(?:b24pipe|ingress|workers|shared|tests|bench|deploy|examples)"
+PATH = re.compile(rf"{TOP}/[\w./*@-]*")
+DOTTED = re.compile(r"((?:b24pipe|ingress|workers|shared|bench|tests)(?:\.\w+)+)(?:\(.*\))?")
+SETTING = re.compile(r"\b(?:B24PIPE_[A-Z0-9_]*[A-Z0-9]|B24_[A-Z0-9_]*[A-Z0-9]|REDIS_URL)\b")
+METRIC = re.compile(r"(b24pipe_[a-z0-9_]+)(?:\{[\w,]*\})?")
+CLASS = re.compile(r"([A-Z][A-Za-z0-9]*[a-z][A-Za-z0-9]*)(?:\(.*\))?")
+CALL = re.compile(r"([a-z_][a-z0-9_]*)\(.*\)")
+# Calls the README shows that are not Python's or ours: PromQL's, the Bitrix24 JS SDK's, the
+# socket call, and `fn`, the README's name for the app's own handler.
+FOREIGN_CALLS = {"increase", "rate", "sum", "max", "installFinish", "accept", "fn"}
+# Spans shaped like a metric that are not one, and where the code defines each instead.
+NOT_METRICS = {
+    "b24pipe_handlers": ("b24pipe/pytest_plugin.py", 'addini("b24pipe_handlers"'),  # an ini option
+    "b24pipe_probe": ("shared/probe.py", 'MARKER = "b24pipe_probe"'),  # the probe's event.test parameter
+}
+METRIC_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
+
+
+def _prose() -> str:
+    return FENCE.sub("", README)
+
+
+def spans() -> list[str]:
+    """Every inline code span outside code blocks, whitespace folded (a span may wrap)."""
+    return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", _prose())]
+
+
+def blocks(language: str) -> list[str]:
+    return [body for info, body in FENCE.findall(README) if info.split(" ")[0] == language]
+
+
+def matching(pattern: re.Pattern[str]) -> list[str]:
+    """Group 1 (or the whole span) of every span the pattern matches in full."""
+    found = []
+    for span in spans():
+        if m := pattern.fullmatch(span):
+            found.append(m.group(1) if pattern.groups else m.group(0))
+    return sorted(set(found))
+
+
+def _modules(packages: tuple[str, ...] = PRODUCT) -> Iterator[tuple[Path, ast.Module]]:
+    for package in packages:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            yield path, ast.parse(path.read_text(), str(path))
+
+
+@cache
+def defined() -> frozenset[str]:
+    """Names of every class and function the product defines."""
+    return frozenset(
+        node.name
+        for _, tree in _modules()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+    )
+
+
+# --- paths -----------------------------------------------------------------------------------
+
+
+def cited_paths() -> list[str]:
+    """Every repository path in the prose, in a code span or not (`var/demo.env`, a URL's
+    path and the like do not start with one of our folders)."""
+    found = {path.rstrip(".,;:") for path in re.findall(rf"(?<![\w/<.-]){PATH.pattern}", _prose())}
+    made = set(re.findall(rf"\bcp \S+ ({PATH.pattern})", _prose()))  # the reader creates these
+    return sorted(found - made)
+
+
+def test_every_path_the_readme_names_exists() -> None:
+    paths = cited_paths()
+    assert "workers/rest/client.py" in paths and "workers/runner/outcome.py" in paths
+    assert [p for p in paths if not any(ROOT.glob(p.rstrip("/")))] == []
+
+
+def tree_rows(tree: str) -> list[tuple[int, list[str], str]]:
+    """(depth, names, comment) of each line of a tree drawn as the Layout section draws it:
+    two spaces per level, the names, then two spaces or more and a comment."""
+    rows = []
+    for line in tree.splitlines():
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        first, _, comment = line.strip().partition("  ")
+        rows.append((depth, first.split(" "), comment))
+    return rows
+
+
+def layout_tree() -> str:
+    section = README.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    (tree,) = [str(body) for _, body in FENCE.findall(section)]
+    return tree
+
+
+def tree_missing(tree: str) -> list[str]:
+    """What a tree names that is not there. Each line's names sit in the folder of the last
+    line one level up; a file a comment names (`worker.py`) sits in the line's folder, or
+    beside the line's file."""
+    parents: list[Path] = [ROOT]
+    missing = []
+    for depth, names, comment in tree_rows(tree):
+        assert depth < len(parents), f"{names} is indented below nothing"
+        del parents[depth + 1 :]
+        here = parents[depth]
+        missing += [str((here / name).relative_to(ROOT)) for name in names if not (here / name).exists()]
+        folder = here / names[0] if names[0].endswith("/") else here
+        for named in re.findall(r"\b[\w/-]+\.(?:py|lua)\b", comment):
+            if not (folder / named).exists():
+                missing.append(f"{(folder / named).relative_to(ROOT)} (named in the comment of {names[0]})")
+        parents.append(here / names[0])
+    return missing
+
+
+def test_the_layout_tree_is_the_tree() -> None:
+    assert len(tree_rows(layout_tree())) >= 20, "the Layout tree is missing or unreadable"
+    assert tree_missing(layout_tree()) == []
+    wrong = "workers/  the job loop (worker.py)\n  runner/\n    fetch.py\nshared/\n  lua/  (enqueue.lua)\n"
+    assert tree_missing(wrong) == [
+        "workers/worker.py (named in the comment of workers/)",
+        "workers/runner/fetch.py",
+    ]
+
+
+# --- Python names ----------------------------------------------------------------------------
+
+
+def resolves(dotted: str) -> bool:
+    """An importable module, or an attribute of the longest importable prefix."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(target, attribute):
+                return False
+            target = getattr(target, attribute)
+        return True
+    return False
+
+
+def logged_under(name: str) -> bool:
+    """A logger name: a string constant of the product that a logger is got by."""
+    return any(
+        isinstance(node, ast.Constant) and node.value == name
+        for _, tree in _modules()
+        for node in ast.walk(tree)
+    )
+
+
+def block_imports() -> list[str]:
+    """`module.name` for each name the README's Python blocks import from our packages."""
+    found = []
+    for body in blocks("python"):
+        for node in ast.walk(ast.parse(body)):
+            if isinstance(node, ast.ImportFrom) and node.module and DOTTED.fullmatch(f"{node.module}.x"):
+                found += [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                found += [alias.name for alias in node.names if alias.name.split(".")[0] in PRODUCT]
+    return found
+
+
+def test_every_python_name_the_readme_cites_imports() -> None:
+    names = matching(DOTTED) + block_imports()
+    assert "workers.dispatch.run_event" in names and "workers.handler" in names
+    assert [name for name in names if not resolves(name) and not logged_under(name)] == []
+    assert not resolves("workers.dispatch.no_such_function")
+
+
+def test_every_class_and_function_the_readme_names_is_defined() -> None:
+    deploy = "\n".join(p.read_text() for p in (ROOT / "deploy").rglob("*.y*ml"))
+    classes = [
+        name
+        for name in matching(CLASS)
+        if name not in defined()
+        and not hasattr(builtins, name)
+        and not hasattr(rq, name)
+        and not hasattr(rq.registry, name)
+        and not re.search(rf"^\s*(?:- alert|kind): {name}$", deploy, re.MULTILINE)
+        and not (ROOT / name).is_file()
+    ]
+    assert classes == []
+    calls = [
+        name
+        for name in matching(CALL)
+        if name not in defined() and not hasattr(builtins, name) and name not in FOREIGN_CALLS
+    ]
+    assert calls == []
+    methods = [span for span in spans() if span.startswith("b24.")]
+    assert methods
+    absent = [m for m in methods if not all(hasattr(c, m[4:].split("(")[0]) for c in (B24, AsyncB24))]
+    assert absent == []
+
+
+# --- settings, metrics -----------------------------------------------------------------------
+
+
+def test_every_setting_the_readme_names_is_read() -> None:
+    read = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        read |= {str(choice) for choice in getattr(alias, "choices", [alias]) if choice}
+    cited = set(SETTING.findall(README))
+    assert {"B24PIPE_TOKEN_KEYS", "REDIS_URL", "B24_CLIENT_ID"} <= cited
+    assert sorted(cited - read) == []
+
+
+@cache
+def registered_metrics() -> frozenset[str]:
+    """Metric names (string constants) of the modules that use prometheus_client."""
+    names = set()
+    for _, tree in _modules():
+        uses = any(
+            isinstance(node, ast.ImportFrom | ast.Import)
+            and "prometheus_client" in (getattr(node, "module", None) or "", *(a.name for a in node.names))
+            for node in ast.walk(tree)
+        )
+        if uses:
+            names |= {
+                node.value
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and re.fullmatch(r"b24pipe_[a-z0-9_]+", node.value)
+            }
+    return frozenset(names)
+
+
+def is_registered(metric: str) -> bool:
+    stems = {metric} | {metric.removesuffix(s) for s in METRIC_SUFFIXES}
+    stems |= {stem.removesuffix("_total") for stem in stems}
+    return any(stem in registered_metrics() or f"{stem}_total" in registered_metrics() for stem in stems)
+
+
+def cited_metrics() -> list[str]:
+    """Metric names in code spans, alone (`b24pipe_loop_cut_total{event}`) or in a query."""
+    found = {m for span in spans() for m in re.findall(rf"(?<![\w/.-]){METRIC.pattern}", span)}
+    return sorted(found - NOT_METRICS.keys())
+
+
+def test_every_metric_the_readme_names_is_registered() -> None:
+    metrics = cited_metrics()
+    assert "b24pipe_rest_calls_total" in metrics
+    assert [m for m in metrics if not is_registered(m)] == []
+    assert not is_registered("b24pipe_no_such_metric_total")
+    for name, (path, definition) in NOT_METRICS.items():
+        assert definition in (ROOT / path).read_text(), f"{name} is not what the README says"
+
+
+# --- make targets, commands ------------------------------------------------------------------
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+
+
+def commands(prefix: str) -> list[str]:
+    """Spans and code-block lines that run `prefix`, from the word on."""
+    lines = [*spans(), *(line for body in blocks("sh") for line in body.splitlines())]
+    found = []
+    for line in lines:
+        at = re.search(rf"(?:^|[\s(=.]|/bin/)(?<!-t ){prefix} ", line)  # not docker's -t <image>
+        if at:
+            found.append(line[at.end() - len(prefix) - 1 :].split("#")[0].split("|")[0].strip())
+    return sorted(set(found))
+
+
+def test_every_make_target_the_readme_names_exists() -> None:
+    targets = make_targets()
+    cited = []
+    for command in commands("make"):
+        words = [w for w in command.split()[1:] if "=" not in w and not w.startswith("-")]
+        if words and re.fullmatch(r"[\w*-]+", words[0]):
+            cited.append(words[0])
+    assert "bench-storm" in cited and "test" in cited
+    assert [t for t in cited if not fnmatch.filter(targets, t)] == []
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def unknown_in(command: str) -> list[str]:
+    """The words of one `b24pipe ...` command line its parser does not know: a subcommand
+    where one is needed, or an option."""
+    parser: argparse.ArgumentParser = build_parser()
+    try:
+        words = shlex.split(command.replace("[", " ").replace("]", " ").replace("…", ""))[1:]
+    except ValueError:
+        words = command.split()[1:]
+    unknown = []
+    for word in words:
+        sub = _subcommands(parser)
+        if sub and not word.startswith("-"):
+            if word not in sub:
+                if word != "...":
+                    unknown.append(word)
+                break
+            parser = sub[word]
+        elif word.startswith("--") and word.split("=")[0] not in parser._option_string_actions:
+            unknown.append(f"{parser.prog} {word}")
+    return unknown
+
+
+def test_every_command_and_option_the_readme_names_exists() -> None:
+    cited = commands("b24pipe")
+    assert any(c.startswith("b24pipe portals doctor") for c in cited)
+    assert unknown_in("b24pipe portals nothing") == ["nothing"]
+    assert unknown_in("b24pipe worker --no-such-option") == ["b24pipe worker --no-such-option"]
+    assert {c: u for c in cited if (u := unknown_in(c))} == {}
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_every_test_the_readme_names_exists() -> None:
+    cited = matching(re.compile(r"(test_\w+)"))
+    assert cited
+    tests = {p.stem for p in (ROOT / "tests").rglob("test_*.py")}
+    functions = {
+        node.name
+        for _, tree in _modules(("tests",))
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef)
+    }
+    assert [name for name in cited if name not in tests | functions] == []
