@@ -25,17 +25,17 @@ import argparse
 import ast
 import builtins
 import fnmatch
-import importlib
 import re
 import shlex
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
 import rq
 import rq.registry
+from rq.job import Job
 
 from b24pipe.cli import build_parser
+from b24pipe.sim.client import SimClient
 from shared.settings import Settings
 from workers.rest.client import B24, AsyncB24
 
@@ -83,10 +83,13 @@ def matching(pattern: re.Pattern[str]) -> list[str]:
     return sorted(set(found))
 
 
-def _modules(packages: tuple[str, ...] = PRODUCT) -> Iterator[tuple[Path, ast.Module]]:
-    for package in packages:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            yield path, ast.parse(path.read_text(), str(path))
+@cache
+def _modules(packages: tuple[str, ...] = PRODUCT) -> list[tuple[Path, ast.Module]]:
+    return [
+        (path, ast.parse(path.read_text(), str(path)))
+        for package in packages
+        for path in sorted((ROOT / package).rglob("*.py"))
+    ]
 
 
 @cache
@@ -166,18 +169,44 @@ def test_the_layout_tree_is_the_tree() -> None:
 # --- Python names ----------------------------------------------------------------------------
 
 
+def _module_path(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def bound(body: list[ast.stmt]) -> dict[str, ast.stmt]:
+    """The names a module's or class's body binds, each with its statement."""
+    found: dict[str, ast.stmt] = {}
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            found[node.name] = node
+        elif isinstance(node, ast.Assign):
+            found |= {target.id: node for target in node.targets if isinstance(target, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            found[node.target.id] = node
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            found |= {(alias.asname or alias.name).split(".")[0]: node for alias in node.names}
+    return found
+
+
 def resolves(dotted: str) -> bool:
-    """An importable module, or an attribute of the longest importable prefix."""
+    """A module of ours, or a name it binds (a class's too: `Class.method`), read from the
+    source: importing would run modules, and a handler module registers its handlers in
+    this process."""
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
-        try:
-            target: object = importlib.import_module(".".join(parts[:cut]))
-        except ModuleNotFoundError:
+        path = _module_path(".".join(parts[:cut]))
+        if path is None:
             continue
-        for attribute in parts[cut:]:
-            if not hasattr(target, attribute):
+        body = ast.parse(path.read_text()).body
+        for name in parts[cut:]:
+            node = bound(body).get(name)
+            if node is None:
                 return False
-            target = getattr(target, attribute)
+            body = node.body if isinstance(node, ast.ClassDef) else []
         return True
     return False
 
@@ -208,6 +237,7 @@ def test_every_python_name_the_readme_cites_imports() -> None:
     assert "workers.dispatch.run_event" in names and "workers.handler" in names
     assert [name for name in names if not resolves(name) and not logged_under(name)] == []
     assert not resolves("workers.dispatch.no_such_function")
+    assert resolves("workers.lifecycle.reconcile_bindings") and resolves("shared.events.Event.entity_key")
 
 
 def test_every_class_and_function_the_readme_names_is_defined() -> None:
@@ -229,10 +259,44 @@ def test_every_class_and_function_the_readme_names_is_defined() -> None:
         if name not in defined() and not hasattr(builtins, name) and name not in FOREIGN_CALLS
     ]
     assert calls == []
-    methods = [span for span in spans() if span.startswith("b24.")]
-    assert methods
-    absent = [m for m in methods if not all(hasattr(c, m[4:].split("(")[0]) for c in (B24, AsyncB24))]
+
+
+@cache
+def product_classes() -> dict[str, list[ast.ClassDef]]:
+    """Every class the product defines, by name (a name two modules define maps to both)."""
+    found: dict[str, list[ast.ClassDef]] = {}
+    for _, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                found.setdefault(node.name, []).append(node)
+    return found
+
+
+def has_member(class_name: str, member: str) -> bool:
+    """A class of ours (any of that name) binds the member, itself or through a base of ours."""
+    for node in product_classes().get(class_name, []):
+        if member in bound(node.body):
+            return True
+        if any(isinstance(b, ast.Name) and has_member(b.id, member) for b in node.bases):
+            return True
+    return False
+
+
+def test_every_method_the_readme_names_exists() -> None:
+    """`Class.method` of our classes, and `b24.call_many`, `simulator.faults(...)`,
+    `job.latest_result()` on the objects the README calls so (both clients for `b24`)."""
+    objects: dict[str, tuple[type, ...]] = {"b24": (B24, AsyncB24), "simulator": (SimClient,), "job": (Job,)}
+    cited = matching(re.compile(r"(\w+\.\w+)(?:\(.*\))?"))
+    methods = [name for name in cited if name.split(".")[0] in objects.keys() | product_classes().keys()]
+    assert "b24.call_many" in methods and "EchoGuard.consume" in methods
+    absent = []
+    for name in methods:
+        receiver, member = name.split(".")
+        classes = objects.get(receiver)
+        if not (all(hasattr(c, member) for c in classes) if classes else has_member(receiver, member)):
+            absent.append(name)
     assert absent == []
+    assert not has_member("EchoGuard", "no_such_method")
 
 
 # --- settings, metrics -----------------------------------------------------------------------
