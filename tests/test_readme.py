@@ -17,6 +17,7 @@ blocks), against the code itself:
   subcommand and option of the CLI's own parser;
 - a class (`WriteUncertain`, `SimClient`), a called function (`update_if_changed(...)`) or a
   `b24.` method: defined in the product (or Python's, RQ's, PromQL's or the deploy files');
+- a Redis key (`<ns>:offline:<member>:lock`): one `shared.keys.Keys` makes;
 - a test (`test_client_sim`): a test module or function of tests/.
 """
 
@@ -26,6 +27,7 @@ import argparse
 import ast
 import builtins
 import fnmatch
+import inspect
 import re
 import shlex
 from functools import cache
@@ -38,6 +40,7 @@ from rq.job import Job
 from b24pipe.cli import build_parser
 from b24pipe.sim.client import SimClient
 from shared.jobs import LEGACY_PATHS
+from shared.keys import Keys
 from shared.settings import Settings
 from workers.rest.client import B24, AsyncB24
 
@@ -301,6 +304,26 @@ def test_every_method_the_readme_names_exists() -> None:
             absent.append(name)
     assert absent == []
     assert not has_member("EchoGuard", "no_such_method")
+
+
+def key_names() -> set[str]:
+    """Every key `shared.keys.Keys` makes, in namespace `<ns>`, each argument `<>`."""
+    keys, made = Keys("<ns>"), set()
+    for name, member in vars(Keys).items():
+        if isinstance(member, property):
+            made.add(getattr(keys, name))
+        elif inspect.isfunction(member) and not name.startswith("_"):
+            required = [p for p in inspect.signature(member).parameters.values() if p.default is p.empty]
+            made.add(member(keys, *["<>"] * (len(required) - 1)))
+    return {key for key in made if isinstance(key, str)}
+
+
+def test_every_redis_key_the_readme_names_is_one_of_ours() -> None:
+    cited = sorted({m for span in spans() for m in re.findall(r"<ns>:[^\s`)]*", span)})
+    assert "<ns>:defer-horizon" in cited
+    ours = key_names()
+    assert "<ns>:offline:<>:lock" in ours and "<ns>:events" in ours
+    assert [key for key in cited if re.sub(r"<(?!ns>)[^>]+>", "<>", key) not in ours] == []
 
 
 # --- settings, metrics -----------------------------------------------------------------------
