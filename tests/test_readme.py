@@ -217,7 +217,7 @@ def resolves(dotted: str) -> bool:
 
 
 def logged_under(name: str) -> bool:
-    """A logger name: a string constant of the product that a logger is got by."""
+    """A name the product spells as a string constant: a logger's (`b24pipe.security`)."""
     return any(
         isinstance(node, ast.Constant) and node.value == name
         for _, tree in _modules()
