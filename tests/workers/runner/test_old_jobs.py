@@ -6,7 +6,8 @@ RQ's own `Queue.enqueue` with the old path as a string and the old arguments, pl
 event through the ingress's fast path (`shared.jobs.enqueue_event`), and a real
 `b24pipe worker` process runs them against the simulator. Each must reach what its job is
 for, not fail on an import: the handler ran, the bindings exist on the portal, the probe
-and the offline queue were asked, the pending install was verified, the uninstall acted on.
+and the offline queue were asked, the pending install was verified, and both uninstalls (a
+confirmation job, and an ONAPPUNINSTALL event's job) were acted on.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def _status(r: redis.Redis, job_id: str) -> JobStatus | None:
     return Job.fetch(job_id, connection=r).get_status()
 
 
+def _status_of(r: redis.Redis, keys: Keys, member_id: str) -> Status | None:
+    portal = store.run(r, store.load_portal(keys, member_id))
+    return None if portal is None else portal.status
+
+
 def test_jobs_queued_by_the_previous_release_run_to_their_outcome(
     simulator: SimClient,
     r: redis.Redis,
@@ -98,8 +104,10 @@ def test_jobs_queued_by_the_previous_release_run_to_their_outcome(
     )
     env["B24PIPE_HANDLERS"] = "tests.support.worker_handlers"  # ONTESTRECORD records each run
     _, member = install(simulator, r, env)
-    _, leaving = install(simulator, r, env)
+    _, leaving = install(simulator, r, env)  # its uninstall confirmed by the job itself
+    _, gone = install(simulator, r, env)  # by the ONAPPUNINSTALL event's job
     simulator.uninstall(leaving)
+    simulator.uninstall(gone)
     pending_member, pending_digest = _pending_install(simulator, r, env, keys)
 
     events = Queue(keys.events_queue, connection=r)
@@ -116,6 +124,9 @@ def test_jobs_queued_by_the_previous_release_run_to_their_outcome(
             "workers.lifecycle.reverify_install", pending_member, 1, pending_digest
         ).id,
         "uninstall": lifecycle.enqueue("workers.lifecycle.confirm_uninstall", uninstall).id,
+        "uninstall_event": lifecycle.enqueue(
+            "workers.dispatch.run_event", {**_old_event("ONAPPUNINSTALL", gone), "data": {"CLEAN": "0"}}
+        ).id,
     }
     assert enqueue_event(r, keys, settings, fast, keys.events_queue)
 
@@ -128,6 +139,7 @@ def test_jobs_queued_by_the_previous_release_run_to_their_outcome(
         (tmp_path / "worker.log").read_text()[-3000:],
     )
     assert wait_for(lambda: {row[0] for row in seen(r, keys.ns, "record")} == {handled["id"], fast.id})
+    assert wait_for(lambda: all(_status_of(r, keys, m) is Status.REVOKED for m in (leaving, gone)))
     stop(workers.pop())
 
     bound = {
@@ -138,8 +150,5 @@ def test_jobs_queued_by_the_previous_release_run_to_their_outcome(
     assert requests.get("event.test") == 1  # the probe was sent
     assert requests.get("event.offline.get", 0) >= 1  # the drain asked for the offline queue
 
-    verified = store.run(r, store.load_portal(keys, pending_member))
-    assert verified is not None and verified.status is Status.ACTIVE
-    revoked = store.run(r, store.load_portal(keys, leaving))
-    assert revoked is not None and revoked.status is Status.REVOKED
+    assert _status_of(r, keys, pending_member) is Status.ACTIVE  # the pending install, verified
     assert "ModuleNotFoundError" not in (tmp_path / "worker.log").read_text()
