@@ -10,7 +10,8 @@ blocks), against the code itself:
 - a dotted name (`workers.dispatch.run_event`) and each name a Python block imports:
   imports (a logger name, `b24pipe.security`, is a string the code logs under; a job path
   an earlier release queued maps through `shared.jobs.LEGACY_PATHS` to one that imports);
-- `B24PIPE_*`, `B24_*` and `REDIS_URL`: a setting `shared/settings.py` reads;
+- `B24PIPE_*`, `B24_*` and `REDIS_URL`: a setting `shared/settings.py` reads, with the
+  default the settings tables give (where they give a number or a word);
 - a metric (`b24pipe_rest_calls_total{method,status}`): registered by a module that uses
   prometheus_client (counters with or without `_total`, histograms' `_count`/`_sum`);
 - `make <target>`: a target of the Makefile; `b24pipe <command> ... --option`: a command,
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import rq
 import rq.registry
+from pydantic.fields import FieldInfo
 from rq.job import Job
 
 from b24pipe.cli import build_parser
@@ -331,13 +333,51 @@ def test_every_redis_key_the_readme_names_is_one_of_ours() -> None:
 
 
 def test_every_setting_the_readme_names_is_read() -> None:
-    read = set()
-    for field in Settings.model_fields.values():
-        alias = field.validation_alias
-        read |= {str(choice) for choice in getattr(alias, "choices", [alias]) if choice}
+    read = setting_fields().keys()
     cited = set(SETTING.findall(README))
     assert {"B24PIPE_TOKEN_KEYS", "REDIS_URL", "B24_CLIENT_ID"} <= cited
     assert sorted(cited - read) == []
+
+
+def setting_fields() -> dict[str, FieldInfo]:
+    """Each environment variable `Settings` reads, with its field."""
+    found: dict[str, FieldInfo] = {}
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        found |= {str(choice): field for choice in getattr(alias, "choices", [alias]) if choice}
+    return found
+
+
+def documented_defaults() -> list[tuple[str, str]]:
+    """(variable, default) of each row of the README's settings tables; a row naming two
+    variables (`A` / `B`) gives two defaults the same way (`1000 / 8`)."""
+    rows: list[tuple[str, str]] = []
+    for cells in re.findall(r"^\| (`[A-Z][^|]*) \| [^|]* \| ([^|]*) \|$", README, re.MULTILINE):
+        names = SETTING.findall(cells[0].split("(or")[0])
+        rows += zip(names, [d.strip() for d in cells[1].split(" / ")], strict=False)
+    return rows
+
+
+def same_default(documented: str, value: object) -> bool | None:
+    """Whether the README's default is the code's; None for a default told in words."""
+    first = documented.strip("`").split(" ")[0].rstrip(":")
+    if re.fullmatch(r"[0-9.]+", first):
+        return isinstance(value, int | float) and float(first) == value
+    if first in ("off", "none", "empty"):
+        return not value
+    if documented.strip("`") == first and isinstance(value, str):
+        return first == value
+    return None
+
+
+def test_every_default_the_readme_gives_is_the_codes() -> None:
+    fields = setting_fields()
+    rows = documented_defaults()
+    assert ("B24PIPE_MAX_FORM_DEPTH", "8") in rows and ("B24PIPE_ACK", "written") in rows
+    judged = {name: same_default(d, fields[name].get_default(call_default_factory=True)) for name, d in rows}
+    assert len([v for v in judged.values() if v is not None]) >= 40
+    assert [name for name, same in judged.items() if same is False] == []
+    assert same_default("300", 600) is False and same_default("`json`", "auto") is False
 
 
 @cache
