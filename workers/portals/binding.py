@@ -39,10 +39,10 @@ from shared.events import LIFECYCLE_EVENTS
 from shared.jobs import DOORBELL, RECONCILE_BINDINGS
 from shared.keys import Keys
 from shared.logs import log, scrub
+from shared.lua import source
 from shared.portals import Status, as_text
 from shared.settings import Settings
 from workers.errors import AuthRevoked, B24Error, OperatingLimit, RateLimited, ReauthRequired
-from workers.luascripts import source
 from workers.portals import offline
 from workers.rest.client import B24, BATCH_MAX, client_for
 from workers.runner.outcome import Defer, Reschedule
