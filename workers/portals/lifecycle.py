@@ -36,7 +36,13 @@ from rq import Queue
 from shared import portalstore as store
 from shared.crypto import DecryptError, TokenCipher
 from shared.events import Event
-from shared.jobs import CONFIRM_UNINSTALL, REVERIFY_INSTALL, enqueue_event, queue_for
+from shared.jobs import (
+    CONFIRM_UNINSTALL,
+    LIFECYCLE_RETRY_BASE,
+    enqueue_event,
+    queue_for,
+    schedule_reverify,
+)
 from shared.keys import Keys
 from shared.logs import log, security_event
 from shared.oauth import OAuthClient, Refreshed, Refuted, Unreachable, Verification, Verified
@@ -46,36 +52,18 @@ from shared.settings import Settings, load_settings, require_token_keys
 
 _logger = logging.getLogger("b24pipe.lifecycle")
 
-BACKOFF_BASE = 5.0  # seconds before the first re-verification; doubles each attempt
 # A portal waiting for re-authorization: its stored pair fails whether or not the app is
 # still installed, so that failure confirms nothing.
 NEEDS_REAUTH = "the portal needs re-authorization: its stored pair proves nothing"
 
 
-def first_delay() -> float:
-    return BACKOFF_BASE
-
-
 def next_delay(attempt: int, first_seen: float, now: float, settings: Settings) -> float | None:
     """Seconds until attempt `attempt + 1`, or None when it would come after the pending
     install's quarantine expired (then waiting longer helps nobody: give up)."""
-    delay = min(settings.retry_max, BACKOFF_BASE * 2.0**attempt)
+    delay = min(settings.retry_max, LIFECYCLE_RETRY_BASE * 2.0**attempt)
     if now + delay - first_seen > settings.quarantine_ttl:
         return None
     return delay
-
-
-def schedule_reverify(
-    connection: redis.Redis, keys: Keys, member_id: str, delay: float, attempt: int, token_digest: str
-) -> None:
-    Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
-        timedelta(seconds=delay),
-        REVERIFY_INSTALL,
-        member_id,
-        attempt,
-        token_digest,
-        description=f"reverify_install({member_id})",
-    )
 
 
 def _context() -> tuple[Settings, Keys, redis.Redis, TokenCipher]:
@@ -276,7 +264,7 @@ def _retry_confirm(
     if attempt >= settings.max_attempts:
         security_event("uninstall_unconfirmed", member_id=member_id, reason=f"gave up: {why}")
         return f"unconfirmed: gave up ({why})"
-    delay = min(settings.retry_max, BACKOFF_BASE * 2.0**attempt)
+    delay = min(settings.retry_max, LIFECYCLE_RETRY_BASE * 2.0**attempt)
     Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
         timedelta(seconds=delay),
         CONFIRM_UNINSTALL,
