@@ -79,8 +79,10 @@ Verification = Verified | Refuted | Unreachable
 @dataclass(frozen=True)
 class Unconfigured:
     """The grant cannot be asked for with these settings (no client credentials, or the
-    host policy refuses the authorization server): an operator must act."""
+    host policy refuses the authorization server): an operator must act. `code` names
+    which (`NO_CLIENT_CREDENTIALS`, `OUTBOUND_REFUSED`)."""
 
+    code: str
     reason: str
 
 
@@ -294,7 +296,7 @@ class OAuthClient:
         """One refresh-token grant (POST body: no secret in the URL)."""
         secret = self._settings.secret()
         if not self._settings.client_id or not secret:
-            return Unconfigured("B24_CLIENT_ID/B24_CLIENT_SECRET are not set")
+            return Unconfigured("NO_CLIENT_CREDENTIALS", "B24_CLIENT_ID/B24_CLIENT_SECRET are not set")
         form = {
             "grant_type": "refresh_token",
             "client_id": self._settings.client_id,
@@ -304,7 +306,7 @@ class OAuthClient:
         try:
             answer = await self._post(f"{self._settings.oauth_url}/oauth/token/", form, ())
         except OutboundRefused as exc:
-            return Unconfigured(f"authorization server refused by host policy: {exc}")
+            return Unconfigured("OUTBOUND_REFUSED", f"authorization server refused by host policy: {exc}")
         if isinstance(answer, Unreachable):
             return answer
         return parse_refresh(answer.status, answer.body, int(time.time()))

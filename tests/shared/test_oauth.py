@@ -30,14 +30,25 @@ def test_anything_but_a_whole_pair_is_refused_with_a_loggable_reason() -> None:
     assert parse_refresh(200, ["a-1"], 0) == Refuted("HTTP_200")
 
 
+def _refresh() -> object:
+    async def ask() -> object:
+        async with aiohttp.ClientSession() as session:
+            return await OAuthClient(load_settings(), session).refresh("r-1")
+
+    return asyncio.run(ask())
+
+
 @pytest.mark.parametrize("missing", ["B24_CLIENT_ID", "B24_CLIENT_SECRET"])
 def test_missing_credentials_are_a_configuration_problem(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, missing: str
 ) -> None:
     monkeypatch.setenv(missing, "")
+    assert _refresh() == Unconfigured("NO_CLIENT_CREDENTIALS", "B24_CLIENT_ID/B24_CLIENT_SECRET are not set")
 
-    async def ask() -> object:
-        async with aiohttp.ClientSession() as session:
-            return await OAuthClient(load_settings(), session).refresh("r-1")
 
-    assert asyncio.run(ask()) == Unconfigured("B24_CLIENT_ID/B24_CLIENT_SECRET are not set")
+def test_an_authorization_server_the_policy_refuses_is_a_configuration_problem(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("B24_OAUTH_URL", "http://10.9.8.7")  # private, and not an allowed host
+    refused = _refresh()
+    assert isinstance(refused, Unconfigured) and refused.code == "OUTBOUND_REFUSED"

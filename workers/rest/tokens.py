@@ -47,7 +47,6 @@ _log = logging.getLogger("b24pipe.tokens")
 REFRESH_MARGIN = 60  # refresh an access token at most this many seconds before it expires
 MARGIN_SHARE = 0.2  # ...and at most this share of its lifetime before
 _WAIT_STEP = 0.05
-UNCONFIGURED = "NO_CLIENT_CREDENTIALS"  # the code of a refresh our settings cannot ask for
 AUTH_SERVER_UNREACHABLE = "AUTH_SERVER_UNREACHABLE"  # timeout, 5xx or network: retried
 
 
@@ -167,10 +166,9 @@ class TokenStore:
             return await self._save(portal, result)
         if isinstance(result, Refuted) and result.reason == "invalid_grant":
             return await self._mark_reauth(portal)
-        restmetrics.REFRESHES.labels(outcome="error").inc()
         if isinstance(result, Unconfigured):
-            security_event("refresh_failed", member_id=member_id, code=UNCONFIGURED, marked=False)
-            raise ConfigurationError(UNCONFIGURED, result.reason)
+            raise ConfigurationError(result.code, result.reason)  # nothing was asked: no refresh failed
+        restmetrics.REFRESHES.labels(outcome="error").inc()
         code = result.reason if isinstance(result, Refuted) else AUTH_SERVER_UNREACHABLE
         security_event("refresh_failed", member_id=member_id, code=code, marked=False)
         raise ApiError(code, "token refresh failed")
