@@ -120,7 +120,11 @@ class PortalDeleted(B24Error):
 
 class ConfigurationError(B24Error):
     """Our configuration, not Bitrix24, is what fails (B24_CLIENT_ID/B24_CLIENT_SECRET not
-    set, B24_OAUTH_URL refused by the host policy): retrying cannot help."""
+    set, B24_OAUTH_URL refused by the host policy): retrying cannot help. `code` names the
+    problem (`NO_CLIENT_CREDENTIALS`, `OUTBOUND_REFUSED`)."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(code, message)
 
 
 class OutboundBlocked(B24Error):

@@ -167,7 +167,7 @@ class TokenStore:
         if isinstance(result, Refuted) and result.reason == "invalid_grant":
             return await self._mark_reauth(portal)
         if isinstance(result, Unconfigured):
-            raise ConfigurationError(result.code, result.reason)  # nothing was asked: no refresh failed
+            raise ConfigurationError(result.reason, code=result.code)  # nothing was asked: no refresh failed
         restmetrics.REFRESHES.labels(outcome="error").inc()
         code = result.reason if isinstance(result, Refuted) else AUTH_SERVER_UNREACHABLE
         security_event("refresh_failed", member_id=member_id, code=code, marked=False)
