@@ -50,8 +50,9 @@ _LUA = {
         "forget_pending",
         "supersede_pending",
         "token_cas",
+        "lock_release",
     )
-} | {"lock_release": source("lock_release")}
+}
 
 
 @dataclass(frozen=True)
@@ -717,7 +718,7 @@ def take_lock(lock: RefreshLock) -> Plan[bool]:
 
 
 def release_lock(lock: RefreshLock) -> Plan[bool]:
-    """Free the lock if it is still ours (lock_release.lua); True when it was."""
+    """Free the lock if it is still ours (portalstore_lock_release.lua); True when it was."""
     return Plan((Lua("lock_release", (lock.key,), (lock.holder,)),), lambda r: bool(r[0]))
 
 

@@ -443,4 +443,4 @@ def drain(member_id: str) -> str:
 
 
 def _release(client: redis.Redis, lock: str, holder: str) -> None:
-    client.register_script(source("lock_release"))(keys=[lock], args=[holder])
+    client.register_script(source("portalstore_lock_release"))(keys=[lock], args=[holder])
