@@ -1,5 +1,8 @@
 """The exceptions handlers raise and the REST client raises, and what the worker does with each.
 
+All derive from `B24PipeError` (shared.errors draws the whole tree); `ConfigurationError`,
+a setting or deployment that cannot work, is never retried.
+
 Handler control flow:
 - `Retry(after)`: run this (event, handler) again after `after` seconds; uses an attempt.
 - `Permanent(reason)`: do not retry; the job goes to the failed registry.
@@ -25,20 +28,43 @@ Error texts never contain tokens: the client builds them from codes and method n
 
 from __future__ import annotations
 
+from shared.errors import B24PipeError, ConfigurationError
 
-class Retry(Exception):
+__all__ = [
+    "AccessDenied",
+    "ApiError",
+    "AuthRevoked",
+    "B24Error",
+    "B24PipeError",
+    "BadRequest",
+    "ConfigurationError",
+    "IdempotencyKeyReused",
+    "MethodNotFound",
+    "OperatingLimit",
+    "OutboundBlocked",
+    "Permanent",
+    "PortalDeleted",
+    "RateLimited",
+    "ReauthRequired",
+    "Retry",
+    "ScopeMissing",
+    "WriteUncertain",
+]
+
+
+class Retry(B24PipeError):
     def __init__(self, after: float = 0.0, reason: str = "") -> None:
         super().__init__(reason or f"retry after {after:g}s")
         self.after = max(0.0, float(after))
 
 
-class Permanent(Exception):
+class Permanent(B24PipeError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-class B24Error(Exception):
+class B24Error(B24PipeError):
     """An error answer from Bitrix24 (or the way to it). `code` is Bitrix24's error code."""
 
     retryable = False

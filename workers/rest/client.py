@@ -37,12 +37,13 @@ import redis
 
 from shared import tracing
 from shared.crypto import TokenCipher
+from shared.errors import ConfigurationError
 from shared.keys import Keys
 from shared.logs import security_event
 from shared.oauth import OAuthClient
 from shared.outbound import HostPolicy
 from shared.portals import Portal
-from shared.settings import ConfigError, Settings, require_token_keys
+from shared.settings import Settings, require_token_keys
 from workers.errors import ApiError, B24Error, BadRequest, OperatingLimit, RateLimited, WriteUncertain
 from workers.guards.loop import EchoMarker
 from workers.guards.writemap import Echo
@@ -161,7 +162,7 @@ class Context:
         try:
             plan = parse_plan(settings.rate_plan)
         except PlanError as exc:
-            raise ConfigError(f"invalid setting B24PIPE_RATE_PLAN: {exc}") from None
+            raise ConfigurationError(f"invalid setting B24PIPE_RATE_PLAN: {exc}") from None
         aredis = runtime.redis(settings.redis_url_or_default())
         keys = Keys(settings.namespace)
         transport = Transport(runtime.session, HostPolicy.from_settings(settings), settings.http_timeout)

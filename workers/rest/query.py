@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
+from shared.errors import B24PipeError
+
 BATCH_LIMIT = 50
 """Commands Bitrix24 accepts in one `batch` call (more fail with ERROR_BATCH_LENGTH_EXCEEDED)."""
 
@@ -24,7 +26,7 @@ MAX_QUERY_DEPTH = 16
 """Deepest bracket nesting `parse_query` accepts (PHP's default max_input_nesting_level is 64)."""
 
 
-class QueryError(ValueError):
+class QueryError(B24PipeError, ValueError):
     """A batch command or query that cannot be read (too deep, not `method?query`)."""
 
 
