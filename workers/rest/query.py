@@ -8,7 +8,7 @@ a storm into batches is what keeps it under 2 requests per second.
 
 `call_many` names its commands `c<index>` rather than bare numbers: PHP's json_encode turns
 an array keyed exactly 0..n-1 into a JSON list, keyed otherwise into an object, so bare
-numbers come back in either shape (`workers.rest.client.php_keyed` reads both).
+numbers come back in either shape (`workers.rest.transport.php_keyed` reads both).
 """
 
 from __future__ import annotations
