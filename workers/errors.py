@@ -28,28 +28,9 @@ Error texts never contain tokens: the client builds them from codes and method n
 
 from __future__ import annotations
 
-from shared.errors import B24PipeError, ConfigurationError
-
-__all__ = [
-    "AccessDenied",
-    "ApiError",
-    "AuthRevoked",
-    "B24Error",
-    "B24PipeError",
-    "BadRequest",
-    "ConfigurationError",
-    "IdempotencyKeyReused",
-    "MethodNotFound",
-    "OperatingLimit",
-    "OutboundBlocked",
-    "Permanent",
-    "PortalDeleted",
-    "RateLimited",
-    "ReauthRequired",
-    "Retry",
-    "ScopeMissing",
-    "WriteUncertain",
-]
+# re-exported: handlers catch them from here like every other error of this module
+from shared.errors import B24PipeError as B24PipeError
+from shared.errors import ConfigurationError as ConfigurationError
 
 
 class Retry(B24PipeError):

@@ -276,37 +276,37 @@ def test_authorizing_sends_again_with_a_pair_another_process_put_in_meanwhile(
     assert simulator.stats(member)["requests"]["profile"] == 3
 
 
-def _window(ctx: Context, env: dict[str, str], pause_at: float) -> OperatingWindow:
-    aredis = ctx.runtime.redis(env["REDIS_URL"])
-    return OperatingWindow(aredis, Keys(env["B24PIPE_NAMESPACE"]), pause_at)
+def _operate_until_limited(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str], pause_at: float, max_wait: float
+) -> tuple[str, OperatingLimit]:
+    """A portal whose operating limit is 3 s, `profile` costing 1 s, called through `Operating`
+    alone until it raises; then the portal and what it raised."""
+    _, member = install(simulator, r, env, operating_limit=3, costs={"profile": 1})
+    ctx, sending = _parts()
+    portal = _run(ctx, ctx.tokens.load(member))
+    window = OperatingWindow(ctx.runtime.redis(env["REDIS_URL"]), Keys(env["B24PIPE_NAMESPACE"]), pause_at)
+    layer = Operating(window, max_wait, sending)
+    with pytest.raises(OperatingLimit) as caught:
+        for _ in range(10):
+            _run(ctx, layer.send(_call(member), portal))
+    assert caught.value.method == "profile"
+    assert _run(ctx, layer.send(_call(member, "user.admin"), portal)).payload["result"] is True  # unaffected
+    return member, caught.value
 
 
 def test_operating_pauses_a_method_before_bitrix24_blocks_it(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
-    _, member = install(simulator, r, env, operating_limit=6, costs={"profile": 1})
-    ctx, sending = _parts()
-    portal = _run(ctx, ctx.tokens.load(member))
-    layer = Operating(_window(ctx, env, pause_at=4), 0.0, sending)
-    with pytest.raises(OperatingLimit) as caught:
-        for _ in range(10):
-            _run(ctx, layer.send(_call(member), portal))
-    assert caught.value.after > 0 and caught.value.method == "profile"
+    member, limit = _operate_until_limited(simulator, r, env, pause_at=2, max_wait=0.0)
+    assert limit.after > 0
     assert simulator.stats(member)["operation_time_limit"] == 0  # never asked past the pause
-    assert _run(ctx, layer.send(_call(member, "user.admin"), portal)).payload["result"] is True
 
 
 def test_operating_holds_a_method_bitrix24_answered_429(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
-    _, member = install(simulator, r, env, operating_limit=3, costs={"profile": 1})
-    ctx, sending = _parts()
-    portal = _run(ctx, ctx.tokens.load(member))
-    layer = Operating(_window(ctx, env, pause_at=1000), 5.0, sending)  # never pauses by itself
-    with pytest.raises(OperatingLimit) as caught:
-        for _ in range(10):
-            _run(ctx, layer.send(_call(member), portal))
-    assert caught.value.after > 5
+    member, limit = _operate_until_limited(simulator, r, env, pause_at=1000, max_wait=5.0)  # no own pause
+    assert limit.after > 5
     assert simulator.stats(member)["operation_time_limit"] == 1  # held after the first 429
 
 
