@@ -58,4 +58,11 @@ class B24PipeError(Exception):
 
 class ConfigurationError(B24PipeError):
     """A setting is missing or invalid, or the deployment cannot work as configured. Its text is
-    one line naming the problem. Retrying cannot help, so the worker fails the job at once."""
+    one line naming the problem. Retrying cannot help, so the worker fails the job at once.
+
+    `code`: a fixed name for the problem where the raiser has one (the token path's
+    `NO_CLIENT_CREDENTIALS`), as `B24Error.code` names Bitrix24's; it leads the text."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(f"{code}: {message}" if code else message)
+        self.code = code

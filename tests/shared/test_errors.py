@@ -10,7 +10,7 @@ import pkgutil
 import re
 
 import shared.errors
-from shared.errors import B24PipeError
+from shared.errors import B24PipeError, ConfigurationError
 
 PACKAGES = ("shared", "ingress", "workers")
 # one drawn class per line: the tree's branches, the class name, its module, a colon
@@ -82,3 +82,16 @@ def test_the_docstring_draws_every_class_under_its_real_base() -> None:
             assert cls is B24PipeError
         else:
             assert defined[parent] in cls.__bases__, f"{name} is drawn under {parent}"
+
+
+def test_a_configuration_error_may_name_its_problem_by_code() -> None:
+    named = ConfigurationError("B24_CLIENT_SECRET is not set", code="NO_CLIENT_CREDENTIALS")
+    assert (named.code, str(named)) == (
+        "NO_CLIENT_CREDENTIALS",
+        "NO_CLIENT_CREDENTIALS: B24_CLIENT_SECRET is not set",
+    )
+    plain = ConfigurationError("invalid setting B24PIPE_ACK: must be one of written, fsync, replica")
+    assert (plain.code, str(plain)) == (
+        "",
+        "invalid setting B24PIPE_ACK: must be one of written, fsync, replica",
+    )

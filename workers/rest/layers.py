@@ -16,10 +16,13 @@ passes the call on, and goes round again only for its own reason:
     Sending         one HTTP exchange, counted; a lost answer comes back, not raised
 
 Layers above `Authorizing` take the call; below it, the call and the portal record whose
-pair it is sent with. What a layer decides is a pure function beside it; any layer can be
-built directly on `Sending`, which is how tests/workers/rest/test_layers.py tries each one
-alone against the simulator. `AsyncB24` (workers.rest.client) builds the chain in
-`Context.build` and only reads the answer that comes out of it.
+pair it is sent with. A failed answer travels up as an `Exchange` like any other, and
+`Resending` is where it becomes the typed error the caller gets (layers below raise only
+for their own reason: a deferral, a refused move, a parked portal). What a layer decides is
+a pure function beside it; any layer can be built directly on `Sending`, which is how
+tests/workers/rest/test_layers.py tries each one alone against the simulator. `Context`
+(workers.rest.client) chains them once per process; `AsyncB24._request` sends each call
+down the chain and reads the answer that comes out.
 
 httpx layers its client the same way (`_send_handling_auth`, `_send_handling_redirects`,
 `_send_single_request`); here limits, echo marks and resending are layers of their own.
