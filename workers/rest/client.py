@@ -1,24 +1,10 @@
 """The Bitrix24 REST client handlers get as `b24`: `AsyncB24` (the logic) and `B24` (sync).
 
-Every call goes down one request path (workers/rest/layers.py, built in `Context`), one
-layer for each reason to send it again, outermost first:
-
-- echo marks: a write that did not happen drops the marks of the echoes it would have caused;
-- 5xx, connection errors, HTML error pages: bounded exponential backoff with jitter, when
-  sending again is safe for what the call does (workers/rest/methodkind.py); a write that is not
-  raises `WriteUncertain` at once;
-- 3xx: a portal that moved; followed only once the authorization server confirms the new
-  address (workers/rest/relocate.py);
-- the portal's OAuth tokens (refreshed single-flight when near expiry, in proportion to the
-  token's lifetime); a 401 re-reads the stored pair and sends again with it if another
-  process replaced it, else on `expired_token` or `invalid_token` refreshes once;
-- the methods' operating-time windows (pause or defer); a 429 OPERATION_TIME_LIMIT holds the
-  method; a success feeds the window;
-- the shared limiter (wait in place or defer); a 503 QUERY_LIMIT_EXCEEDED makes it treat the
-  bucket as full and the request waits its turn again;
-- a write's echo marks, set just before its first send; then one HTTP exchange.
-
-Anything else comes back as the typed error of workers/errors.py at once.
+Every call goes down one request path, chained in `Context` and drawn in the docstring of
+workers/rest/layers.py: echo marks, resending by what the method does, a portal that moved,
+the portal's tokens, the methods' operating windows, the shared limiter, one HTTP exchange;
+one layer for each reason to send a call again. A handler gets the `result`, or the typed
+error of workers/errors.py.
 
 `v3(...)` calls REST 3.0 (`/rest/api/<method>`, JSON) through the same layers, with an
 `Idempotency-Key` on every write, so lost answers of its writes are resent safely.
