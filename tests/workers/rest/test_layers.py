@@ -236,6 +236,30 @@ def test_relocating_follows_a_confirmed_move_and_sends_again(
     assert stored(r, env, member).client_endpoint == moved.client_endpoint
 
 
+class _Pinned:
+    """Sends with one portal record, whatever the store says meanwhile."""
+
+    def __init__(self, portal: Portal, inner: PortalLayer) -> None:
+        self._portal = portal
+        self._inner = inner
+
+    async def send(self, call: Call) -> Exchange:
+        return await self._inner.send(call, self._portal)
+
+
+def test_relocating_follows_one_move_per_call(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str]
+) -> None:
+    _, member = install(simulator, r, env)
+    ctx, sending = _parts()
+    before = _run(ctx, ctx.tokens.load(member))
+    moved = simulator.change_domain(member, f"moved-{member[:12]}.bitrix24.test")
+    with pytest.raises(ApiError) as caught:  # the old address answers 302 again
+        _run(ctx, Relocating(ctx.relocator, _Pinned(before, sending)).send(_call(member)))
+    assert caught.value.code == "TOO_MANY_REDIRECTS"
+    assert stored(r, env, member).client_endpoint == moved.client_endpoint  # the one move it followed
+
+
 def test_authorizing_refreshes_a_stale_pair_once(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
