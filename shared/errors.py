@@ -40,9 +40,11 @@ Outside on purpose:
 
     JobOutcome                    workers.runner.outcome: not an error but how `run_event` tells the worker what to do with a job (its subclasses too)
 
-And outside the product packages: the CLI's `UsageError` and `CommandError` (b24pipe.errors)
-only choose an exit status and a message, and the simulator's errors (b24pipe.sim) stand
-for Bitrix24's side of the wire; neither is raised to code that embeds b24pipe.
+And outside the product packages, the errors of b24pipe/: the CLI's `UsageError` and
+`CommandError` (b24pipe.errors), its embedded Redis's `ServerError` and the example run's
+`ExampleFailure` only choose an exit status and a message; the simulator's errors
+(b24pipe.sim, `SimulatorError` of its launcher) stand for Bitrix24's side of the wire. None
+is raised to code that embeds b24pipe or to a handler.
 
 `ScopeMissing` is a configuration problem too (the app's scopes are set in Bitrix24), but it
 is an answer from Bitrix24 and stays a `B24Error`; like every non-retryable `B24Error` the
