@@ -9,7 +9,8 @@ it to the code: every class is drawn, under its real base):
     B24PipeError                  shared.errors: the root
     ├── ConfigurationError        shared.errors: a setting or the deployment is wrong; the worker never retries it
     │   ├── PlanError             shared.rateplan: a rate plan text that does not parse (also a ValueError)
-    │   └── HandlerImportError    workers.handlers: a module named in B24PIPE_HANDLERS does not import
+    │   ├── HandlerImportError    workers.handlers: a module named in B24PIPE_HANDLERS does not import
+    │   └── RestConfigurationError  workers.errors: our settings fail a REST call (also a B24Error)
     ├── DecryptError              shared.crypto: a ciphertext no configured key opens
     ├── OutboundRefused           shared.outbound: the host policy refuses a destination
     ├── FormError                 ingress.formparse: a body that cannot be decoded (also a ValueError)
