@@ -196,12 +196,19 @@ def _run(ctx: Context, coro: Coroutine[Any, Any, T]) -> T:
     return ctx.runtime.run(coro)
 
 
+def _installed(
+    simulator: SimClient, r: redis.Redis, env: dict[str, str], plan: str = "standard", **options: Any
+) -> tuple[str, Context, Sending, Portal]:
+    """A simulated portal installed; its member id, the parts, and its record as stored."""
+    _, member = install(simulator, r, env, plan, **options)
+    ctx, sending = _parts()
+    return member, ctx, sending, _run(ctx, ctx.tokens.load(member))
+
+
 def test_sending_returns_a_lost_answer_instead_of_raising(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
-    _, member = install(simulator, r, env)
-    ctx, sending = _parts()
-    portal = _run(ctx, ctx.tokens.load(member))
+    member, ctx, sending, portal = _installed(simulator, r, env)
     simulator.faults(member, rest_drop=1, rest_500=1)
     dropped = _run(ctx, sending.send(_call(member), portal))
     assert dropped.answer is None and dropped.lost is not None
@@ -250,9 +257,7 @@ class _Pinned:
 def test_relocating_follows_one_move_per_call(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
-    _, member = install(simulator, r, env)
-    ctx, sending = _parts()
-    before = _run(ctx, ctx.tokens.load(member))
+    member, ctx, sending, before = _installed(simulator, r, env)
     moved = simulator.change_domain(member, f"moved-{member[:12]}.bitrix24.test")
     with pytest.raises(ApiError) as caught:  # the old address answers 302 again
         _run(ctx, Relocating(ctx.relocator, _Pinned(before, sending)).send(_call(member)))
@@ -305,9 +310,7 @@ def _operate_until_limited(
 ) -> tuple[str, OperatingLimit]:
     """A portal whose operating limit is 3 s, `profile` costing 1 s, called through `Operating`
     alone until it raises; then the portal and what it raised."""
-    _, member = install(simulator, r, env, operating_limit=3, costs={"profile": 1})
-    ctx, sending = _parts()
-    portal = _run(ctx, ctx.tokens.load(member))
+    member, ctx, sending, portal = _installed(simulator, r, env, operating_limit=3, costs={"profile": 1})
     window = OperatingWindow(ctx.runtime.redis(env["REDIS_URL"]), Keys(env["B24PIPE_NAMESPACE"]), pause_at)
     layer = Operating(window, max_wait, sending)
     with pytest.raises(OperatingLimit) as caught:
@@ -337,9 +340,7 @@ def test_operating_holds_a_method_bitrix24_answered_429(
 def test_limiting_fills_the_bucket_after_a_503_and_waits_its_turn(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
-    _, member = install(simulator, r, env, "custom:0.5/10", drain=0.5, burst=10)
-    ctx, sending = _parts()
-    portal = _run(ctx, ctx.tokens.load(member))
+    member, ctx, sending, portal = _installed(simulator, r, env, "custom:0.5/10", drain=0.5, burst=10)
     plan = Plan(0.5, 10)  # a slot every 2 s: the bucket stays full between the two calls
     simulator.faults(member, foreign_burst=10)  # another app on our IP used the whole bucket
     exchange = _run(ctx, Limiting(ctx.limiter, plan, 5.0, sending).send(_call(member), portal))
