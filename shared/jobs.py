@@ -9,8 +9,8 @@ args, kwargs)` tuple, RQ's default serializer) and our `b24_member`. The tests c
 result against RQ's own `Job.create(...).to_dict()` and read it back with `Job.fetch` and
 `Queue`.
 
-`shared/lua/enqueue.lua` writes a whole batch (dedupe SET NX, HSET, one RPUSH, SADD
-rq:queues) in one atomic call; `enqueue_event` is the synchronous form of that call for one
+`shared/lua/enqueue.lua` writes a whole batch (dedupe SET NX, HSET, one RPUSH, SADD to RQ's
+set of queues) in one atomic call; `enqueue_event` is the synchronous form of that call for one
 event, for the worker side (quarantine release, replays). The ingress batches concurrent
 requests into it (`ingress.enqueuer`).
 """
@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 
+from shared import rqkeys
 from shared.events import LIFECYCLE_EVENTS, Event
 from shared.keys import Keys
 from shared.lua import source
@@ -46,9 +47,6 @@ LEGACY_PATHS = {
     "workers.offline.drain": DRAIN_OFFLINE,
     "workers.probe.send": SEND_PROBE,
 }
-RQ_JOB_PREFIX = "rq:job:"
-RQ_QUEUE_PREFIX = "rq:queue:"
-RQ_QUEUES = "rq:queues"
 ENQUEUE_LUA = source("enqueue")
 
 # The job hash fields that differ between events, in the order of `job_values`. `b24_member`
@@ -93,7 +91,7 @@ class JobTemplate:
         flat: list[str | int] = []
         for name, value in fields.items():
             flat += (name, value)
-        return cls(queue, RQ_QUEUE_PREFIX + queue, settings.dedupe_window, tuple(flat))
+        return cls(queue, rqkeys.queue(queue), settings.dedupe_window, tuple(flat))
 
     def shared(self, now: datetime) -> tuple[str | int, ...]:
         """The field/value pairs of every job of a batch written at `now`."""
@@ -162,7 +160,7 @@ def script_call(
 ) -> tuple[list[str], list[str | int | bytes]]:
     """(KEYS, ARGV) of one enqueue.lua call writing `jobs` to the template's queue."""
     shared = template.shared(now or datetime.now(UTC))
-    script_keys = [template.queue_key, RQ_QUEUES]
+    script_keys = [template.queue_key, rqkeys.QUEUES]
     argv: list[str | int | bytes] = [
         template.dedupe_window,
         len(shared),
@@ -171,7 +169,7 @@ def script_call(
         *JOB_FIELDS,
     ]
     for job in jobs:
-        script_keys += (job.dedupe_key, RQ_JOB_PREFIX + job.job_id)
+        script_keys += (job.dedupe_key, rqkeys.job(job.job_id))
         argv.append(job.job_id)
         argv += job.values
     return script_keys, argv

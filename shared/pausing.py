@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import redis
 
+from shared import rqkeys
 from shared.keys import Keys
 from shared.lua import source
 
@@ -24,4 +25,4 @@ def pause(client: redis.Redis, keys: Keys, member_id: str) -> bool:
 def resume(client: redis.Redis, keys: Keys, member_id: str) -> int:
     """Lift the pause; how many held jobs went back to their queues."""
     script = client.register_script(RESUME_LUA)
-    return int(script(keys=[keys.paused_portals, keys.held(member_id)], args=[member_id]))
+    return int(script(keys=[keys.paused_portals, keys.held(member_id)], args=[member_id, rqkeys.LUA_ARG]))

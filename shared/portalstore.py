@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 import redis
 import redis.asyncio as aioredis
 
+from shared import rqkeys
 from shared.crypto import TokenCipher
 from shared.events import Event
 from shared.keys import Keys
@@ -259,7 +260,7 @@ def _release_op(keys: Keys, member_id: str) -> Lua:
     return Lua(
         "release_parked",
         (keys.parked(member_id), keys.parked_portals, keys.portal(member_id)),
-        (member_id,),
+        (member_id, rqkeys.LUA_ARG),
     )
 
 

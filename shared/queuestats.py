@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shared import rqkeys
 from shared.keys import Keys
 from shared.lua import source
 
@@ -63,7 +64,7 @@ def parse_rq_time(text: str) -> float:
 
 
 def _args(keys: Keys, recovery_after: float, now: float) -> tuple[list[str], list[str | float]]:
-    return [keys.workers], [now, recovery_after * DEAD_FACTOR, *keys.queues]
+    return [keys.workers], [now, recovery_after * DEAD_FACTOR, rqkeys.LUA_ARG, *keys.queues]
 
 
 def parse(queues: Sequence[str], row: Sequence[int | bytes | str], now: float) -> Snapshot:

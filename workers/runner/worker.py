@@ -53,6 +53,7 @@ from rq.serializers import DefaultSerializer
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from rq.utils import import_attribute
 
+from shared import rqkeys
 from shared.jobs import LEGACY_PATHS
 from shared.keys import Keys
 from shared.logs import log, scrub
@@ -76,7 +77,7 @@ FLUSH_EVERY = 0.1  # seconds between acknowledgement writes inside a long batch
 MAX_SKIP = 2000  # jobs of waiting portals one fetch may defer server-side (bounds the script's run time)
 IDLE_BLOCK = 1  # seconds one BLMOVE waits on an empty queue (also the longest shutdown delay when idle)
 MIN_TICK = 0.1  # seconds between two maintenance ticks at the least
-_SCHEDULING = frozenset({"sched", "defer"})  # acknowledgements that put a job in rq:scheduled
+_SCHEDULING = frozenset({"sched", "defer"})  # acknowledgements that put a job in RQ's ScheduledJobRegistry
 _PERMANENT_JOB_ERRORS = (ValidationError, DeserializationError, ImportError, AttributeError)
 
 
@@ -229,13 +230,13 @@ class Worker:
             return
 
     def _deregister(self) -> None:
-        wkey = f"rq:worker:{self.name}"
+        wkey = rqkeys.worker(self.name)
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hdel(self.keys.workers, self.name)
-            pipe.delete(wkey, f"{wkey}:executions")
-            pipe.srem("rq:workers", wkey)
+            pipe.delete(wkey, wkey + rqkeys.WORKER_EXECUTIONS)
+            pipe.srem(rqkeys.WORKERS, wkey)
             for queue in self.queue_names:
-                pipe.srem(f"rq:workers:{queue}", wkey)
+                pipe.srem(rqkeys.workers_of(queue), wkey)
             pipe.execute()
 
     # --- maintenance (heartbeat thread) ---------------------------------------------------
@@ -307,6 +308,7 @@ class Worker:
                 rq_time(now),
                 os.getpid(),
                 socket.gethostname(),
+                rqkeys.LUA_ARG,
                 *self.queue_names,
             ],
             client=client,
@@ -350,7 +352,7 @@ class Worker:
         if not jobs:
             if self.burst:
                 return False
-            events_key = f"rq:queue:{self.keys.events_queue}"
+            events_key = rqkeys.queue(self.keys.events_queue)
             claimed = self.client.blmove(events_key, self.inflight, IDLE_BLOCK, "LEFT", "RIGHT")
             if claimed is None:
                 return True
@@ -371,7 +373,7 @@ class Worker:
             return
         with self.client.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hget(f"rq:job:{job_id}", "origin")
+                pipe.hget(rqkeys.job(job_id), "origin")
             queues = pipe.execute()
         self._acks.extend(
             ("back", job_id, as_text(queue) if queue else self.keys.events_queue, "", "", "")
@@ -383,7 +385,7 @@ class Worker:
     def _fetch(self, claimed: str | None) -> list[Taken]:
         now = time.time()
         rows, horizons, skipped, suspended = self.scripts.fetch(
-            keys=[self.inflight, self.keys.defer_horizon, *(f"rq:queue:{q}" for q in self.queue_names)],
+            keys=[self.inflight, self.keys.defer_horizon, *map(rqkeys.queue, self.queue_names)],
             args=[
                 self.settings.fetch_batch,
                 self.name,
@@ -396,6 +398,7 @@ class Worker:
                 SKIP_MARGIN,
                 self.keys.paused_portals,
                 self.keys.held(""),
+                rqkeys.LUA_ARG,
                 *self.queue_names,
             ],
         )
@@ -462,7 +465,7 @@ class Worker:
         if not self._acks:
             return
         now = time.time()
-        args: list[Any] = [self.name, now, rq_time(now)]
+        args: list[Any] = [self.name, now, rq_time(now), rqkeys.LUA_ARG]
         for entry in self._acks:
             args.extend(entry)
         self.scripts.ack(keys=[self.inflight, self.keys.defer_horizon, self.keys.parked_portals], args=args)
