@@ -28,10 +28,9 @@ from typing import Any
 
 import redis
 
-from shared import rqkeys
+from shared import lua, rqkeys
 from shared.events import LIFECYCLE_EVENTS, Event
 from shared.keys import Keys
-from shared.lua import source
 from shared.settings import Settings
 
 # The function paths RQ stores in queued jobs. They outlive a release: a path here never
@@ -47,7 +46,7 @@ LEGACY_PATHS = {
     "workers.offline.drain": DRAIN_OFFLINE,
     "workers.probe.send": SEND_PROBE,
 }
-ENQUEUE_LUA = source("enqueue")
+ENQUEUE = "shared/lua/enqueue.lua"
 
 # The job hash fields that differ between events, in the order of `job_values`. `b24_member`
 # is not RQ's: it lets fetch.lua defer a rate-limited portal's jobs without leaving Redis
@@ -192,8 +191,7 @@ def queue_of(keys: Keys, name: str) -> str:
 
 def enqueue_event(client: redis.Redis, keys: Keys, settings: Settings, event: Event, queue: str) -> bool:
     """Synchronously queue one event (worker side). False when it was a recent duplicate."""
-    script = client.register_script(ENQUEUE_LUA)
     job = QueuedJob.of(keys, event.model_dump(mode="json"))
     script_keys, argv = script_call(JobTemplate.build(queue, settings), [job])
-    queued: bytes = script(keys=script_keys, args=argv)
+    queued: bytes = lua.script(client, ENQUEUE)(keys=script_keys, args=argv)
     return queued == b"1"

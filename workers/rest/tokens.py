@@ -29,13 +29,13 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
+from shared import lua
 from shared.crypto import TokenCipher
 from shared.keys import Keys
 from shared.logs import log, security_event
 from shared.portals import Portal, Status
 from shared.settings import Settings
 from workers.errors import ApiError, AuthRevoked, ReauthRequired
-from workers.luascripts import source
 from workers.rest import metrics as restmetrics
 from workers.rest.transport import Transport, host_of
 
@@ -97,8 +97,8 @@ class TokenStore:
         self._keys = Keys(settings.namespace)
         self._cipher = cipher
         self._transport = transport
-        self._cas = redis.register_script(source("token_cas"))
-        self._release = redis.register_script(source("lock_release"))
+        self._cas = lua.script(redis, "workers/lua/token_cas.lua")
+        self._release = lua.script(redis, "workers/lua/lock_release.lua")
         # The lease outlives the refresh request (and its connection setup) with room to save.
         self.lease = settings.http_timeout * 2 + 5
 

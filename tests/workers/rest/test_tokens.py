@@ -7,10 +7,10 @@ from typing import cast
 
 import redis
 
+from shared import lua
 from shared.crypto import TokenCipher
 from shared.keys import Keys
 from shared.portals import Portal
-from workers.luascripts import source
 
 
 def _seed(r: redis.Redis, keys: Keys, cipher: TokenCipher) -> Portal:
@@ -24,7 +24,7 @@ def test_cas_saves_only_over_the_refresh_token_used(r: redis.Redis, keys: Keys, 
     import base64
 
     cipher = TokenCipher([base64.b64decode(token_key)])
-    cas = r.register_script(source("token_cas"))
+    cas = lua.script(r, "workers/lua/token_cas.lua")
     used = _seed(r, keys, cipher)
     newer = Portal(member_id="m1", domain="p.example", token_gen=used.token_gen)
     newer.seal_tokens(cipher, "access-2", "refresh-2", 3000)
@@ -55,7 +55,7 @@ def test_cas_saves_only_over_the_refresh_token_used(r: redis.Redis, keys: Keys, 
 
 
 def test_lock_release_leaves_a_lease_taken_over(r: redis.Redis, keys: Keys) -> None:
-    release = r.register_script(source("lock_release"))
+    release = lua.script(r, "workers/lua/lock_release.lua")
     lock = keys.refresh_lock("m1")
     r.set(lock, "holder-b", px=10_000)
     assert release(keys=[lock], args=["holder-a"]) == 0
