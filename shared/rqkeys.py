@@ -87,21 +87,6 @@ def scheduled(queue_name: str) -> str:
     return SCHEDULED + queue_name
 
 
-def deferred(queue_name: str) -> str:
-    """Sorted set: the queue's DeferredJobRegistry."""
-    return DEFERRED + queue_name
-
-
-def finished(queue_name: str) -> str:
-    """Sorted set: the queue's FinishedJobRegistry."""
-    return FINISHED + queue_name
-
-
-def failed(queue_name: str) -> str:
-    """Sorted set: the queue's FailedJobRegistry."""
-    return FAILED + queue_name
-
-
 def executions(job_id: str) -> str:
     """Sorted set: the job's ExecutionRegistry."""
     return EXECUTIONS + job_id

@@ -38,9 +38,9 @@ def test_names_are_the_keys_rq_itself_uses(r: redis.Redis, ns: str) -> None:
     assert rqkeys.job(job_id) == Job.key_for(job_id)
     assert rqkeys.started(name) == StartedJobRegistry(name, connection=r).key
     assert rqkeys.scheduled(name) == ScheduledJobRegistry(name, connection=r).key
-    assert rqkeys.deferred(name) == DeferredJobRegistry(name, connection=r).key
-    assert rqkeys.finished(name) == FinishedJobRegistry(name, connection=r).key
-    assert rqkeys.failed(name) == FailedJobRegistry(name, connection=r).key
+    assert rqkeys.DEFERRED + name == DeferredJobRegistry(name, connection=r).key
+    assert rqkeys.FINISHED + name == FinishedJobRegistry(name, connection=r).key
+    assert rqkeys.FAILED + name == FailedJobRegistry(name, connection=r).key
     assert rqkeys.executions(job_id) == ExecutionRegistry(job_id, connection=r).key
     assert rqkeys.results(job_id) == Result.get_key(job_id)
     execution = Execution(id="exec1", job_id=job_id, connection=r)
