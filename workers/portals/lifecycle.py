@@ -36,6 +36,7 @@ import redis
 from rq import Queue
 
 from shared import portalstore as store
+from shared.backoff import backoff
 from shared.crypto import DecryptError, TokenCipher
 from shared.events import Event
 from shared.jobs import CONFIRM_UNINSTALL, REVERIFY_INSTALL, enqueue_event, queue_for
@@ -61,7 +62,7 @@ def first_delay() -> float:
 def next_delay(attempt: int, first_seen: float, now: float, settings: Settings) -> float | None:
     """Seconds until attempt `attempt + 1`, or None when it would come after the pending
     install's quarantine expired (then waiting longer helps nobody: give up)."""
-    delay = min(settings.retry_max, BACKOFF_BASE * 2.0**attempt)
+    delay = backoff(attempt + 1, BACKOFF_BASE, settings.retry_max)
     if now + delay - first_seen > settings.quarantine_ttl:
         return None
     return delay
@@ -287,7 +288,7 @@ def _retry_confirm(
     if attempt >= settings.max_attempts:
         security_event("uninstall_unconfirmed", member_id=member_id, reason=f"gave up: {why}")
         return f"unconfirmed: gave up ({why})"
-    delay = min(settings.retry_max, BACKOFF_BASE * 2.0**attempt)
+    delay = backoff(attempt + 1, BACKOFF_BASE, settings.retry_max)
     Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
         timedelta(seconds=delay),
         CONFIRM_UNINSTALL,

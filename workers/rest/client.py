@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,7 @@ from typing import Any
 import redis
 
 from shared import tracing
+from shared.backoff import backoff
 from shared.crypto import TokenCipher
 from shared.keys import Keys
 from shared.logs import security_event
@@ -60,13 +62,13 @@ from workers.rest.transport import (
     Answer,
     Runtime,
     Transport,
-    backoff,
     error_code,
     error_for,
     host_of,
 )
 
 MAX_ATTEMPTS = 5  # transient failures (5xx, connection, 503) before giving up to the worker's retry
+RESEND_BASE, RESEND_CAP = 1.0, 8.0  # seconds: the first resend within 1 s, then up to 8 s apart
 AUTH_ROUNDS = 8  # 401s for pairs other processes replaced, before the job is retried later
 BATCH_MAX = BATCH_LIMIT
 PAGE = 50
@@ -390,7 +392,7 @@ class AsyncB24:
             attempts += 1
             if attempts >= MAX_ATTEMPTS:
                 raise error
-            delay = backoff(attempts)
+            delay = backoff(attempts, RESEND_BASE, RESEND_CAP, random.random(), jitter="full")
             if error.code == TIMED_OUT and call.idempotency_key:
                 # The timed-out request may still be running, and Bitrix24 runs two requests
                 # with one key at the same moment both: give the first its time to finish.

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-import random
 import threading
 from collections.abc import Coroutine, Iterable, Mapping
 from concurrent.futures import Future
@@ -194,11 +193,6 @@ def _description(payload: Mapping[str, Any] | None) -> object:
     if isinstance(error, Mapping):
         return error.get("message") or ""
     return payload.get("error_description", "")
-
-
-def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
-    """Exponential backoff with full jitter: a random delay in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0, min(cap, base * (2**attempt)))
 
 
 def host_of(url: str) -> str:

@@ -54,6 +54,7 @@ from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from rq.utils import import_attribute
 
 from shared import rqkeys
+from shared.backoff import backoff
 from shared.jobs import LEGACY_PATHS
 from shared.keys import Keys
 from shared.logs import log, scrub
@@ -67,7 +68,7 @@ from workers.runner import context
 from workers.runner.fairness import SKIP_MARGIN, should_wait_behind
 from workers.runner.metrics import OUTCOMES, WorkerMetrics, parse_rq_time
 from workers.runner.outage import OUTAGE_ERRORS, Outage
-from workers.runner.outcome import Defer, GiveUp, Hold, Park, Policy, Reschedule, backoff
+from workers.runner.outcome import Defer, GiveUp, Hold, Park, Policy, Reschedule
 from workers.runner.scripts import Scripts
 
 logger = logging.getLogger("b24pipe.worker")
@@ -546,7 +547,7 @@ class Worker:
                 return self._fail(job, label, text)
             self.metrics.retries.labels(label).inc()
             self.metrics.jobs.labels(label, "retry").inc()
-            delay = backoff(attempts, self.policy, _rand())
+            delay = backoff(attempts, self.policy.base, self.policy.cap, _rand())
             return ("sched", job.id, job.queue, time.time() + delay, str(attempts), "")
         self.metrics.jobs.labels(label, outcome if outcome in OUTCOMES else "ok").inc()
         return ("ok", job.id, job.queue, self._finished_ttl(job), "", "")
