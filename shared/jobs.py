@@ -57,8 +57,10 @@ JobValues = tuple[str, bytes, str]
 _RQ_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # rq.utils._TIMESTAMP_FORMAT
 
 
-def rq_time(moment: datetime) -> str:
-    """A timestamp as RQ stores it (rq.utils.utcformat)."""
+def rq_time(moment: datetime | float) -> str:
+    """A moment (an aware datetime, or unix seconds) as RQ stores it (rq.utils.utcformat)."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
     return moment.strftime(_RQ_TIME)
 
 

@@ -41,7 +41,6 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cached_property
 from types import FrameType
 from typing import Any
@@ -55,7 +54,7 @@ from rq.utils import import_attribute
 
 from shared import rqkeys
 from shared.backoff import backoff
-from shared.jobs import LEGACY_PATHS
+from shared.jobs import LEGACY_PATHS, rq_time
 from shared.keys import Keys
 from shared.logs import log, scrub
 from shared.portals import as_text
@@ -80,10 +79,6 @@ IDLE_BLOCK = 1  # seconds one BLMOVE waits on an empty queue (also the longest s
 MIN_TICK = 0.1  # seconds between two maintenance ticks at the least
 _SCHEDULING = frozenset({"sched", "defer"})  # acknowledgements that put a job in RQ's ScheduledJobRegistry
 _PERMANENT_JOB_ERRORS = (ValidationError, DeserializationError, ImportError, AttributeError)
-
-
-def rq_time(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def worker_name() -> str:
