@@ -10,7 +10,7 @@
 -- ARGV[4+S .. 3+S+F]   the names of the F per-event fields
 -- then per event: its job id and its F values
 --
--- The same writes as RQ's Queue.enqueue (HSET job, RPUSH queue, SADD queue key), so RQ's
+-- The same writes as RQ's Queue.enqueue (HSET job, RPUSH queue, SADD it to the queues), so RQ's
 -- tools and workers see ordinary jobs, with one RPUSH for the whole batch. Only the first
 -- write of a script can be refused for memory (OOM under noeviction), so a batch is stored
 -- whole or not at all. Returns a string of one '1' (queued) or '0' (duplicate) per event:

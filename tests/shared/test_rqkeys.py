@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import redis
@@ -92,3 +95,10 @@ def test_no_script_or_module_but_rqkeys_spells_an_rq_key() -> None:
         if RQ_KEY.search(line)
     ]
     assert spelled == []
+
+
+def test_names_follow_rqs_key_prefix_setting() -> None:
+    code = "from shared import rqkeys; print(rqkeys.queue('a'), rqkeys.EXECUTION, rqkeys.SUSPENDED)"
+    env = {**os.environ, "RQ_KEY_PREFIX": "other"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["other:queue:a", "other:execution:", "other:suspended"]
