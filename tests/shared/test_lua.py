@@ -61,3 +61,10 @@ def test_asyncio_clients_get_their_own_registration(redis_url: str) -> None:
             await client.aclose()
 
     asyncio.run(run())
+
+
+def test_a_registered_script_runs_again_after_the_server_forgot_it(r: redis.Redis) -> None:
+    release = lua.script(r, "workers/lua/lock_release.lua")
+    r.script_flush()  # what a restarted server has forgotten
+    assert release(keys=["b24pipe-test-no-such-lock"], args=["holder"]) == 0
+    assert r.script_exists(release.sha) == [True]
