@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from b24pipe.commands.run import RESTART_BASE, RESTART_CAP
 from shared.backoff import backoff
+from shared.jobs import LIFECYCLE_RETRY_BASE
 from shared.settings import Settings
-from workers.portals.lifecycle import first_delay, next_delay
+from workers.portals.lifecycle import next_delay
 from workers.rest.client import RESEND_BASE, RESEND_CAP
 from workers.runner.outage import RECONNECT_BASE, RECONNECT_CAP
 
@@ -58,5 +59,5 @@ def test_callers_keep_their_numbers() -> None:
 
 
 def test_install_reverification_waits_5_s_then_doubles_without_jitter(settings: Settings) -> None:
-    assert first_delay() == 5.0
+    assert LIFECYCLE_RETRY_BASE == 5.0  # the first wait, scheduled by the ingress
     assert [next_delay(n, 0.0, 0.0, settings) for n in (1, 2, 3)] == [10.0, 20.0, 40.0]

@@ -30,7 +30,7 @@ def test_every_script_loads_by_its_path_and_compiles(r: redis.Redis) -> None:
 def test_a_script_is_registered_once_per_client(redis_url: str) -> None:
     first, second = redis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
     try:
-        path = "workers/lua/lock_release.lua"
+        path = "shared/lua/portalstore_lock_release.lua"
         assert lua.script(first, path) is lua.script(first, path)
         assert lua.script(second, path) is not lua.script(first, path)
         assert lua.script(second, path).registered_client is second
@@ -64,7 +64,7 @@ def test_asyncio_clients_get_their_own_registration(redis_url: str) -> None:
 
 
 def test_a_registered_script_runs_again_after_the_server_forgot_it(r: redis.Redis) -> None:
-    release = lua.script(r, "workers/lua/lock_release.lua")
+    release = lua.script(r, "shared/lua/portalstore_lock_release.lua")
     r.script_flush()  # what a restarted server has forgotten
     assert release(keys=["b24pipe-test-no-such-lock"], args=["holder"]) == 0
     assert r.script_exists(release.sha) == [True]

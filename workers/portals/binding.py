@@ -251,7 +251,7 @@ def _reconcile(
             _record(client, keys, member_id, "failed", None, error=scrub(str(exc)))
             return "failed", {"error": scrub(str(exc))}
     finally:
-        lua.script(client, "workers/lua/lock_release.lua")(keys=[lock], args=[holder])
+        lua.script(client, "shared/lua/portalstore_lock_release.lua")(keys=[lock], args=[holder])
     outcome = "changed" if plan.changed else "unchanged"
     _record(client, keys, member_id, outcome, plan)
     return outcome, plan.report()

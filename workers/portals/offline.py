@@ -443,4 +443,4 @@ def drain(member_id: str) -> str:
 
 
 def _release(client: redis.Redis, lock: str, holder: str) -> None:
-    lua.script(client, "workers/lua/lock_release.lua")(keys=[lock], args=[holder])
+    lua.script(client, "shared/lua/portalstore_lock_release.lua")(keys=[lock], args=[holder])
