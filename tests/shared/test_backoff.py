@@ -11,7 +11,7 @@ from shared.backoff import backoff
 from shared.jobs import LIFECYCLE_RETRY_BASE
 from shared.settings import Settings
 from workers.portals.lifecycle import next_delay
-from workers.rest.client import RESEND_BASE, RESEND_CAP
+from workers.rest.layers import RESEND_BASE, RESEND_CAP
 from workers.runner.outage import RECONNECT_BASE, RECONNECT_CAP
 
 

@@ -9,6 +9,7 @@ import pytest
 from workers.errors import (
     AccessDenied,
     AuthRevoked,
+    ConfigurationError,
     OperatingLimit,
     Permanent,
     RateLimited,
@@ -47,6 +48,8 @@ def reason(exc: BaseException) -> str:
         ),
         (AuthRevoked("invalid_token"), HandlerResult(Action.PARK, 0.0, reason(AuthRevoked("invalid_token")))),
         (Permanent("no"), HandlerResult(Action.FAIL, 0.0, "Permanent: no")),
+        # a setting that no retry can mend
+        (ConfigurationError("unset"), HandlerResult(Action.FAIL, 0.0, "ConfigurationError: unset")),
         (
             AccessDenied("ACCESS_DENIED"),
             HandlerResult(Action.FAIL, 0.0, reason(AccessDenied("ACCESS_DENIED"))),
