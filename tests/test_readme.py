@@ -28,6 +28,7 @@ import argparse
 import ast
 import builtins
 import fnmatch
+import importlib
 import inspect
 import re
 import shlex
@@ -202,13 +203,17 @@ def bound(body: list[ast.stmt]) -> dict[str, ast.stmt]:
 def resolves(dotted: str) -> bool:
     """A module of ours, or a name it binds (a class's too: `Class.method`), read from the
     source: importing would run modules, and a handler module registers its handlers in
-    this process."""
+    this process. Only a module that exports names lazily (`__getattr__`, as a package
+    root may) is imported, to ask it."""
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
-        path = _module_path(".".join(parts[:cut]))
+        module = ".".join(parts[:cut])
+        path = _module_path(module)
         if path is None:
             continue
         body = ast.parse(path.read_text()).body
+        if parts[cut:] and "__getattr__" in bound(body):  # a package root exporting lazily
+            return _has_chain(importlib.import_module(module), parts[cut:])
         for name in parts[cut:]:
             node = bound(body).get(name)
             if node is None:
@@ -216,6 +221,14 @@ def resolves(dotted: str) -> bool:
             body = node.body if isinstance(node, ast.ClassDef) else []
         return True
     return False
+
+
+def _has_chain(target: object, names: list[str]) -> bool:
+    for name in names:
+        if not hasattr(target, name):
+            return False
+        target = getattr(target, name)
+    return True
 
 
 def logged_under(name: str) -> bool:
