@@ -1,4 +1,4 @@
-"""The portal store's plans against a real Redis: token replacement with grace, pending
+"""The portal store's transactions against a real Redis: token replacement with grace, pending
 installs, the bounded quarantine, revocation and purge isolation; sync and async alike."""
 
 from __future__ import annotations
