@@ -14,12 +14,12 @@ _CUSTOM = re.compile(r"^custom:(?P<drain>\d+(?:\.\d+)?)/(?P<burst>\d+)$")
 _NAMED = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
 
 
-class PlanError(ValueError):
+class RatePlanError(ValueError):
     """A rate plan that is neither a known name nor `custom:<drain>/<burst>`."""
 
 
 @dataclass(frozen=True)
-class Plan:
+class RatePlan:
     drain: float  # requests per second the bucket drains
     burst: int  # requests the bucket holds
 
@@ -30,16 +30,16 @@ class Plan:
         return max(1, self.burst - headroom)
 
 
-def parse_plan(text: str) -> Plan:
+def parse_plan(text: str) -> RatePlan:
     """`standard`, `enterprise` or `custom:<drain>/<burst>` (e.g. `custom:20/100`)."""
     name = text.strip().lower()
     if name in _NAMED:
         drain, burst = _NAMED[name]
-        return Plan(drain, burst)
+        return RatePlan(drain, burst)
     match = _CUSTOM.match(name)
     if match is None:
-        raise PlanError(f"rate plan {text!r} is not standard, enterprise or custom:<drain>/<burst>")
+        raise RatePlanError(f"rate plan {text!r} is not standard, enterprise or custom:<drain>/<burst>")
     drain, burst = float(match["drain"]), int(match["burst"])
     if drain <= 0 or burst < 1:
-        raise PlanError(f"rate plan {text!r} needs a positive drain and burst")
-    return Plan(drain, burst)
+        raise RatePlanError(f"rate plan {text!r} needs a positive drain and burst")
+    return RatePlan(drain, burst)

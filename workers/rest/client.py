@@ -51,7 +51,7 @@ from workers.rest.methodkind import Kind, calls_kind, method_kind, resend_safe
 from workers.rest.operating import OperatingWindow, report_from
 from workers.rest.params import changed_fields
 from workers.rest.query import BATCH_LIMIT, build_query, command
-from workers.rest.ratelimit import Limiter, Plan, PlanError, parse_plan
+from workers.rest.ratelimit import Limiter, RatePlan, RatePlanError, parse_plan
 from workers.rest.relocate import Relocator
 from workers.rest.tokens import TokenStore, portal_hosts
 from workers.rest.transport import (
@@ -152,7 +152,7 @@ class Context:
     limiter: Limiter
     operating: OperatingWindow
     transport: Transport
-    default_plan: Plan
+    default_plan: RatePlan
     echoes: EchoMarker
     relocator: Relocator
 
@@ -160,7 +160,7 @@ class Context:
     async def build(cls, settings: Settings, runtime: Runtime) -> Context:
         try:
             plan = parse_plan(settings.rate_plan)
-        except PlanError as exc:
+        except RatePlanError as exc:
             raise ConfigError(f"invalid setting B24PIPE_RATE_PLAN: {exc}") from None
         aredis = runtime.redis(settings.redis_url_or_default())
         keys = Keys(settings.namespace)
@@ -180,12 +180,12 @@ class Context:
             relocator=Relocator(settings, tokens, transport, OAuthClient(settings, runtime.session)),
         )
 
-    def plan_of(self, portal: Portal) -> Plan:
+    def plan_of(self, portal: Portal) -> RatePlan:
         if not portal.plan:
             return self.default_plan
         try:
             return parse_plan(portal.plan)
-        except PlanError:
+        except RatePlanError:
             return self.default_plan
 
 
