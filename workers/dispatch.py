@@ -20,6 +20,7 @@ import inspect
 import logging
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 from shared import tracing
@@ -29,18 +30,7 @@ from workers import handlers
 from workers.guards.coalesce import Grouping, Verdict
 from workers.guards.loop import LoopCut
 from workers.runner import context
-from workers.runner.outcome import (
-    Action,
-    Defer,
-    GiveUp,
-    HandlerResult,
-    Hold,
-    Park,
-    Policy,
-    Reschedule,
-    classify,
-    combine,
-)
+from workers.runner.outcome import Action, JobOutcome, Outcome, Policy, classify, combine
 
 _logger = logging.getLogger("b24pipe.dispatch")
 RUN_EVENT = "workers.dispatch.run_event"
@@ -60,7 +50,7 @@ def _call(handler: handlers.Handler, events: tuple[Event, ...]) -> None:
         context.run_coroutine(result)
 
 
-def _log_failure(entry: handlers.Handler, event: Event, error: Exception, result: HandlerResult) -> None:
+def _log_failure(entry: handlers.Handler, event: Event, error: Exception, result: Outcome) -> None:
     """The handler's own traceback, for its developer (the formatter scrubs secrets from it).
     Rate-limit deferrals and parking are the pipeline's business and logged elsewhere."""
     _logger.warning(
@@ -133,7 +123,8 @@ def run_event(event_dict: dict[str, Any]) -> str:
 def _run_event(event_dict: dict[str, Any]) -> str:
     """Run every handler of one event. Returns "ok", "no_handler", "echo" (our own write's
     echo, dropped) or "merged" (every handler's run is another job's); raises a `JobOutcome`
-    when the job must run again later (`Hold` for a coalescing leader), be parked or fail."""
+    with the job's `Outcome` when it must run again later (HOLD for a coalescing leader), be
+    parked or fail."""
     ctx = context.current()
     event = Event.model_validate(event_dict)
     if event.name.upper() == "ONAPPUNINSTALL":
@@ -159,7 +150,7 @@ def _run_event(event_dict: dict[str, Any]) -> str:
     policy = Policy(settings.max_attempts, settings.retry_base, settings.retry_max)
     label = handlers.event_label(event.name)
     done, attempts = _prior_state(ctx, event.id)
-    results: list[HandlerResult] = []
+    results: list[Outcome] = []
     succeeded: list[str] = []
     claims: list[str] = []  # grouped handlers that ran on a claimed group
     merged = 0
@@ -169,7 +160,7 @@ def _run_event(event_dict: dict[str, Any]) -> str:
             continue
         prior = attempts.get(entry.id, 0)
         if prior == _GIVEN_UP:
-            results.append(HandlerResult(Action.FAIL, reason=f"{entry.id} failed permanently earlier"))
+            results.append(Outcome(Action.FAIL, reason=f"{entry.id} failed permanently earlier"))
             continue
         mine = event.model_copy(update={"attempt": prior + 1})
         events: tuple[Event, ...] = (mine,)
@@ -178,10 +169,10 @@ def _run_event(event_dict: dict[str, Any]) -> str:
             how = Grouping(entry.id, entry.batch, entry.coalesce, delay)
             arrival = ctx.coalescer.arrive(ctx.job_id, mine, how)
             if arrival.verdict is Verdict.HOLD:
-                results.append(HandlerResult(Action.HOLD, arrival.after))
+                results.append(Outcome(Action.HOLD, arrival.after))
                 continue
             if arrival.verdict is Verdict.MERGED:
-                results.append(HandlerResult(Action.DONE))
+                results.append(Outcome(Action.DONE))
                 succeeded.append(entry.id)
                 merged += 1
                 continue
@@ -199,9 +190,7 @@ def _run_event(event_dict: dict[str, Any]) -> str:
             ctx.metrics.handler_seconds.labels(label).observe(time.perf_counter() - started)
         result = classify(error, prior + 1, policy, random.random())
         if result.action is not Action.DONE and result.reason:
-            result = HandlerResult(
-                result.action, result.after, f"{entry.id}: {result.reason}", result.rate_limited
-            )
+            result = replace(result, reason=f"{entry.id}: {result.reason}")
         if error is not None and result.action in (Action.RETRY, Action.FAIL):
             _log_failure(entry, mine, error, result)
         results.append(result)
@@ -234,12 +223,4 @@ def _run_event(event_dict: dict[str, Any]) -> str:
             pipe.expire(attempts_key, keep)
         pipe.execute()
 
-    if decision.action is Action.PARK:
-        raise Park(event.member_id, decision.reason)
-    if decision.action is Action.DEFER:
-        raise Defer(event.member_id, decision.after, decision.rate_limited, decision.reason)
-    if decision.action is Action.RETRY:
-        raise Reschedule(decision.after, decision.reason)
-    if decision.action is Action.HOLD:
-        raise Hold(decision.after)
-    raise GiveUp(decision.reason)
+    raise JobOutcome(replace(decision, member_id=event.member_id))
