@@ -27,7 +27,7 @@ from shared import tracing
 from shared.events import Event
 from shared.jobs import DOORBELL
 from workers import handlers
-from workers.guards.coalesce import Grouping, Verdict
+from workers.guards.coalesce import ArrivalVerdict, Grouping
 from workers.guards.loop import LoopCut
 from workers.runner import context
 from workers.runner.outcome import Action, JobOutcome, Outcome, Policy, classify, combine
@@ -69,7 +69,7 @@ def _log_failure(entry: handlers.Handler, event: Event, error: Exception, result
     )
 
 
-def _not_cut(ctx: context.WorkerContext, events: tuple[Event, ...]) -> tuple[Event, ...]:
+def _not_cut(ctx: context.JobContext, events: tuple[Event, ...]) -> tuple[Event, ...]:
     """The events the loop breaker lets run. A single event that is cut fails the handler
     (parked in the failed registry); in a batch the cut ones are left out of the list, and
     the handler fails only when nothing is left."""
@@ -87,7 +87,7 @@ def _not_cut(ctx: context.WorkerContext, events: tuple[Event, ...]) -> tuple[Eve
     return tuple(kept)
 
 
-def _prior_state(ctx: context.WorkerContext, event_id: str) -> tuple[set[str], dict[str, int]]:
+def _prior_state(ctx: context.JobContext, event_id: str) -> tuple[set[str], dict[str, int]]:
     if ctx.runs == 1:
         return set(), {}
     with ctx.redis.pipeline(transaction=False) as pipe:
@@ -168,10 +168,10 @@ def _run_event(event_dict: dict[str, Any]) -> str:
             delay = settings.coalesce_delay if entry.delay is None else entry.delay
             how = Grouping(entry.id, entry.batch, entry.coalesce, delay)
             arrival = ctx.coalescer.arrive(ctx.job_id, mine, how)
-            if arrival.verdict is Verdict.HOLD:
+            if arrival.verdict is ArrivalVerdict.HOLD:
                 results.append(Outcome(Action.HOLD, arrival.after))
                 continue
-            if arrival.verdict is Verdict.MERGED:
+            if arrival.verdict is ArrivalVerdict.MERGED:
                 results.append(Outcome(Action.DONE))
                 succeeded.append(entry.id)
                 merged += 1

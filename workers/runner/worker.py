@@ -201,7 +201,7 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-        ctx = context.WorkerContext(self.client, self.keys, self.settings, metrics=self.metrics)
+        ctx = context.JobContext(self.client, self.keys, self.settings, metrics=self.metrics)
         context.install(ctx)
         self._waiting_out_outages(lambda: self._maintain(self.client))  # registered and alive first
         self._maintainer = threading.Thread(
@@ -331,7 +331,7 @@ class Worker:
         return float(next_due) if next_due else None
 
     # --- the loop --------------------------------------------------------------------------
-    def _loop(self, ctx: context.WorkerContext) -> None:
+    def _loop(self, ctx: context.JobContext) -> None:
         while not self.stopping.is_set():
             try:
                 if not self._round(ctx):
@@ -342,7 +342,7 @@ class Worker:
                 continue
             self.outage.recovered()
 
-    def _round(self, ctx: context.WorkerContext) -> bool:
+    def _round(self, ctx: context.JobContext) -> bool:
         """Acknowledgements left over from an outage first, then one batch; False when a
         burst worker found the queues empty or the workers are suspended."""
         self._flush()
@@ -419,7 +419,7 @@ class Worker:
         self.metrics.in_progress.set(len(jobs))
         return jobs
 
-    def _run_batch(self, jobs: list[Taken], ctx: context.WorkerContext) -> None:
+    def _run_batch(self, jobs: list[Taken], ctx: context.JobContext) -> None:
         self._note_taken(jobs)
         for position, job in enumerate(jobs):
             if self.stopping.is_set():
@@ -486,7 +486,7 @@ class Worker:
             found = self._functions[name] = import_attribute(LEGACY_PATHS.get(name, name))
         return found
 
-    def _run_one(self, job: Taken, ctx: context.WorkerContext) -> Ack:
+    def _run_one(self, job: Taken, ctx: context.JobContext) -> Ack:
         now = time.time()
         label = "job"
         try:
