@@ -63,7 +63,7 @@ class Outcome:
 
     action: Action
     after: float = 0.0  # seconds until the job runs again (RETRY, DEFER, HOLD)
-    reason: str = ""
+    reason: str = ""  # for a job that is DONE: what its function returned ("ok", "echo"...)
     rate_limited: bool = False  # a DEFER caused by the portal's limiter (fairness spreads those)
     member_id: str = ""  # the portal a job's DEFER spreads behind or its PARK waits for
 

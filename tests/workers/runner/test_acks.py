@@ -4,9 +4,11 @@ has one; an ack sent twice is applied once."""
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,6 +16,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
 
+import workers
 from shared.keys import Keys
 from shared.portals import as_text
 from workers.runner.acks import (
@@ -89,9 +92,16 @@ def acker(r: redis.Redis, keys: Keys) -> Iterator[Acker]:
         r.delete(f"rq:job:{job_id}", f"rq:results:{job_id}", f"rq:executions:{job_id}")
 
 
-def test_every_verb_is_an_action_and_front(acker: Acker) -> None:
+def test_every_verb_is_an_action_and_front() -> None:
     assert {verb.value for verb in Verb} == {action.value for action in Action} | {"front"}
-    assert COLUMNS[:3] == ("verb", "job_id", "queue")
+
+
+def test_ack_lua_documents_and_reads_the_columns_ack_call_writes() -> None:
+    lua = (Path(workers.__file__).parent / "lua" / "ack.lua").read_text()
+    header = lua[lua.index("workers.runner.acks.COLUMNS") : lua.index("\nlocal ")]
+    documented = re.findall(r"[a-z_]+", header.split("):", 1)[1].replace("--", " "))
+    assert tuple(documented) == COLUMNS
+    assert f"local ROW = {len(COLUMNS)}\n" in lua
 
 
 def test_done_finishes_the_job_for_its_ttl_and_ttl_0_deletes_it(acker: Acker, r: redis.Redis) -> None:
