@@ -14,7 +14,7 @@
 --             came but the limiter still said wait: now + `after`, horizon unchanged)
 --   hold   -> (a coalescing leader) ScheduledJobRegistry at `at`, or with no `at` the tail of
 --             its queue, behind the burst waiting
---   park   -> DeferredJobRegistry + the list `parked_key`, unless the portal hash `portal_key`
+--   park   -> DeferredJobRegistry + the portal `member_id`'s parked list, unless its record
 --             says active again (then straight back to its queue)
 --   front  (taken, never started) -> front of its queue
 -- RQ's worker record: each entry leaves the worker's execution index; `done` and `fail` count
@@ -23,13 +23,15 @@
 -- already (the same acknowledgements sent again after a reply lost in a Redis outage) or
 -- recovered from this worker, and must not be queued twice.
 -- KEYS[1] in-flight list, KEYS[2] defer-horizon hash, KEYS[3] parked-portals set.
--- ARGV[1] execution id, ARGV[2] now, ARGV[3] now as RQ timestamp, then one row of 13 per entry
--- (workers.runner.acks.COLUMNS; a column means the same for every verb, '' where unused):
--- verb, job_id, queue, ttl, at, attempts, member_id, after, spacing, portal_key, parked_key,
--- exc_info, exc_string.
+-- ARGV[1] execution id, ARGV[2] now, ARGV[3] now as RQ timestamp, ARGV[4] the portal-record
+-- key of member '' (Keys.portal), ARGV[5] the parked list of member '' (Keys.parked), then
+-- one row per entry: its width, then that many columns in this order (COLUMNS in
+-- workers/runner/acks.py; a column means the same for every verb, '' past the row's end):
+-- verb, job_id, queue, ttl, at, attempts, member_id, after, spacing, exc_info, exc_string.
 local exec = ARGV[1]
 local now = tonumber(ARGV[2])
 local stamp = ARGV[3]
+local portal_prefix, parked_prefix = ARGV[4], ARGV[5]
 local wkey = 'rq:worker:' .. exec
 local known = redis.call('EXISTS', wkey) == 1
 local succeeded, failed = 0, 0
@@ -46,13 +48,22 @@ local function schedule(jkey, id, queue, when)
   redis.call('ZADD', 'rq:scheduled:' .. queue, when, id)
 end
 
-local ROW = 13
-for i = 4, #ARGV, ROW do
-  local verb, id, queue = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local ttl, at, attempts = tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5]
-  local member, after, spacing = ARGV[i + 6], tonumber(ARGV[i + 7]), ARGV[i + 8]
-  local portal_key, parked_key = ARGV[i + 9], ARGV[i + 10]
-  local exc_info, exc_string = ARGV[i + 11], ARGV[i + 12]
+-- Column n of the row at ARGV[row] (its width), '' past the row's end.
+local function column(row, width, n)
+  if n > width then
+    return ''
+  end
+  return ARGV[row + n]
+end
+
+local row = 6
+while row <= #ARGV do
+  local width = tonumber(ARGV[row])
+  local verb, id, queue = ARGV[row + 1], ARGV[row + 2], ARGV[row + 3]
+  local ttl, at, attempts = tonumber(column(row, width, 4)), column(row, width, 5), column(row, width, 6)
+  local member, after, spacing = column(row, width, 7), tonumber(column(row, width, 8)), column(row, width, 9)
+  local exc_info, exc_string = column(row, width, 10), column(row, width, 11)
+  row = row + 1 + width
   local jkey = 'rq:job:' .. id
   local owned = redis.call('LREM', KEYS[1], 1, id) == 1
   redis.call('ZREM', 'rq:wip:' .. queue, id .. ':' .. exec)
@@ -111,13 +122,13 @@ for i = 4, #ARGV, ROW do
       end
       schedule(jkey, id, queue, when)
     elseif verb == 'park' then
-      if redis.call('HGET', portal_key, 'status') == 'active' then
+      if redis.call('HGET', portal_prefix .. member, 'status') == 'active' then
         redis.call('HSET', jkey, 'status', 'queued')
         redis.call('RPUSH', 'rq:queue:' .. queue, id)
       else
         redis.call('HSET', jkey, 'status', 'deferred')
         redis.call('ZADD', 'rq:deferred:' .. queue, now, id)
-        redis.call('RPUSH', parked_key, id)
+        redis.call('RPUSH', parked_prefix .. member, id)
         redis.call('SADD', KEYS[3], member)
       end
     elseif verb == 'front' then

@@ -4,8 +4,10 @@ A job's fate is one `workers.runner.outcome.Action` from the handler's result to
 script: the worker acknowledges a job with the ack of its outcome's action, each carrying
 only the fields that action needs, and `front` for a job taken but never started (the
 worker's own). `ack_call` turns a list of acks into the script's KEYS and ARGV: a header,
-then one row of `COLUMNS` per ack, each column meaning the same for every verb ('' where a
-verb has no use for it), the layout `workers/lua/ack.lua` documents and reads by name.
+then one row per ack, the layout `workers/lua/ack.lua` documents and reads by name. A row is
+its width, then its `COLUMNS` in order, each column meaning the same for every verb; it ends
+after the last column its verb uses (the script reads a column past the end as ''), so the
+common acks stay short: redis-py's packing of each argument is most of an ack's cost.
 
     verb    where the job goes                                            columns it uses
     done    FinishedJobRegistry (ttl 0: deleted, as RQ does)              ttl
@@ -13,7 +15,7 @@ verb has no use for it), the layout `workers/lua/ack.lua` documents and reads by
     retry   ScheduledJobRegistry at `at`                                  at, attempts
     defer   ScheduledJobRegistry, spread behind the portal's horizon      member_id, after, spacing
     hold    ScheduledJobRegistry at `at`, or the tail of its queue        at
-    park    DeferredJobRegistry and the portal's parked list              member_id, portal_key, parked_key
+    park    DeferredJobRegistry and the portal's parked list              member_id
     front   the front of its queue                                        -
 """
 
@@ -49,7 +51,8 @@ class Spacing(StrEnum):
     AGAIN = "again"  # its slot came but the limiter still said wait: now + after, horizon unchanged
 
 
-# One row per ack, in this order (ack.lua reads the same names at the same offsets).
+# A row's columns, in this order (ack.lua reads the same names at the same offsets); the
+# common verbs' columns first.
 COLUMNS = (
     "verb",
     "job_id",
@@ -60,8 +63,6 @@ COLUMNS = (
     "member_id",
     "after",
     "spacing",
-    "portal_key",
-    "parked_key",
     "exc_info",
     "exc_string",
 )
@@ -131,26 +132,54 @@ class FrontAck:
 Ack = DoneAck | FailAck | RetryAck | DeferAck | HoldAck | ParkAck | FrontAck
 
 
-def _columns(ack: Ack, keys: Keys) -> dict[str, Value]:
-    """The columns this ack's verb uses."""
+def _row(
+    ack: Ack,
+    *,
+    ttl: Value = "",
+    at: Value = "",
+    attempts: Value = "",
+    member_id: Value = "",
+    after: Value = "",
+    spacing: Value = "",
+    exc_info: Value = "",
+    exc_string: Value = "",
+) -> list[Value]:
+    """One ARGV row: its width, then the columns (the parameters are `COLUMNS` by name, in
+    order) up to the last one that is not ''."""
+    cells = [
+        ack.verb,
+        ack.job_id,
+        ack.queue,
+        ttl,
+        at,
+        attempts,
+        member_id,
+        after,
+        spacing,
+        exc_info,
+        exc_string,
+    ]
+    while cells[-1] == "":
+        cells.pop()
+    return [len(cells), *cells]
+
+
+def row(ack: Ack) -> list[Value]:
+    """The ack's ARGV row (see `_row`)."""
     if isinstance(ack, DoneAck):
-        return {"ttl": ack.ttl}
+        return _row(ack, ttl=ack.ttl)
     if isinstance(ack, FailAck):
         # the same bytes, base64 as RQ's result record wants them (exc_string: rq info, rq-dashboard)
-        return {"ttl": ack.ttl, "exc_info": ack.exc_info, "exc_string": base64.b64encode(ack.exc_info)}
+        return _row(ack, ttl=ack.ttl, exc_info=ack.exc_info, exc_string=base64.b64encode(ack.exc_info))
     if isinstance(ack, RetryAck):
-        return {"at": ack.at, "attempts": "" if ack.attempts is None else ack.attempts}
+        return _row(ack, at=ack.at, attempts="" if ack.attempts is None else ack.attempts)
     if isinstance(ack, HoldAck):
-        return {"at": "" if ack.at is None else ack.at}
+        return _row(ack, at="" if ack.at is None else ack.at)
     if isinstance(ack, DeferAck):
-        return {"member_id": ack.member_id, "after": ack.after, "spacing": ack.spacing.value}
+        return _row(ack, member_id=ack.member_id, after=ack.after, spacing=ack.spacing)
     if isinstance(ack, ParkAck):
-        return {
-            "member_id": ack.member_id,
-            "portal_key": keys.portal(ack.member_id),
-            "parked_key": keys.parked(ack.member_id),
-        }
-    return {}
+        return _row(ack, member_id=ack.member_id)
+    return _row(ack)
 
 
 def schedules(ack: Ack) -> bool:
@@ -163,9 +192,7 @@ def ack_call(
 ) -> tuple[list[str], list[Value]]:
     """KEYS and ARGV of one `ack.lua` call acknowledging `acks` for `worker` (its in-flight
     list `inflight`), at unix time `now` (`stamp`: the same as RQ writes timestamps)."""
-    args: list[Value] = [worker, now, stamp]
+    args: list[Value] = [worker, now, stamp, keys.portal(""), keys.parked("")]
     for ack in acks:
-        row: dict[str, Value] = {"verb": ack.verb.value, "job_id": ack.job_id, "queue": ack.queue}
-        row.update(_columns(ack, keys))
-        args.extend(row.get(name, "") for name in COLUMNS)
+        args.extend(row(ack))
     return [inflight, keys.defer_horizon, keys.parked_portals], args

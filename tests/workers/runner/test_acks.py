@@ -32,6 +32,7 @@ from workers.runner.acks import (
     Spacing,
     Verb,
     ack_call,
+    row,
     schedules,
 )
 from workers.runner.outcome import Action
@@ -96,12 +97,28 @@ def test_every_verb_is_an_action_and_front() -> None:
     assert {verb.value for verb in Verb} == {action.value for action in Action} | {"front"}
 
 
-def test_ack_lua_documents_and_reads_the_columns_ack_call_writes() -> None:
+def test_ack_lua_documents_the_columns_ack_call_writes() -> None:
     lua = (Path(workers.__file__).parent / "lua" / "ack.lua").read_text()
-    header = lua[lua.index("workers.runner.acks.COLUMNS") : lua.index("\nlocal ")]
+    header = lua[lua.index("(COLUMNS in") : lua.index("\nlocal ")]
     documented = re.findall(r"[a-z_]+", header.split("):", 1)[1].replace("--", " "))
     assert tuple(documented) == COLUMNS
-    assert f"local ROW = {len(COLUMNS)}\n" in lua
+
+
+def test_a_row_is_its_width_then_its_columns_up_to_the_last_its_verb_uses() -> None:
+    q = "q"
+    assert row(DoneAck("j", q, 0)) == [4, "done", "j", q, 0]
+    assert row(HoldAck("j", q, None)) == [3, "hold", "j", q]
+    assert row(RetryAck("j", q, 5.0, 2)) == [6, "retry", "j", q, "", 5.0, 2]
+    named = row(FailAck("j", q, 7, b"zz"))
+    assert dict(zip(COLUMNS, named[1:], strict=True)) == {
+        **dict.fromkeys(COLUMNS, ""),
+        "verb": "fail",
+        "job_id": "j",
+        "queue": q,
+        "ttl": 7,
+        "exc_info": b"zz",
+        "exc_string": b"eno=",
+    }
 
 
 def test_done_finishes_the_job_for_its_ttl_and_ttl_0_deletes_it(acker: Acker, r: redis.Redis) -> None:
