@@ -35,7 +35,7 @@ MODULES: dict[str, list[str]] = {
     "ingress/formparse.py": ["tests/ingress/test_formparse.py", "tests/ingress/test_formparse_edges.py"],
     "workers/runner/outcome.py": [
         "tests/workers/runner/test_worker_decisions.py",
-        "tests/workers/runner/test_outcome.py",
+        "tests/workers/runner/test_retry_outcomes.py",
     ],
     "ingress/tokencheck.py": ["tests/ingress/test_ingress_tokencheck.py", "tests/ingress/test_tokencache.py"],
     "workers/rest/ratelimit.py": [
