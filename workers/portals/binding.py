@@ -304,8 +304,8 @@ def periodic(settings: Settings, client: redis.Redis) -> int:
         client, keys.bind_check_lock, settings.bind_check_interval
     ):
         return 0
-    plan = spread(active_members(client, keys), settings.bind_check_interval)
-    for member_id, delay in plan:
+    delays = spread(active_members(client, keys), settings.bind_check_interval)
+    for member_id, delay in delays:
         schedule(client, keys, member_id, "periodic", delay)
-    log(_log, logging.INFO, "binding check scheduled", portals=len(plan))
-    return len(plan)
+    log(_log, logging.INFO, "binding check scheduled", portals=len(delays))
+    return len(delays)

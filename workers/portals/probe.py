@@ -47,11 +47,11 @@ def periodic(settings: Settings, client: redis.Redis) -> int:
     if not claim_pass(client, keys.probe_lock, settings.probe_interval):
         return 0
     queue = Queue(keys.lifecycle_queue, connection=client)
-    plan = spread(active_members(client, keys), settings.probe_interval)
-    for member_id, delay in plan:
+    delays = spread(active_members(client, keys), settings.probe_interval)
+    for member_id, delay in delays:
         queue.enqueue_in(timedelta(seconds=delay), SEND_PROBE, member_id, description=f"probe({member_id})")
-    log(_log, logging.INFO, "delivery probes scheduled", portals=len(plan))
-    return len(plan)
+    log(_log, logging.INFO, "delivery probes scheduled", portals=len(delays))
+    return len(delays)
 
 
 def send(member_id: str) -> str:
