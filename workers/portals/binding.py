@@ -200,8 +200,8 @@ def reconcile(member_id: str, reason: str = "") -> str:
     retried by the worker."""
     from workers.runner import context
 
-    ctx = context.current()
-    outcome, detail = _reconcile(ctx.redis, ctx.keys, ctx.settings, member_id)
+    job = context.current()
+    outcome, detail = _reconcile(job.redis, job.keys, job.settings, member_id)
     RECONCILIATIONS.labels(outcome).inc()
     log(
         _log,

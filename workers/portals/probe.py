@@ -58,8 +58,8 @@ def send(member_id: str) -> str:
     """The RQ job: settle the previous probe, then send a new one. Returns what happened."""
     from workers.runner import context
 
-    ctx = context.current()
-    client, keys = ctx.redis, ctx.keys
+    job = context.current()
+    client, keys = job.redis, job.keys
     key = keys.probe(member_id)
     if client.hget(key, "marker") is not None:
         PROBES_MISSING.inc()
@@ -76,7 +76,7 @@ def send(member_id: str) -> str:
     marker = secrets.token_hex(12)
     client.hset(key, mapping={"marker": marker, "sent_at": time.time()})
     try:
-        client_for(ctx.settings, client, member_id).call("event.test", {MARKER: marker})
+        client_for(job.settings, client, member_id).call("event.test", {MARKER: marker})
     except (RateLimited, OperatingLimit) as exc:
         _withdraw(client, key, marker)
         raise Defer(member_id, max(0.0, exc.after), isinstance(exc, RateLimited), str(exc)) from None

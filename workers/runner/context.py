@@ -52,7 +52,7 @@ class JobContext:
     settings: Settings
     runs: int = 0  # how many times the current job has been taken; 0 = unknown (not our worker)
     metrics: WorkerMetrics | None = None
-    job_id: str | None = None  # the current RQ job (coalescing groups are led by job id)
+    id: str | None = None  # the current RQ job's id (coalescing groups are led by job id)
 
     @cached_property
     def echo_guard(self) -> EchoGuard:

@@ -201,8 +201,8 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-        ctx = context.JobContext(self.client, self.keys, self.settings, metrics=self.metrics)
-        context.install(ctx)
+        job_context = context.JobContext(self.client, self.keys, self.settings, metrics=self.metrics)
+        context.install(job_context)
         self._waiting_out_outages(lambda: self._maintain(self.client))  # registered and alive first
         self._maintainer = threading.Thread(
             target=self._maintenance_loop, name="b24pipe-heartbeat", daemon=True
@@ -210,7 +210,7 @@ class Worker:
         self._maintainer.start()
         log(logger, logging.INFO, "worker started", worker=self.name, queues=",".join(self.queue_names))
         try:
-            self._loop(ctx)
+            self._loop(job_context)
         finally:
             self._maintainer_stop.set()
             self._maintainer_nudge.set()
@@ -331,10 +331,10 @@ class Worker:
         return float(next_due) if next_due else None
 
     # --- the loop --------------------------------------------------------------------------
-    def _loop(self, ctx: context.JobContext) -> None:
+    def _loop(self, job_context: context.JobContext) -> None:
         while not self.stopping.is_set():
             try:
-                if not self._round(ctx):
+                if not self._round(job_context):
                     return
             except OUTAGE_ERRORS as exc:
                 self._reclaim = True
@@ -342,7 +342,7 @@ class Worker:
                 continue
             self.outage.recovered()
 
-    def _round(self, ctx: context.JobContext) -> bool:
+    def _round(self, job_context: context.JobContext) -> bool:
         """Acknowledgements left over from an outage first, then one batch; False when a
         burst worker found the queues empty or the workers are suspended."""
         self._flush()
@@ -365,7 +365,7 @@ class Worker:
             jobs = self._fetch(claimed.decode() if isinstance(claimed, bytes) else str(claimed))
             if self.suspended:  # the claimed job went back to the front of its queue
                 return True
-        self._run_batch(jobs, ctx)
+        self._run_batch(jobs, job_context)
         return True
 
     def _give_back_orphans(self) -> None:
@@ -419,7 +419,7 @@ class Worker:
         self.metrics.in_progress.set(len(jobs))
         return jobs
 
-    def _run_batch(self, jobs: list[Taken], ctx: context.JobContext) -> None:
+    def _run_batch(self, jobs: list[Taken], job_context: context.JobContext) -> None:
         self._note_taken(jobs)
         for position, job in enumerate(jobs):
             if self.stopping.is_set():
@@ -427,7 +427,7 @@ class Worker:
                     self._acks.append(FrontAck(rest.id, rest.queue))
                 break
             try:
-                self._acks.append(self._run_one(job, ctx))
+                self._acks.append(self._run_one(job, job_context))
             except OUTAGE_ERRORS:
                 # the handler met the outage: this job and the rest go back, no attempt used
                 for rest in reversed(jobs[position:]):
@@ -486,7 +486,7 @@ class Worker:
             found = self._functions[name] = import_attribute(LEGACY_PATHS.get(name, name))
         return found
 
-    def _run_one(self, job: Taken, ctx: context.JobContext) -> Ack:
+    def _run_one(self, job: Taken, job_context: context.JobContext) -> Ack:
         now = time.time()
         label = "job"
         try:
@@ -500,7 +500,7 @@ class Worker:
                     return DeferAck(job.id, job.queue, member, 0, Spacing.SKIP)
             if job.enqueued_at is not None:
                 self.metrics.queue_wait.labels(job.queue).observe(max(0.0, now - job.enqueued_at))
-            ctx.runs, ctx.job_id = job.runs, job.id
+            job_context.runs, job_context.id = job.runs, job.id
             function = getattr(instance, func_name) if instance is not None else self._function(func_name)
             returned = self._call(function, args, kwargs, job)
         except JobOutcome as exc:
