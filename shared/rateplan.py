@@ -14,7 +14,7 @@ _CUSTOM = re.compile(r"^custom:(?P<drain>\d+(?:\.\d+)?)/(?P<burst>\d+)$")
 _NAMED = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
 
 
-class RatePlanError(ValueError):
+class PlanError(ValueError):
     """A rate plan that is neither a known name nor `custom:<drain>/<burst>`."""
 
 
@@ -38,8 +38,8 @@ def parse_plan(text: str) -> RatePlan:
         return RatePlan(drain, burst)
     match = _CUSTOM.match(name)
     if match is None:
-        raise RatePlanError(f"rate plan {text!r} is not standard, enterprise or custom:<drain>/<burst>")
+        raise PlanError(f"rate plan {text!r} is not standard, enterprise or custom:<drain>/<burst>")
     drain, burst = float(match["drain"]), int(match["burst"])
     if drain <= 0 or burst < 1:
-        raise RatePlanError(f"rate plan {text!r} needs a positive drain and burst")
+        raise PlanError(f"rate plan {text!r} needs a positive drain and burst")
     return RatePlan(drain, burst)

@@ -189,7 +189,7 @@ class Settings(BaseSettings):
     @field_validator("rate_plan")
     @classmethod
     def _plan(cls, value: str) -> str:
-        parse_plan(value)  # a RatePlanError is a ValueError: refused at start-up, not in every job
+        parse_plan(value)  # a PlanError is a ValueError: refused at start-up, not in every job
         return value
 
     @field_validator("redis_url")

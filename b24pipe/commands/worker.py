@@ -24,7 +24,7 @@ from shared.logs import configure_logging, log
 from shared.settings import ConfigError, Settings, require_token_keys
 from workers import handlers
 from workers.handlers import HandlerImportError, load_modules, registered_events
-from workers.rest.ratelimit import RatePlanError, parse_plan
+from workers.rest.ratelimit import PlanError, parse_plan
 
 
 def register(subparsers: Any) -> None:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     require_token_keys(settings)
     try:
         parse_plan(settings.rate_plan)  # refused at start, not at the first REST call
-    except RatePlanError as exc:
+    except PlanError as exc:
         raise ConfigError(f"invalid setting B24PIPE_RATE_PLAN: {exc}") from None
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")

@@ -51,7 +51,7 @@ from workers.rest.methodkind import Kind, calls_kind, method_kind, resend_safe
 from workers.rest.operating import OperatingWindow, report_from
 from workers.rest.params import changed_fields
 from workers.rest.query import BATCH_LIMIT, build_query, command
-from workers.rest.ratelimit import Limiter, RatePlan, RatePlanError, parse_plan
+from workers.rest.ratelimit import Limiter, PlanError, RatePlan, parse_plan
 from workers.rest.relocate import Relocator
 from workers.rest.tokens import TokenStore, portal_hosts
 from workers.rest.transport import (
@@ -160,7 +160,7 @@ class Context:
     async def build(cls, settings: Settings, runtime: Runtime) -> Context:
         try:
             plan = parse_plan(settings.rate_plan)
-        except RatePlanError as exc:
+        except PlanError as exc:
             raise ConfigError(f"invalid setting B24PIPE_RATE_PLAN: {exc}") from None
         aredis = runtime.redis(settings.redis_url_or_default())
         keys = Keys(settings.namespace)
@@ -186,7 +186,7 @@ class Context:
             return self.default_plan
         try:
             return parse_plan(portal.plan)
-        except RatePlanError:
+        except PlanError:
             return self.default_plan
 
 

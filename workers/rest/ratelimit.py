@@ -18,11 +18,11 @@ import asyncio
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
-from shared.rateplan import RatePlan, RatePlanError, parse_plan
+from shared.rateplan import PlanError, RatePlan, parse_plan
 from workers.errors import RateLimited
 from workers.luascripts import source
 
-__all__ = ["Limiter", "RatePlan", "RatePlanError", "parse_plan"]
+__all__ = ["Limiter", "PlanError", "RatePlan", "parse_plan"]
 
 
 class Limiter:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from shared.keys import Keys
 from tests.support.propcoverage import branch, reaches
 from workers.errors import RateLimited
-from workers.rest.ratelimit import Limiter, RatePlan, RatePlanError, parse_plan
+from workers.rest.ratelimit import Limiter, PlanError, RatePlan, parse_plan
 
 
 def test_named_and_custom_plans() -> None:
@@ -37,7 +37,7 @@ _plans = st.one_of(
 def test_bad_plans_are_refused_by_name(text: str) -> None:
     try:
         plan = parse_plan(text)
-    except RatePlanError as exc:
+    except PlanError as exc:
         assert "rate plan" in str(exc)
         branch("refused")
     else:

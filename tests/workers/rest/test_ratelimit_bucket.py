@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from shared.keys import Keys
 from workers.errors import RateLimited
-from workers.rest.ratelimit import Limiter, RatePlan, RatePlanError, parse_plan
+from workers.rest.ratelimit import Limiter, PlanError, RatePlan, parse_plan
 
 
 def run(redis_url: str, ns: str, scenario: Callable[[Limiter], Awaitable[None]]) -> None:
@@ -37,7 +37,7 @@ def run(redis_url: str, ns: str, scenario: Callable[[Limiter], Awaitable[None]])
 
 @pytest.mark.parametrize("text", ["custom:0/10", "custom:0.0/10", "custom:5/0"])
 def test_plans_that_would_divide_by_zero_are_refused(text: str) -> None:
-    with pytest.raises(RatePlanError) as caught:
+    with pytest.raises(PlanError) as caught:
         parse_plan(text)
     assert str(caught.value) == f"rate plan {text!r} needs a positive drain and burst"
 
