@@ -3,7 +3,7 @@
 -- outcome: workers.runner.acks) says:
 --   done   -> FinishedJobRegistry for `ttl` seconds (ttl 0: job deleted, as RQ does)
 --   fail   -> FailedJobRegistry for `ttl` seconds with `exc_info` (already scrubbed+zlib), plus
---             RQ's result record (`rq:results:<id>` stream entry, type 2 FAILED, `exc_string`
+--             RQ's result record (the job's results stream entry, type 2 FAILED, `exc_string`
 --             the same bytes base64 as RQ writes them: what job.latest_result(), rq info and
 --             rq-dashboard read)
 --   retry  -> ScheduledJobRegistry at unix time `at` (RQ-compatible score); `attempts`, when
@@ -23,16 +23,18 @@
 -- already (the same acknowledgements sent again after a reply lost in a Redis outage) or
 -- recovered from this worker, and must not be queued twice.
 -- KEYS[1] in-flight list, KEYS[2] defer-horizon hash, KEYS[3] parked-portals set.
--- ARGV[1] execution id, ARGV[2] now, ARGV[3] now as RQ timestamp, ARGV[4] the portal-record
--- key of member '' (Keys.portal), ARGV[5] the parked list of member '' (Keys.parked), then
+-- ARGV[1] execution id, ARGV[2] now, ARGV[3] now as RQ timestamp, ARGV[4] RQ's key names
+-- (shared/rqkeys.py LUA_ARG), ARGV[5] the portal-record key of member '' (Keys.portal),
+-- ARGV[6] the parked list of member '' (Keys.parked), then
 -- one row per entry: its width, then that many columns in this order (COLUMNS in
 -- workers/runner/acks.py; a column means the same for every verb, '' past the row's end):
 -- verb, job_id, queue, ttl, at, attempts, member_id, after, spacing, exc_info, exc_string.
 local exec = ARGV[1]
 local now = tonumber(ARGV[2])
 local stamp = ARGV[3]
-local portal_prefix, parked_prefix = ARGV[4], ARGV[5]
-local wkey = 'rq:worker:' .. exec
+local rq = cjson.decode(ARGV[4])
+local portal_prefix, parked_prefix = ARGV[5], ARGV[6]
+local wkey = rq.worker .. exec
 local known = redis.call('EXISTS', wkey) == 1
 local succeeded, failed = 0, 0
 
@@ -45,7 +47,7 @@ end
 
 local function schedule(jkey, id, queue, when)
   redis.call('HSET', jkey, 'status', 'scheduled', 'b24_slot', when)
-  redis.call('ZADD', 'rq:scheduled:' .. queue, when, id)
+  redis.call('ZADD', rq.scheduled .. queue, when, id)
 end
 
 -- Column n of the row at ARGV[row] (its width), '' past the row's end.
@@ -56,7 +58,7 @@ local function column(row, width, n)
   return ARGV[row + n]
 end
 
-local row = 6
+local row = 7
 while row <= #ARGV do
   local width = tonumber(ARGV[row])
   local verb, id, queue = ARGV[row + 1], ARGV[row + 2], ARGV[row + 3]
@@ -64,12 +66,12 @@ while row <= #ARGV do
   local member, after, spacing = column(row, width, 7), tonumber(column(row, width, 8)), column(row, width, 9)
   local exc_info, exc_string = column(row, width, 10), column(row, width, 11)
   row = row + 1 + width
-  local jkey = 'rq:job:' .. id
+  local jkey = rq.job .. id
   local owned = redis.call('LREM', KEYS[1], 1, id) == 1
-  redis.call('ZREM', 'rq:wip:' .. queue, id .. ':' .. exec)
-  redis.call('DEL', 'rq:execution:' .. id .. ':' .. exec)
-  redis.call('ZREM', 'rq:executions:' .. id, exec)
-  redis.call('SREM', wkey .. ':executions', id .. ':' .. exec)
+  redis.call('ZREM', rq.started .. queue, id .. ':' .. exec)
+  redis.call('DEL', rq.execution .. id .. ':' .. exec)
+  redis.call('ZREM', rq.executions .. id, exec)
+  redis.call('SREM', wkey .. rq.worker_executions, id .. ':' .. exec)
   if owned and verb == 'done' then
     succeeded = succeeded + 1
   elseif owned and verb == 'fail' then
@@ -78,14 +80,14 @@ while row <= #ARGV do
   if owned and redis.call('EXISTS', jkey) == 1 then
     if verb == 'done' then
       if ttl == 0 then
-        redis.call('DEL', jkey, 'rq:executions:' .. id)
+        redis.call('DEL', jkey, rq.executions .. id)
       else
         redis.call('HSET', jkey, 'status', 'finished', 'ended_at', stamp)
         redis.call('HDEL', jkey, 'b24_attempts', 'b24_slot')
         if ttl > 0 then
           redis.call('EXPIRE', jkey, ttl)
         end
-        redis.call('ZADD', 'rq:finished:' .. queue, score(ttl), id)
+        redis.call('ZADD', rq.finished .. queue, score(ttl), id)
       end
     elseif verb == 'fail' then
       redis.call('HSET', jkey, 'status', 'failed', 'ended_at', stamp, 'exc_info', exc_info, 'failure_ttl', ttl)
@@ -93,8 +95,8 @@ while row <= #ARGV do
       if ttl > 0 then
         redis.call('EXPIRE', jkey, ttl)
       end
-      redis.call('ZADD', 'rq:failed:' .. queue, score(ttl), id)
-      local rkey = 'rq:results:' .. id
+      redis.call('ZADD', rq.failed .. queue, score(ttl), id)
+      local rkey = rq.results .. id
       redis.call('XADD', rkey, 'MAXLEN', '10', '*', 'type', '2', 'worker_name', exec, 'exc_string', exc_string)
       if ttl > 0 then
         redis.call('EXPIRE', rkey, ttl)
@@ -124,21 +126,21 @@ while row <= #ARGV do
     elseif verb == 'park' then
       if redis.call('HGET', portal_prefix .. member, 'status') == 'active' then
         redis.call('HSET', jkey, 'status', 'queued')
-        redis.call('RPUSH', 'rq:queue:' .. queue, id)
+        redis.call('RPUSH', rq.queue .. queue, id)
       else
         redis.call('HSET', jkey, 'status', 'deferred')
-        redis.call('ZADD', 'rq:deferred:' .. queue, now, id)
+        redis.call('ZADD', rq.deferred .. queue, now, id)
         redis.call('RPUSH', parked_prefix .. member, id)
         redis.call('SADD', KEYS[3], member)
       end
     elseif verb == 'front' then
       redis.call('HSET', jkey, 'status', 'queued')
-      redis.call('LPUSH', 'rq:queue:' .. queue, id)
+      redis.call('LPUSH', rq.queue .. queue, id)
     elseif verb == 'hold' and at ~= '' then
       schedule(jkey, id, queue, tonumber(at))
     elseif verb == 'hold' then
       redis.call('HSET', jkey, 'status', 'queued')
-      redis.call('RPUSH', 'rq:queue:' .. queue, id)
+      redis.call('RPUSH', rq.queue .. queue, id)
     end
   end
 end

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
+from shared import rqkeys
+from shared.jobs import rq_time
 from shared.keys import Keys
 from workers.runner.outcome import Action
 
@@ -183,16 +185,16 @@ def row(ack: Ack) -> list[Value]:
 
 
 def schedules(ack: Ack) -> bool:
-    """Whether the ack puts its job in rq:scheduled (the heartbeat then looks again soon)."""
+    """Whether the ack puts its job in RQ's ScheduledJobRegistry (the heartbeat then looks again soon)."""
     return isinstance(ack, (RetryAck, DeferAck)) or (isinstance(ack, HoldAck) and ack.at is not None)
 
 
 def ack_call(
-    acks: Sequence[Ack], keys: Keys, *, worker: str, inflight: str, now: float, stamp: str
+    acks: Sequence[Ack], keys: Keys, *, worker: str, inflight: str, now: float
 ) -> tuple[list[str], list[Value]]:
     """KEYS and ARGV of one `ack.lua` call acknowledging `acks` for `worker` (its in-flight
-    list `inflight`), at unix time `now` (`stamp`: the same as RQ writes timestamps)."""
-    args: list[Value] = [worker, now, stamp, keys.portal(""), keys.parked("")]
+    list `inflight`) at unix time `now`."""
+    args: list[Value] = [worker, now, rq_time(now), rqkeys.LUA_ARG, keys.portal(""), keys.parked("")]
     for ack in acks:
         args.extend(row(ack))
     return [inflight, keys.defer_horizon, keys.parked_portals], args

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shared.backoff import backoff
 from workers.errors import (
     AuthRevoked,
     B24Error,
@@ -70,15 +71,6 @@ class Outcome:
     member_id: str = ""  # the portal a job's DEFER spreads behind or its PARK waits for
 
 
-def backoff(attempt: int, policy: Policy, rand: float) -> float:
-    """Delay before attempt `attempt + 1`: base * 2^(attempt-1), capped, with "equal jitter"
-    (half fixed, half random) so that retries of a burst do not arrive together.
-    `rand` is uniform in [0, 1)."""
-    exponent = min(max(attempt, 1) - 1, 60)
-    delay = min(policy.cap, policy.base * (2.0**exponent))
-    return delay / 2 + delay / 2 * min(max(rand, 0.0), 1.0)
-
-
 def classify(exc: BaseException | None, attempt: int, policy: Policy, rand: float) -> Outcome:
     """What to do after attempt number `attempt` (1-based) of one handler ended with `exc`."""
     if exc is None:
@@ -96,7 +88,7 @@ def classify(exc: BaseException | None, attempt: int, policy: Policy, rand: floa
         return Outcome(Action.FAIL, 0.0, f"{reason} (after {attempt} attempts)")
     if isinstance(exc, Retry) and exc.after > 0:
         return Outcome(Action.RETRY, exc.after, reason)
-    return Outcome(Action.RETRY, backoff(attempt, policy, rand), reason)
+    return Outcome(Action.RETRY, backoff(attempt, policy.base, policy.cap, rand), reason)
 
 
 def combine(results: list[Outcome]) -> Outcome:

@@ -40,7 +40,6 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cached_property
 from types import FrameType
 from typing import Any
@@ -52,7 +51,9 @@ from rq.serializers import DefaultSerializer
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from rq.utils import import_attribute
 
-from shared.jobs import LEGACY_PATHS
+from shared import rqkeys
+from shared.backoff import backoff
+from shared.jobs import LEGACY_PATHS, rq_time
 from shared.keys import Keys
 from shared.logs import log, scrub
 from shared.portals import as_text
@@ -78,7 +79,7 @@ from workers.runner.acks import (
 from workers.runner.fairness import SKIP_MARGIN, should_wait_behind
 from workers.runner.metrics import OUTCOMES, WorkerMetrics, parse_rq_time
 from workers.runner.outage import OUTAGE_ERRORS, Outage
-from workers.runner.outcome import Action, JobOutcome, Outcome, Policy, backoff
+from workers.runner.outcome import Action, JobOutcome, Outcome, Policy
 from workers.runner.scripts import Scripts
 
 logger = logging.getLogger("b24pipe.worker")
@@ -89,10 +90,6 @@ MAX_SKIP = 2000  # jobs of waiting portals one fetch may defer server-side (boun
 IDLE_BLOCK = 1  # seconds one BLMOVE waits on an empty queue (also the longest shutdown delay when idle)
 MIN_TICK = 0.1  # seconds between two maintenance ticks at the least
 _PERMANENT_JOB_ERRORS = (ValidationError, DeserializationError, ImportError, AttributeError)
-
-
-def rq_time(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def worker_name() -> str:
@@ -237,13 +234,13 @@ class Worker:
             return
 
     def _deregister(self) -> None:
-        wkey = f"rq:worker:{self.name}"
+        wkey = rqkeys.worker(self.name)
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hdel(self.keys.workers, self.name)
-            pipe.delete(wkey, f"{wkey}:executions")
-            pipe.srem("rq:workers", wkey)
+            pipe.delete(wkey, wkey + rqkeys.WORKER_EXECUTIONS)
+            pipe.srem(rqkeys.WORKERS, wkey)
             for queue in self.queue_names:
-                pipe.srem(f"rq:workers:{queue}", wkey)
+                pipe.srem(rqkeys.workers_of(queue), wkey)
             pipe.execute()
 
     # --- maintenance (heartbeat thread) ---------------------------------------------------
@@ -315,6 +312,7 @@ class Worker:
                 rq_time(now),
                 os.getpid(),
                 socket.gethostname(),
+                rqkeys.LUA_ARG,
                 *self.queue_names,
             ],
             client=client,
@@ -358,7 +356,7 @@ class Worker:
         if not jobs:
             if self.burst:
                 return False
-            events_key = f"rq:queue:{self.keys.events_queue}"
+            events_key = rqkeys.queue(self.keys.events_queue)
             claimed = self.client.blmove(events_key, self.inflight, IDLE_BLOCK, "LEFT", "RIGHT")
             if claimed is None:
                 return True
@@ -379,7 +377,7 @@ class Worker:
             return
         with self.client.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hget(f"rq:job:{job_id}", "origin")
+                pipe.hget(rqkeys.job(job_id), "origin")
             queues = pipe.execute()
         self._acks.extend(
             FrontAck(job_id, as_text(queue) if queue else self.keys.events_queue)
@@ -391,7 +389,7 @@ class Worker:
     def _fetch(self, claimed: str | None) -> list[Taken]:
         now = time.time()
         rows, horizons, skipped, suspended = self.scripts.fetch(
-            keys=[self.inflight, self.keys.defer_horizon, *(f"rq:queue:{q}" for q in self.queue_names)],
+            keys=[self.inflight, self.keys.defer_horizon, *map(rqkeys.queue, self.queue_names)],
             args=[
                 self.settings.fetch_batch,
                 self.name,
@@ -404,6 +402,7 @@ class Worker:
                 SKIP_MARGIN,
                 self.keys.paused_portals,
                 self.keys.held(""),
+                rqkeys.LUA_ARG,
                 *self.queue_names,
             ],
         )
@@ -470,9 +469,7 @@ class Worker:
         if not self._acks:
             return
         now = time.time()
-        keys, args = ack_call(
-            self._acks, self.keys, worker=self.name, inflight=self.inflight, now=now, stamp=rq_time(now)
-        )
+        keys, args = ack_call(self._acks, self.keys, worker=self.name, inflight=self.inflight, now=now)
         self.scripts.ack(keys=keys, args=args)
         if any(schedules(ack) for ack in self._acks):
             self._maintainer_nudge.set()  # its due time may come before the next tick
@@ -514,7 +511,7 @@ class Worker:
                 return self._fail(job, label, text)
             self.metrics.retries.labels(label).inc()
             self.metrics.jobs.labels(label, "retry").inc()
-            delay = backoff(attempts, self.policy, _rand())
+            delay = backoff(attempts, self.policy.base, self.policy.cap, _rand())
             return RetryAck(job.id, job.queue, time.time() + delay, attempts)
         # what the job function returned ("ok", "echo", "merged"...) is the reason it is done
         return self._ack_for(job, label, Outcome(Action.DONE, reason=str(returned)), now)

@@ -37,7 +37,6 @@ from workers.runner.acks import (
 )
 from workers.runner.outcome import Action
 from workers.runner.scripts import Scripts
-from workers.runner.worker import rq_time
 
 WORKER = "acks-test.1.abc"
 
@@ -66,7 +65,6 @@ class Acker:
             worker=WORKER,
             inflight=self.keys.inflight(WORKER),
             now=self.now,
-            stamp=rq_time(self.now),
         )
         self.script(keys=keys, args=args)
 
