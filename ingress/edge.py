@@ -143,6 +143,8 @@ async def read_body(request: web.Request, max_body: int, read_timeout: float) ->
     if length is not None and length > max_body:
         raise Refusal(413, "payload_too_large", f"body exceeds {max_body} bytes")
     try:
+        if request.content.is_eof():  # the whole body came with the headers: no wait, no timer
+            return await request.read()
         async with asyncio.timeout(read_timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

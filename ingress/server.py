@@ -40,8 +40,8 @@ GC_YOUNG_THRESHOLD = 20_000
 
 def event_loop() -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
     """The event loop the ingress runs on, and its name: uvloop (its transports and timers
-    are C: a third less CPU per request than asyncio's own loop), asyncio's where uvloop is
-    not installed. The ingress benchmark runs its bare aiohttp app on the same loop."""
+    are C, so a request costs less CPU), asyncio's where uvloop is not installed. The
+    ingress benchmark runs its bare aiohttp app on the same loop."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
