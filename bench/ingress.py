@@ -589,7 +589,7 @@ def main() -> int:
         return float(statistics.median(r[field] for r in results[side]))
 
     ratio = median("ingress", "rps") / median("bare", "rps")
-    p99_ratio = median("ingress", "p99_ms") / median("bare", "p99_ms")
+    p99_ratio = median("ingress", "p99_ms") / max(median("bare", "p99_ms"), 1e-9)
     loop_name = event_loop()[0]
     print(f"ingress benchmark: {rounds} rounds x {seconds:g}s, {connections} connections, {portals} portals")
     print(f"  event loop: {loop_name} on both sides; B24PIPE_ACK={default_ack}")
@@ -609,7 +609,7 @@ def main() -> int:
     two_rps = median("2 processes", "rps")
     print(
         f"  processes: 1 -> {median('ingress', 'rps'):.0f} events/s, 2 -> {two_rps:.0f} events/s"
-        f" (p99 {median('2 processes', 'p99_ms'):.2f} ms), ratio 2/1: {two_rps / median('ingress', 'rps'):.2f}"
+        f" (p99 {median('2 processes', 'p99_ms'):.2f} ms), ratio 2/1: {two_rps / max(median('ingress', 'rps'), 1e-9):.2f}"
         f" (one load generator; {os.cpu_count()} cores shared by generator, ingress and Redis)"
     )
     print("  acknowledgement modes (B24PIPE_ACK), same load, medians:")
