@@ -102,6 +102,13 @@ def _body(serial: int, portals: int, seed: str) -> bytes:
     return "&".join(f"{quote(k)}={quote(v)}" for k, v in fields).encode()
 
 
+def _framed(body: bytes) -> bytes:
+    return (
+        b"POST /b24/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+
+
 class _Conn(asyncio.Protocol):
     def __init__(self, gen: _Load) -> None:
         self.gen = gen
@@ -123,18 +130,26 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
+        answer = _answer(self.buffer)
+        if answer is None:
             return
-        head = self.buffer[:end]
-        length_at = head.lower().find(b"content-length:")
-        length = int(head[length_at + 15 :].split(b"\r\n", 1)[0]) if length_at >= 0 else 0
-        if len(self.buffer) < end + 4 + length:
-            return
-        status = int(head[9:12])
-        self.buffer = self.buffer[end + 4 + length :]
+        status, self.buffer = answer
         self.gen.record(status, time.perf_counter() - self.sent_at)
         self.send()
+
+
+def _answer(buffer: bytes) -> tuple[int, bytes] | None:
+    """The status of the first complete answer in `buffer` and what follows it; None while
+    the answer is incomplete."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = buffer[:end]
+    length_at = head.lower().find(b"content-length:")
+    length = int(head[length_at + 15 :].split(b"\r\n", 1)[0]) if length_at >= 0 else 0
+    if len(buffer) < end + 4 + length:
+        return None
+    return int(head[9:12]), buffer[end + 4 + length :]
 
 
 class _Load:
@@ -151,14 +166,7 @@ class _Load:
 
     def request(self) -> bytes:
         self.serial += 1
-        body = _body(self.serial, self.portals, self.seed)
-        return (
-            b"POST /b24/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
+        return _framed(_body(self.serial, self.portals, self.seed))
 
     def record(self, status: int, latency: float) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -258,19 +266,10 @@ class _Pipelined(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buffer[:end]
-            length_at = head.lower().find(b"content-length:")
-            length = int(head[length_at + 15 :].split(b"\r\n", 1)[0]) if length_at >= 0 else 0
-            if len(self.buffer) < end + 4 + length:
-                return
-            status = int(head[9:12])
+        while (answer := _answer(self.buffer)) is not None:
+            status, self.buffer = answer
             self.statuses[status] = self.statuses.get(status, 0) + 1
             self.owed -= 1
-            self.buffer = self.buffer[end + 4 + length :]
 
 
 async def _answered(connections: list[_Pipelined], patience: float) -> None:
@@ -279,13 +278,6 @@ async def _answered(connections: list[_Pipelined], patience: float) -> None:
         if not any(c.owed for c in connections if c.transport is not None):
             return
         await asyncio.sleep(0.05)
-
-
-def _framed(body: bytes) -> bytes:
-    return (
-        b"POST /b24/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
-    )
 
 
 async def _flood(
