@@ -35,6 +35,7 @@ from aiohttp import web
 from aiohttp.hdrs import CONTENT_ENCODING
 from aiohttp.http_exceptions import HttpProcessingError
 
+from shared.errors import B24PipeError
 from shared.logs import log
 from shared.settings import Settings
 
@@ -120,7 +121,7 @@ def budgeted(server: web.Server, budget: int, edge_log: EdgeLog) -> Callable[[],
     return factory
 
 
-class Refusal(Exception):
+class Refusal(B24PipeError):
     """The body is not read: answer `status` with the contract's error `code`."""
 
     def __init__(self, status: int, code: str, detail: str) -> None:
@@ -130,7 +131,7 @@ class Refusal(Exception):
         self.detail = detail
 
 
-class ClientGone(Exception):
+class ClientGone(B24PipeError):
     """The client closed the connection before its body was complete: nobody to answer."""
 
 

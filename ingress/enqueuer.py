@@ -43,6 +43,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from ingress.tasks import stop_tasks
 from shared.ackmode import AckPlan
 from shared.ackmode import plan as ack_plan
+from shared.errors import B24PipeError
 from shared.events import Event
 from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, script_call
 from shared.keys import Keys
@@ -61,11 +62,11 @@ WATCH_INTERVAL = 0.05  # how late past its deadline a request may learn that it 
 _QUEUED = ord("1")  # enqueue.lua's flag for a job written ("0": a duplicate)
 
 
-class Unavailable(Exception):
+class Unavailable(B24PipeError):
     """The event could not be stored: Redis is down, stalled or refused the write."""
 
 
-class _NotConfirmed(Exception):
+class _NotConfirmed(B24PipeError):
     """The batch was written but its acknowledgement wait did not confirm it in time."""
 
 

@@ -196,6 +196,15 @@ def _description(payload: Mapping[str, Any] | None) -> object:
     return payload.get("error_description", "")
 
 
+def php_keyed(value: Any) -> dict[str, Any]:
+    """A batch answer's per-command part as a dict. PHP's json_encode writes an array whose
+    keys are exactly 0..n-1 as a JSON list (commands named "0", "1", ... all answered), any
+    other as an object, and an empty one as `[]`: the list's index is the command's key."""
+    if isinstance(value, list):
+        return {str(index): item for index, item in enumerate(value)}
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
 def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
     """Exponential backoff with full jitter: a random delay in [0, min(cap, base * 2**attempt)]."""
     return random.uniform(0, min(cap, base * (2**attempt)))

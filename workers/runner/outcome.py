@@ -5,7 +5,8 @@ Per handler (`classify`):
 - no exception -> DONE;
 - `Retry(after)` or any other exception -> RETRY (uses an attempt; exponential backoff with
   jitter unless `after` is given), or FAIL once attempts are used up;
-- `Permanent`, non-retryable `B24Error` (ScopeMissing, AccessDenied...) -> FAIL;
+- `Permanent`, `ConfigurationError` (retrying cannot mend a setting), non-retryable
+  `B24Error` (ScopeMissing, AccessDenied...) -> FAIL;
 - `RateLimited`, `OperatingLimit` -> DEFER (waiting is not failure: no attempt used);
 - `ReauthRequired`, `AuthRevoked` -> PARK (the portal's jobs wait for a new token).
 
@@ -29,6 +30,7 @@ from enum import StrEnum
 from workers.errors import (
     AuthRevoked,
     B24Error,
+    ConfigurationError,
     OperatingLimit,
     Permanent,
     RateLimited,
@@ -81,7 +83,7 @@ def classify(exc: BaseException | None, attempt: int, policy: Policy, rand: floa
         )
     if isinstance(exc, (ReauthRequired, AuthRevoked)):
         return HandlerResult(Action.PARK, 0.0, reason)
-    if isinstance(exc, Permanent):
+    if isinstance(exc, (Permanent, ConfigurationError)):
         return HandlerResult(Action.FAIL, 0.0, reason)
     if isinstance(exc, B24Error) and not exc.retryable:
         return HandlerResult(Action.FAIL, 0.0, reason)

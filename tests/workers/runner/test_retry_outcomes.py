@@ -9,6 +9,7 @@ import pytest
 from workers.errors import (
     AccessDenied,
     AuthRevoked,
+    ConfigurationError,
     OperatingLimit,
     Permanent,
     RateLimited,
@@ -55,6 +56,8 @@ def test_backoff_clamps_rand_and_caps_the_exponent_at_60() -> None:
         ),
         (AuthRevoked("invalid_token"), HandlerResult(Action.PARK, 0.0, reason(AuthRevoked("invalid_token")))),
         (Permanent("no"), HandlerResult(Action.FAIL, 0.0, "Permanent: no")),
+        # a setting that no retry can mend
+        (ConfigurationError("unset"), HandlerResult(Action.FAIL, 0.0, "ConfigurationError: unset")),
         (
             AccessDenied("ACCESS_DENIED"),
             HandlerResult(Action.FAIL, 0.0, reason(AccessDenied("ACCESS_DENIED"))),
