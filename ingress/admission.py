@@ -7,9 +7,9 @@ takes one of the process's `B24PIPE_MAX_INFLIGHT` slots once its body is parsed.
 fewer than half of them are held, any request gets one; above that, a portal already
 holding its fair share, `cap // (portals holding slots + 1)`, gets 503. The `+ 1` keeps a
 share free for a portal that holds none yet: a portal flooding alone stops at half the
-cap, and with others holding slots at its share of what they leave. A portal that sends
-its events at a normal rate holds a slot or two at a time and is admitted until the whole
-cap is taken.
+cap, and while others hold slots too it gets one more only below its (smaller) share. A
+portal sending at a normal rate holds a slot or two at a time and is admitted until the
+whole cap is taken, which the flood alone can no longer do.
 """
 
 from __future__ import annotations
