@@ -475,7 +475,7 @@ def main() -> int:
     results: dict[str, list[dict[str, Any]]] = {"ingress": [], "bare": [], "2 processes": []}
     flood: dict[str, Any] = {}
     flood_jobs = 0
-    cpu = 0.0
+    cpu = bare_cpu = 0.0
     commands = 0
     offset = 0
 
@@ -512,7 +512,9 @@ def main() -> int:
             results["ingress"].append(run(ingress_port))
             cpu += _cpu_seconds(ingress.pid) - cpu_before
             commands += _commands(client) - commands_before
+            bare_before = _cpu_seconds(bare_proc.pid)
             results["bare"].append(run(bare_port))
+            bare_cpu += _cpu_seconds(bare_proc.pid) - bare_before
             results["2 processes"].append(run(two_port))
         jobs = queued() - warm_jobs
 
@@ -597,7 +599,10 @@ def main() -> int:
     print(
         f"  redis commands per event: {commands / max(measured, 1):.2f} (incl. commands run inside scripts)"
     )
-    print(f"  ingress CPU per event: {cpu * 1e6 / max(measured, 1):.0f} us")
+    bare_events = max(sum(r["ok"] for r in results["bare"]), 1)
+    print(
+        f"  CPU per event: ingress {cpu * 1e6 / max(measured, 1):.0f} us, bare {bare_cpu * 1e6 / bare_events:.0f} us"
+    )
     two_rps = median("2 processes", "rps")
     print(
         f"  processes: 1 -> {median('ingress', 'rps'):.0f} events/s, 2 -> {two_rps:.0f} events/s"
