@@ -51,6 +51,7 @@ import redis
 from b24pipe.redisserver import LocalServer, free_port, start_server
 from bench.verdict import non_200, verdict
 from ingress.server import event_loop
+from shared import rqkeys
 from shared.ackmode import ACK_MODES
 from shared.crypto import digest, generate_key
 from shared.keys import Keys
@@ -427,9 +428,9 @@ def _clean_redis(workdir: Path) -> tuple[str, LocalServer | None, redis.Redis]:
     for key in client.scan_iter(match=f"{NAMESPACE}:*", count=1000):
         client.delete(key)
     for queue in keys.queues:
-        for job_id in client.lrange(f"rq:queue:{queue}", 0, -1):
-            client.delete(f"rq:job:{job_id.decode() if isinstance(job_id, bytes) else job_id}")
-        client.delete(f"rq:queue:{queue}")
+        for job_id in client.lrange(rqkeys.queue(queue), 0, -1):
+            client.delete(rqkeys.job(job_id.decode() if isinstance(job_id, bytes) else job_id))
+        client.delete(rqkeys.queue(queue))
     return url, server, client
 
 
@@ -485,7 +486,7 @@ def main() -> int:
         return offset
 
     def queued() -> int:
-        return sum(int(client.llen(f"rq:queue:{q}")) for q in keys.queues)
+        return sum(int(client.llen(rqkeys.queue(q))) for q in keys.queues)
 
     try:
         _wait_port(ingress_port, ingress)

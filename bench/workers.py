@@ -30,6 +30,7 @@ from rq import Queue, SimpleWorker
 from b24pipe.redisserver import start_server
 from bench import noop
 from bench.verdict import verdict
+from shared import rqkeys
 from shared.crypto import generate_key
 from shared.events import Event
 from shared.keys import Keys
@@ -123,7 +124,7 @@ def _half_rate_wait(url: str, rate: float, seconds: float) -> float:
                 ids.extend(job.id for job in jobs)
                 sent += due
             time.sleep(tick)
-        while len(queue) or client.zcard(f"rq:wip:{keys.events_queue}"):
+        while len(queue) or client.zcard(rqkeys.started(keys.events_queue)):
             time.sleep(0.05)
         time.sleep(0.3)
     finally:
@@ -132,7 +133,7 @@ def _half_rate_wait(url: str, rate: float, seconds: float) -> float:
     waits = []
     with client.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hmget(f"rq:job:{job_id}", "enqueued_at", "started_at")
+            pipe.hmget(rqkeys.job(job_id), "enqueued_at", "started_at")
         for enqueued, begun in pipe.execute():
             if enqueued and begun:
                 waits.append(parse_rq_time(begun.decode()) - parse_rq_time(enqueued.decode()))

@@ -31,12 +31,14 @@ httpx layers its client the same way (`_send_handling_auth`, `_send_handling_red
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+from shared.backoff import backoff
 from shared.crypto import TokenCipher
 from shared.logs import security_event
 from shared.portals import Portal
@@ -56,7 +58,6 @@ from workers.rest.transport import (
     TIMED_OUT,
     Answer,
     Transport,
-    backoff,
     error_code,
     error_for,
     host_of,
@@ -64,6 +65,7 @@ from workers.rest.transport import (
 )
 
 MAX_ATTEMPTS = 5  # sends of one call for one reason (transient failures; 503 refusals)
+RESEND_BASE, RESEND_CAP = 1.0, 8.0  # seconds: the first resend within 1 s, then up to 8 s apart
 AUTH_ROUNDS = 8  # 401s for pairs other processes replaced, before the job is retried later
 OPERATING_HOLD = 60.0  # seconds a method answered 429 is held (Bitrix24 names no reset time)
 _REFRESHABLE = frozenset({"expired_token", "invalid_token"})
@@ -185,7 +187,7 @@ def resend_delay(error: B24Error, attempt: int, keyed: bool, timeout: float) -> 
     """Seconds before resend number `attempt`: the backoff, and for a keyed call that timed
     out at least the timeout, since the first request may still be running and Bitrix24 runs
     two requests with one key at the same moment both."""
-    delay = backoff(attempt)
+    delay = backoff(attempt, RESEND_BASE, RESEND_CAP, random.random(), jitter="full")
     if error.code == TIMED_OUT and keyed:
         delay = max(delay, timeout)
     return delay

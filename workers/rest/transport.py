@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-import random
 import threading
 from collections.abc import Coroutine, Iterable, Mapping
 from concurrent.futures import Future
@@ -203,11 +202,6 @@ def php_keyed(value: Any) -> dict[str, Any]:
     if isinstance(value, list):
         return {str(index): item for index, item in enumerate(value)}
     return dict(value) if isinstance(value, Mapping) else {}
-
-
-def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
-    """Exponential backoff with full jitter: a random delay in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0, min(cap, base * (2**attempt)))
 
 
 def host_of(url: str) -> str:

@@ -172,7 +172,7 @@ def test_a_write_that_never_left_is_sent_again(
     member = "closed-port"
     closed = f"http://127.0.0.1:{free_port()}/rest/"
     seed(r, env["B24PIPE_NAMESPACE"], cipher_of(env), _pair(member, closed), "standard")
-    monkeypatch.setattr("workers.rest.layers.backoff", lambda attempt: 0.0)
+    monkeypatch.setattr("workers.rest.layers.RESEND_BASE", 0.0)
     b24 = client_for(load_settings(), None, member)
     with pytest.raises(ApiError) as caught:
         b24.call("crm.deal.add", {"fields": {"TITLE": "never sent"}})
