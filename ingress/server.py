@@ -23,6 +23,7 @@ import resource
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from multiprocessing.process import BaseProcess
@@ -120,9 +121,19 @@ async def _leave_rotation(app: web.Application, delay: float) -> None:
         await asyncio.sleep(delay)
 
 
-def _child(host: str, port: int) -> None:
+def _child(host: str, port: int, supervisor: int) -> None:
     configure_logging()
+    threading.Thread(target=_stop_without, args=(supervisor,), name="supervisor-watch", daemon=True).start()
     run_loop(serve(load_settings(), host, port, reuse_port=True))
+
+
+def _stop_without(supervisor: int) -> None:
+    """A supervisor killed outright (SIGKILL, OOM) cannot stop its children; an orphan would
+    go on serving the port beside the ingress started in its place. So each child stops
+    itself, gracefully, once its parent is no longer the supervisor."""
+    while os.getppid() == supervisor:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run(settings: Settings, host: str, port: int, processes: int) -> int:
@@ -151,7 +162,9 @@ def _supervise(host: str, port: int, processes: int) -> int:
     stopping = False
 
     def start() -> BaseProcess:
-        child = context.Process(target=_child, args=(host, port), name="b24pipe-ingress", daemon=False)
+        child = context.Process(
+            target=_child, args=(host, port, os.getpid()), name="b24pipe-ingress", daemon=False
+        )
         child.start()
         return child
 

@@ -27,6 +27,7 @@ from b24pipe.testing.ingress import (
     stored_event_ids,
     wait_logged,
 )
+from b24pipe.testing.workers import wait_for
 from ingress.tokencheck import POLL_INTERVAL
 from shared.keys import Keys
 from tests.conftest import PrivateRedis
@@ -199,6 +200,22 @@ def test_a_revocation_reaches_every_process(
         wait_logged(process, "ingress listening", count=2)
         statuses = asyncio.run(scenario())
     assert statuses == [401] * 40
+
+
+def test_the_processes_stop_when_their_supervisor_is_killed(base_env: dict[str, str]) -> None:
+    """SIGKILL leaves the supervisor no chance to stop its children: they notice the loss
+    of their parent and stop themselves, so no orphan keeps the port."""
+    port = free_port()
+    with ingress_process(base_env, port, "--processes", "2") as process:
+        wait_logged(process, "ingress listening", count=2)
+        children = _serving_children(process.pid)
+        assert len(children) == 2, children
+        process.kill()
+        process.wait()
+        assert wait_for(lambda: not any(Path(f"/proc/{child}").exists() for child in children), timeout=60), (
+            "ingress processes outlived their killed supervisor"
+        )
+        assert not _accepts_connections(port)
 
 
 def test_a_bad_process_count_is_one_line_and_exit_status_2(base_env: dict[str, str]) -> None:
