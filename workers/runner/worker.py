@@ -79,6 +79,7 @@ MAX_SKIP = 2000  # jobs of waiting portals one fetch may defer server-side (boun
 IDLE_BLOCK = 1  # seconds one BLMOVE waits on an empty queue (also the longest shutdown delay when idle)
 MIN_TICK = 0.1  # seconds between two maintenance ticks at the least
 _SCHEDULING = frozenset({"sched", "defer"})  # acknowledgements that put a job in rq:scheduled
+_PICKLE_PROTO = b"\x80"  # the first byte of a pickle of protocol 2 or later; never of zlib data
 _PERMANENT_JOB_ERRORS = (ValidationError, DeserializationError, ImportError, AttributeError)
 
 
@@ -647,7 +648,9 @@ def _horizons(fields: Mapping[bytes | str, bytes | str]) -> dict[str, float]:
 
 
 def _unpack(data: bytes) -> bytes:
-    """RQ stores job data zlib-compressed (older jobs raw)."""
+    """RQ stores job data zlib-compressed, the ingress (shared/jobs.py) and older RQ raw."""
+    if data[:1] == _PICKLE_PROTO:  # raw: no failed decompress (an exception) per job
+        return data
     try:
         return zlib.decompress(data)
     except zlib.error:
