@@ -3,8 +3,10 @@
 Both sides drain a queue pre-loaded with the same N no-op events (one RQ job per event,
 function workers.dispatch.run_event, a registered no-op handler), in alternating rounds,
 in this process. Printed: events/s for each side (best round), their ratio, lost and
-duplicated events (both must be 0), and the p99 queue wait (enqueue to start) of a
-`b24pipe worker` process fed at half of the measured maximum rate.
+duplicated events (both must be 0), and the p50 and p99 queue wait (enqueue to start: the
+job's `enqueued_at` to its `started_at`, when a worker took it) of a `b24pipe worker`
+process fed at half of the median measured maximum rate, the way the ingress queues
+events (one enqueue.lua call every 10 ms).
 
 Environment: BENCH_N (events per round, default 5000), BENCH_ROUNDS (default 3),
 BENCH_SECONDS (length of the half-rate run, default 6), REDIS_URL (else a local server).
