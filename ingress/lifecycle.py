@@ -9,7 +9,7 @@ server is asked (`shared.oauth.OAuthClient.verify`). Three outcomes:
 - refuted: 401, nothing stored, a security-log line;
 - unreachable: the install is stored as *pending*, its token accepted as "pending", the
   event itself held in that install's quarantine, and a worker job re-verifies with backoff
-  (`workers.portals.lifecycle.reverify_install`); 200, because Bitrix24 never re-sends. Each
+  (`workers.lifecycle.reverify_install`, scheduled through `shared.jobs`); 200, because Bitrix24 never re-sends. Each
   (member id, token) is its own pending install: a second install for the same member id
   (a forgery during the outage) never replaces the first nor touches its quarantine. The
   number of pending installs and the bytes they hold are capped (503 past the caps), so
@@ -42,7 +42,7 @@ from ingress.hooks import INVALID_TOKEN, UNAVAILABLE, answer
 from shared import portalstore as store
 from shared.crypto import TokenCipher, digest
 from shared.events import Event
-from shared.jobs import queue_for
+from shared.jobs import LIFECYCLE_RETRY_BASE, queue_for, schedule_reverify
 from shared.keys import Keys
 from shared.logs import log, mask, security_event
 from shared.oauth import OAuthClient, Refuted, Unreachable, Verified
@@ -50,7 +50,6 @@ from shared.outbound import Resolver, system_resolve
 from shared.portals import Portal, Status, namespace_connector
 from shared.redisconn import sync_redis
 from shared.settings import Settings, require_token_keys
-from workers.portals.lifecycle import first_delay, schedule_reverify
 
 _logger = logging.getLogger("b24pipe.ingress.lifecycle")
 
@@ -326,7 +325,7 @@ class Lifecycle:
         connection = sync_redis(self._settings)
         try:
             schedule_reverify(
-                connection, self._keys, member_id, first_delay(), attempt=1, token_digest=token_digest
+                connection, self._keys, member_id, LIFECYCLE_RETRY_BASE, attempt=1, token_digest=token_digest
             )
         finally:
             connection.close()

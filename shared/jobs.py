@@ -23,10 +23,11 @@ import pickle
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+from rq import Queue
 
 from shared.events import LIFECYCLE_EVENTS, Event
 from shared.keys import Keys
@@ -46,6 +47,9 @@ LEGACY_PATHS = {
     "workers.offline.drain": DRAIN_OFFLINE,
     "workers.probe.send": SEND_PROBE,
 }
+# Seconds before a lifecycle job's first retry (a pending install's re-verification, an
+# uninstall confirmation that could not tell yet); the delay doubles with each attempt.
+LIFECYCLE_RETRY_BASE = 5.0
 RQ_JOB_PREFIX = "rq:job:"
 RQ_QUEUE_PREFIX = "rq:queue:"
 RQ_QUEUES = "rq:queues"
@@ -199,3 +203,18 @@ def enqueue_event(client: redis.Redis, keys: Keys, settings: Settings, event: Ev
     script_keys, argv = script_call(JobTemplate.build(queue, settings), [job])
     queued: bytes = script(keys=script_keys, args=argv)
     return queued == b"1"
+
+
+def schedule_reverify(
+    connection: redis.Redis, keys: Keys, member_id: str, delay: float, attempt: int, token_digest: str
+) -> None:
+    """Queue attempt `attempt` at verifying the pending install of (member id, token digest)
+    `delay` seconds from now: the ingress schedules the first, each attempt the next."""
+    Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
+        timedelta(seconds=delay),
+        REVERIFY_INSTALL,
+        member_id,
+        attempt,
+        token_digest,
+        description=f"reverify_install({member_id})",
+    )

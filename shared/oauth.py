@@ -7,19 +7,27 @@ portal the request names, an installed app (and for updates the same version), a
 admin. Uninstalls are acted on only once the stored tokens stop working.
 
 Every call goes through `HostPolicy`; secrets travel in POST bodies, never in URLs, and
-no redirect is followed. Outcomes are typed: `Verified`, `Refuted(reason)` (the server
-answered and said no: never retry) and `Unreachable(reason)` (timeout, 5xx, network: try
-again later). Reasons are fixed phrases or Bitrix24 error codes, never secrets.
+no redirect is followed: a redirect would have us send the client secret and a refresh
+token to an address the configuration never named. Outcomes are typed: `Verified`,
+`Refuted(reason)` (the server answered and said no: never retry) and `Unreachable(reason)`
+(timeout, 5xx, network: try again later); a refresh grant can also be `Unconfigured` (our
+own settings cannot ask for it: an operator must act, retrying cannot help). Reasons are
+fixed phrases, Bitrix24 error codes or `HTTP_<status>`, never secrets.
 
-Parsing and judging answers are pure functions (`parse_app_info`, `judge`), tested
-without a network; `OAuthClient` is the I/O around them.
+This is the only OAuth grant client: installs and updates (`ingress.lifecycle`), their
+re-verification and uninstall confirmation (`workers.portals.lifecycle`), a portal's move
+(`workers.rest.relocate`) and every token refresh (`workers.rest.tokens`) go through it.
+
+Parsing and judging answers are pure functions (`parse_app_info`, `judge`,
+`parse_refresh`), tested without a network; `OAuthClient` is the I/O around them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -69,12 +77,37 @@ Verification = Verified | Refuted | Unreachable
 
 
 @dataclass(frozen=True)
-class Refreshed:
-    """A refresh that worked: the new pair (the used refresh token is now dead)."""
+class Unconfigured:
+    """The grant cannot be asked for with these settings (no client credentials, or the
+    host policy refuses the authorization server): an operator must act. `code` names
+    which (`NO_CLIENT_CREDENTIALS`, `OUTBOUND_REFUSED`)."""
 
-    access_token: str = ""
-    refresh_token: str = ""
+    code: str
+    reason: str
+
+
+DEFAULT_LIFETIME = 3600  # Bitrix24's access tokens live an hour; assumed when an answer names none
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """A refresh that worked: the new pair (the used refresh token is now dead) and what
+    the answer says about the portal.
+
+    `expires` is the one expiry every caller stores: unix seconds by *our* clock,
+    `issued_at` (when the answer arrived) plus the answer's `expires_in`. Bitrix24's own
+    `expires` is by its clock, and the refresh margin is measured on ours."""
+
+    access_token: str = field(default="", repr=False)
+    refresh_token: str = field(default="", repr=False)
+    issued_at: int = 0
     expires: int = 0
+    member_id: str = ""
+    client_endpoint: str = ""
+    user_id: int = 0
+
+
+RefreshResult = Refreshed | Refuted | Unreachable | Unconfigured
 
 
 def _truthy(value: object) -> bool:
@@ -122,6 +155,29 @@ def parse_app_info(body: object) -> AppInfo | Refuted:
         member_id=_text(install.get("member_id")),
         client_endpoint=_text(install.get("client_endpoint")),
         status=_text(install.get("status")),
+    )
+
+
+def parse_refresh(status: int, body: object, issued_at: int) -> Refreshed | Refuted:
+    """A refresh-token grant's answer: the new pair, or why there is none. A pair needs both
+    tokens (storing an answer without a refresh token would lose the portal: the used one
+    is dead). The reason is Bitrix24's error code, else `HTTP_<status>`."""
+    if (
+        not isinstance(body, dict)
+        or status != 200
+        or not body.get("access_token")
+        or not body.get("refresh_token")
+    ):
+        return Refuted(_error_code(body) if isinstance(body, dict) and "error" in body else f"HTTP_{status}")
+    lifetime = _int(body.get("expires_in"))
+    return Refreshed(
+        access_token=_text(body.get("access_token")),
+        refresh_token=_text(body.get("refresh_token")),
+        issued_at=issued_at,
+        expires=issued_at + (lifetime if lifetime > 0 else DEFAULT_LIFETIME),
+        member_id=_text(body.get("member_id")),
+        client_endpoint=_text(body.get("client_endpoint")),
+        user_id=max(0, _int(body.get("user_id"))),
     )
 
 
@@ -236,11 +292,11 @@ class OAuthClient:
             return Refuted("token user is not an admin")
         return admin
 
-    async def refresh(self, refresh_token: str) -> Refreshed | Refuted | Unreachable:
+    async def refresh(self, refresh_token: str) -> RefreshResult:
         """One refresh-token grant (POST body: no secret in the URL)."""
         secret = self._settings.secret()
         if not self._settings.client_id or not secret:
-            return Refuted("client credentials are not configured")
+            return Unconfigured("NO_CLIENT_CREDENTIALS", "B24_CLIENT_ID/B24_CLIENT_SECRET are not set")
         form = {
             "grant_type": "refresh_token",
             "client_id": self._settings.client_id,
@@ -250,17 +306,10 @@ class OAuthClient:
         try:
             answer = await self._post(f"{self._settings.oauth_url}/oauth/token/", form, ())
         except OutboundRefused as exc:
-            return Unreachable(f"authorization server refused by host policy: {exc}")
+            return Unconfigured("OUTBOUND_REFUSED", f"authorization server refused by host policy: {exc}")
         if isinstance(answer, Unreachable):
             return answer
-        body = answer.body
-        if answer.status != 200 or not isinstance(body, dict) or not body.get("access_token"):
-            return Refuted(_error_code(body))
-        return Refreshed(
-            access_token=_text(body.get("access_token")),
-            refresh_token=_text(body.get("refresh_token")),
-            expires=_int(body.get("expires")),
-        )
+        return parse_refresh(answer.status, answer.body, int(time.time()))
 
     async def uninstall_confirmed(
         self, access_token: str, refresh_token: str
@@ -284,6 +333,8 @@ class OAuthClient:
         refreshed = await self.refresh(refresh_token)
         if isinstance(refreshed, Refuted):
             return refreshed.reason in _DEAD_TOKEN
+        if isinstance(refreshed, Unconfigured):
+            return False  # nothing learnt about the tokens
         return refreshed
 
 

@@ -6,6 +6,10 @@ small Lua scripts beside this file where a read-modify-write must be atomic) and
 function turning the replies into a result. `run(client, plan)` and `await arun(client,
 plan)` send a plan as one MULTI/EXEC transaction, so a plan is applied whole or not at all.
 
+Every write of a portal record is one of these operations, the token refresh's
+compare-and-set and the refresh lock it runs under included (`workers.rest.tokens` and
+`workers.portals.lifecycle` take the same lock with the same commands, one async, one sync).
+
 Every change that affects token checks increments `Keys.portals_version`: the ingress
 polls that counter and drops its cached digests when it moves, which is how a revocation
 reaches every ingress process within a second.
@@ -13,6 +17,7 @@ reaches every ingress process within a second.
 
 from __future__ import annotations
 
+import secrets
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +32,7 @@ from shared.events import Event
 from shared.keys import Keys
 from shared.logs import security_event
 from shared.lua import source
-from shared.oauth import AppInfo
+from shared.oauth import AppInfo, Refreshed
 from shared.portals import AcceptedToken, Portal, Status
 from shared.settings import Settings
 
@@ -44,6 +49,8 @@ _LUA = {
         "pending_add",
         "forget_pending",
         "supersede_pending",
+        "token_cas",
+        "lock_release",
     )
 }
 
@@ -680,3 +687,102 @@ def purge_sync(client: redis.Redis, keys: Keys, member_id: str) -> None:
         for key in client.scan_iter(match=pattern, count=1000)
     ]
     run(client, purge(keys, member_id, found))
+
+
+# --- token refresh: the lock it runs under and the compare-and-set that saves it -----------
+
+
+def refresh_lease(settings: Settings, requests: int = 1) -> float:
+    """Seconds a refresh lock is held at most: `requests` HTTP requests, one more timeout for
+    connection setup, and 5 s to save (the lease must outlive what is done under it)."""
+    return settings.http_timeout * (requests + 1) + 5
+
+
+@dataclass(frozen=True)
+class RefreshLock:
+    """One claim on a portal's refresh lock: whoever holds it may use up the stored refresh
+    token. The random holder id lets a release leave alone a lease someone else took over."""
+
+    key: str
+    holder: str
+    lease_ms: int
+
+    @classmethod
+    def of(cls, keys: Keys, member_id: str, lease: float) -> RefreshLock:
+        return cls(keys.refresh_lock(member_id), secrets.token_hex(16), int(lease * 1000))
+
+
+def take_lock(lock: RefreshLock) -> Plan[bool]:
+    """True when the lock is ours now (nobody held it)."""
+    return Plan((_cmd("SET", lock.key, lock.holder, "NX", "PX", lock.lease_ms),), lambda r: bool(r[0]))
+
+
+def release_lock(lock: RefreshLock) -> Plan[bool]:
+    """Free the lock if it is still ours (portalstore_lock_release.lua); True when it was."""
+    return Plan((Lua("lock_release", (lock.key,), (lock.holder,)),), lambda r: bool(r[0]))
+
+
+NOT_SAVED = -1  # what a compare-and-set answers when the record moved on (nothing written)
+
+
+def _token_cas(keys: Keys, used: Portal, fields: Mapping[str, str], issued_at: int | None) -> Plan[int]:
+    """portalstore_token_cas.lua: write `fields` unless the stored refresh token is no longer
+    the one `used` holds. `issued_at`: a new pair issued then (token_gen bumped, keep-alive
+    index moved); None: a status change. The token_gen stored, or `NOT_SAVED`."""
+    member_id = used.member_id
+    return Plan(
+        (
+            Lua(
+                "token_cas",
+                (keys.portal(member_id), keys.portals_version, keys.token_issued, keys.reauth_portals),
+                (
+                    used.refresh_token,
+                    "0" if issued_at is None else "1",
+                    member_id,
+                    issued_at or 0,
+                    *_flat(dict(fields)),
+                ),
+            ),
+        ),
+        lambda r: int(r[0]),
+    )
+
+
+def save_refreshed(keys: Keys, used: Portal, refreshed: Refreshed, cipher: TokenCipher) -> Plan[int]:
+    """Store the pair a refresh of `used`'s refresh token bought, unless another pair was
+    saved meanwhile. The answer's endpoint and user id are taken only when it names this
+    portal (whom the app writes as: echo marks are keyed by it, and a portal added by hand
+    learns it at its first refresh). The token_gen stored, or `NOT_SAVED`."""
+    fresh = replace(used)
+    fresh.seal_tokens(cipher, refreshed.access_token, refreshed.refresh_token, refreshed.expires)
+    fields = {
+        "access_token": fresh.access_token,
+        "refresh_token": fresh.refresh_token,
+        "expires": str(fresh.expires),
+        "updated_at": str(refreshed.issued_at),
+    }
+    if (refreshed.member_id or used.member_id) == used.member_id:
+        if refreshed.client_endpoint:
+            fields["client_endpoint"] = refreshed.client_endpoint
+        if refreshed.user_id > 0:
+            fields["user_id"] = str(refreshed.user_id)
+    return _token_cas(keys, used, fields, issued_at=refreshed.issued_at)
+
+
+def mark_reauth(keys: Keys, used: Portal, reason: str) -> Plan[int]:
+    """The refresh token `used` holds was refused for good: the portal needs re-authorization,
+    unless a newer pair was saved meanwhile (then `NOT_SAVED`: that pair is the answer)."""
+    fields = {"status": str(Status.REAUTH), "reason": reason, "updated_at": str(int(time.time()))}
+    return _token_cas(keys, used, fields, issued_at=None)
+
+
+def update_fields(keys: Keys, member_id: str, fields: Mapping[str, str]) -> Plan[None]:
+    """Change fields of a record that are no tokens (a moved endpoint); caches see the bump."""
+    return Plan(
+        (_cmd("HSET", keys.portal(member_id), *_flat(dict(fields))), _cmd("INCR", keys.portals_version))
+    )
+
+
+def unindex(keys: Keys, member_id: str) -> Plan[None]:
+    """Leave the keep-alive index (a portal that cannot be refreshed until a new token)."""
+    return Plan((_cmd("ZREM", keys.token_issued, member_id),))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import signal
 import subprocess
 import uuid
@@ -42,16 +41,10 @@ hypothesis_settings.load_profile("b24pipe")
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    configured = os.environ.get("REDIS_URL")
-    if configured:
-        yield configured
-        return
-    server: LocalServer = start_server(tmp_path_factory.mktemp("redis"))
-    try:
-        yield server.url
-    finally:
-        server.stop()
+def redis_url(b24_redis_url: str) -> str:
+    """The suite's Redis: `REDIS_URL`, or one server started for the session by the pytest
+    plugin app developers use (`b24pipe.pytest_plugin`), so both run on the same fixture."""
+    return b24_redis_url
 
 
 @pytest.fixture

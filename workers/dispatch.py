@@ -5,7 +5,9 @@ Retries are per (event, handler): handlers that succeeded are remembered in
 `Keys.handler_done(event_id)` and skipped when the job runs again; failed attempts are
 counted in `Keys.handler_attempts(event_id)`. Both are read only when the job has run before
 and written only when it will run again, so the common case (first run, every handler
-succeeds) costs no Redis round trip at all.
+succeeds) costs no Redis round trip at all. An ONAPPUNINSTALL starts its confirmation
+chain (`workers.lifecycle.confirm_uninstall`) before its handlers, remembered the same way,
+so each event starts one chain however often its job runs.
 
 Order per job: echo suppression first (an echo of our own write is dropped before anything
 else sees it), then per handler: coalescing or batch grouping (`workers.guards.coalesce`: the
@@ -47,6 +49,9 @@ RUN_EVENT = "workers.dispatch.run_event"
 # Lifecycle events queued only once the authorization server vouched for their tokens.
 TOKEN_ARRIVALS = frozenset({"ONAPPINSTALL", "ONAPPUPDATE"})
 _GIVEN_UP = -1  # attempts-hash value of a handler that failed for good (not run again)
+# The uninstall confirmation's entry among an event's done handlers (a handler id is a
+# dotted module path, never this)
+UNINSTALL_CHECK = "<confirm_uninstall>"
 
 
 def _call(handler: handlers.Handler, events: tuple[Event, ...]) -> None:
@@ -136,9 +141,15 @@ def _run_event(event_dict: dict[str, Any]) -> str:
     when the job must run again later (`Hold` for a coalescing leader), be parked or fail."""
     ctx = context.current()
     event = Event.model_validate(event_dict)
+    done, attempts = _prior_state(ctx, event.id)
+    succeeded: list[str] = []
     if event.name.upper() == "ONAPPUNINSTALL":
-        # workers.portals.lifecycle (install verification, uninstall) is imported only when needed
-        importlib.import_module("workers.lifecycle").confirm_uninstall(event_dict)
+        if UNINSTALL_CHECK not in done:
+            # workers.portals.lifecycle (install verification, uninstall) is imported only when needed
+            importlib.import_module("workers.lifecycle").confirm_uninstall(event_dict)
+            # remembered like a handler that succeeded: a retry of this job (a handler
+            # failed) must not start a second confirmation chain
+            succeeded.append(UNINSTALL_CHECK)
     elif event.name.upper() in TOKEN_ARRIVALS and ctx.runs <= 1:
         # a verified install, install page or update: the portal's bindings may be gone
         importlib.import_module("workers.portals.binding").schedule(
@@ -158,9 +169,7 @@ def _run_event(event_dict: dict[str, Any]) -> str:
     settings = ctx.settings
     policy = Policy(settings.max_attempts, settings.retry_base, settings.retry_max)
     label = handlers.event_label(event.name)
-    done, attempts = _prior_state(ctx, event.id)
     results: list[HandlerResult] = []
-    succeeded: list[str] = []
     claims: list[str] = []  # grouped handlers that ran on a claimed group
     merged = 0
     counts: dict[Any, int] = {}

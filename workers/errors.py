@@ -12,6 +12,9 @@ REST client errors (all `B24Error`):
 - `AuthRevoked`: the app was uninstalled or tokens are unusable (`invalid_token`,
   `NO_AUTH_FOUND`); parked like `ReauthRequired`.
 - `ScopeMissing`, `AccessDenied`, `MethodNotFound`, `BadRequest`, `PortalDeleted`: do not retry.
+- `ConfigurationError`: b24pipe's own settings cannot make the call (no OAuth client
+  credentials, the authorization server refused by the host policy): never retried, an
+  operator must fix the configuration.
 - `ApiError` (5xx, overloaded...): retried with backoff like any other exception.
 - `WriteUncertain` (an `ApiError`): a write that is not safe to send again (see
   workers.rest.methodkind) failed after it may have reached Bitrix24: it may or may not have
@@ -113,6 +116,15 @@ class IdempotencyKeyReused(BadRequest):
 
 class PortalDeleted(B24Error):
     """PORTAL_DELETED: stop, the portal is gone."""
+
+
+class ConfigurationError(B24Error):
+    """Our configuration, not Bitrix24, is what fails (B24_CLIENT_ID/B24_CLIENT_SECRET not
+    set, B24_OAUTH_URL refused by the host policy): retrying cannot help. `code` names the
+    problem (`NO_CLIENT_CREDENTIALS`, `OUTBOUND_REFUSED`)."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(code, message)
 
 
 class OutboundBlocked(B24Error):

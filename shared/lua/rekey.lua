@@ -5,7 +5,7 @@
 -- ARGV    triples: field, ciphertext read, new ciphertext
 --
 -- The refresh saves its new pair with compare-and-set on the refresh-token ciphertext it read
--- under the lock (workers/lua/token_cas.lua); re-sealing that field meanwhile would make the
+-- under the lock (shared/lua/portalstore_token_cas.lua); re-sealing that field meanwhile would make the
 -- save fail and lose the pair. Returns 1 when written, 0 when the record changed (read again),
 -- -1 when a refresh holds the lock (try later).
 if redis.call('EXISTS', KEYS[2]) == 1 then

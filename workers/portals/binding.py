@@ -39,10 +39,10 @@ from shared.events import LIFECYCLE_EVENTS
 from shared.jobs import DOORBELL, RECONCILE_BINDINGS
 from shared.keys import Keys
 from shared.logs import log, scrub
+from shared.lua import source
 from shared.portals import Status, as_text
 from shared.settings import Settings
 from workers.errors import AuthRevoked, B24Error, OperatingLimit, RateLimited, ReauthRequired
-from workers.luascripts import source
 from workers.portals import offline
 from workers.rest.client import B24, BATCH_MAX, client_for
 from workers.runner.outcome import Defer, Reschedule
@@ -251,7 +251,7 @@ def _reconcile(
             _record(client, keys, member_id, "failed", None, error=scrub(str(exc)))
             return "failed", {"error": scrub(str(exc))}
     finally:
-        client.register_script(source("lock_release"))(keys=[lock], args=[holder])
+        client.register_script(source("portalstore_lock_release"))(keys=[lock], args=[holder])
     outcome = "changed" if plan.changed else "unchanged"
     _record(client, keys, member_id, outcome, plan)
     return outcome, plan.report()

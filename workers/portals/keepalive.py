@@ -25,7 +25,7 @@ from shared.keys import Keys
 from shared.logs import log
 from shared.portals import as_text
 from shared.settings import Settings
-from workers.errors import AuthRevoked, B24Error, ReauthRequired
+from workers.errors import AuthRevoked, B24Error, ConfigurationError, ReauthRequired
 from workers.rest.tokens import TokenStore, keepalive_due
 
 _log = logging.getLogger("b24pipe.keepalive")
@@ -57,7 +57,10 @@ async def refresh_idle(tokens: TokenStore, members: list[str], now: float, after
             continue
         try:
             await tokens.refresh(portal)
-        except B24Error as exc:  # invalid_grant is marked by refresh; anything else waits
+        except (
+            B24Error,
+            ConfigurationError,
+        ) as exc:  # invalid_grant is marked by refresh; anything else waits
             log(_log, logging.WARNING, "keep-alive refresh failed", member_id=member_id, code=exc.code)
             continue
         refreshed.append(member_id)

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -38,46 +36,34 @@ from rq import Queue
 from shared import portalstore as store
 from shared.crypto import DecryptError, TokenCipher
 from shared.events import Event
-from shared.jobs import CONFIRM_UNINSTALL, REVERIFY_INSTALL, enqueue_event, queue_for
+from shared.jobs import (
+    CONFIRM_UNINSTALL,
+    LIFECYCLE_RETRY_BASE,
+    enqueue_event,
+    queue_for,
+    schedule_reverify,
+)
 from shared.keys import Keys
 from shared.logs import log, security_event
 from shared.oauth import OAuthClient, Refreshed, Refuted, Unreachable, Verification, Verified
-from shared.portals import Portal, Status, namespace_connector
+from shared.portals import Status, namespace_connector
 from shared.redisconn import sync_redis
 from shared.settings import Settings, load_settings, require_token_keys
 
 _logger = logging.getLogger("b24pipe.lifecycle")
 
-BACKOFF_BASE = 5.0  # seconds before the first re-verification; doubles each attempt
 # A portal waiting for re-authorization: its stored pair fails whether or not the app is
 # still installed, so that failure confirms nothing.
 NEEDS_REAUTH = "the portal needs re-authorization: its stored pair proves nothing"
 
 
-def first_delay() -> float:
-    return BACKOFF_BASE
-
-
 def next_delay(attempt: int, first_seen: float, now: float, settings: Settings) -> float | None:
     """Seconds until attempt `attempt + 1`, or None when it would come after the pending
     install's quarantine expired (then waiting longer helps nobody: give up)."""
-    delay = min(settings.retry_max, BACKOFF_BASE * 2.0**attempt)
+    delay = min(settings.retry_max, LIFECYCLE_RETRY_BASE * 2.0**attempt)
     if now + delay - first_seen > settings.quarantine_ttl:
         return None
     return delay
-
-
-def schedule_reverify(
-    connection: redis.Redis, keys: Keys, member_id: str, delay: float, attempt: int, token_digest: str
-) -> None:
-    Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
-        timedelta(seconds=delay),
-        REVERIFY_INSTALL,
-        member_id,
-        attempt,
-        token_digest,
-        description=f"reverify_install({member_id})",
-    )
 
 
 def _context() -> tuple[Settings, Keys, redis.Redis, TokenCipher]:
@@ -206,17 +192,17 @@ def confirm_uninstall(event_dict: dict[str, Any], attempt: int = 1) -> str:
         portal = store.run(connection, store.load_portal(keys, member_id))
         if portal is None or portal.status is Status.REVOKED:
             return "unknown or already revoked portal"
-        lock = keys.refresh_lock(member_id)
-        holder = secrets.token_hex(16)
-        lease_ms = int((settings.http_timeout * 3 + 5) * 1000)
-        if not connection.set(lock, holder, nx=True, px=lease_ms):
+        # the token refresh's own lock: the check may use up the refresh token (app.info, then
+        # a refresh: two requests under it)
+        lock = store.RefreshLock.of(keys, member_id, store.refresh_lease(settings, requests=2))
+        if not store.run(connection, store.take_lock(lock)):
             return _retry_confirm(
                 connection, keys, settings, event_dict, attempt, "token refresh in progress"
             )
         try:
             result = _check_tokens(connection, keys, settings, cipher, member_id)
         finally:
-            _release(connection, lock, holder)
+            store.run(connection, store.release_lock(lock))
         if result == NEEDS_REAUTH:
             store.run(connection, store.mark_uninstall_unconfirmed(keys, member_id, result))
             security_event("uninstall_unconfirmed", member_id=member_id, reason=result, kept=True)
@@ -253,7 +239,8 @@ def _check_tokens(
         return "no stored OAuth token to ask Bitrix24 with"
     result = asyncio.run(_ask(settings, access, refresh))
     if isinstance(result, Refreshed):
-        _save_refreshed(connection, keys, cipher, portal, result)
+        # the used refresh token is dead now: the new pair is stored at once, as any refresh's
+        store.run(connection, store.save_refreshed(keys, portal, result, cipher))
         return "tokens still work (refreshed)"
     if result is False:
         return "tokens still work"
@@ -263,16 +250,6 @@ def _check_tokens(
 async def _ask(settings: Settings, access: str, refresh: str) -> bool | Refreshed | Unreachable:
     async with aiohttp.ClientSession() as session:
         return await OAuthClient(settings, session).uninstall_confirmed(access, refresh)
-
-
-def _save_refreshed(
-    connection: redis.Redis, keys: Keys, cipher: TokenCipher, portal: Portal, fresh: Refreshed
-) -> None:
-    """The check had to refresh (the access token had expired): the used refresh token is
-    dead now, so the new pair is stored at once, under the refresh lock we hold."""
-    updated = replace(portal)
-    updated.seal_tokens(cipher, fresh.access_token, fresh.refresh_token, fresh.expires)
-    store.run(connection, store.save_portal(keys, updated))
 
 
 def _retry_confirm(
@@ -287,7 +264,7 @@ def _retry_confirm(
     if attempt >= settings.max_attempts:
         security_event("uninstall_unconfirmed", member_id=member_id, reason=f"gave up: {why}")
         return f"unconfirmed: gave up ({why})"
-    delay = min(settings.retry_max, BACKOFF_BASE * 2.0**attempt)
+    delay = min(settings.retry_max, LIFECYCLE_RETRY_BASE * 2.0**attempt)
     Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
         timedelta(seconds=delay),
         CONFIRM_UNINSTALL,
@@ -296,16 +273,3 @@ def _retry_confirm(
         description=f"confirm_uninstall({member_id})",
     )
     return f"cannot tell yet ({why}), retry in {delay:g}s"
-
-
-def _release(connection: redis.Redis, lock: str, holder: str) -> None:
-    """Delete the lock only if it is still ours (its lease may have run out)."""
-    with connection.pipeline() as pipe:
-        try:
-            pipe.watch(lock)  # type: ignore[no-untyped-call]
-            if pipe.get(lock) == holder.encode():
-                pipe.multi()
-                pipe.delete(lock)
-                pipe.execute()
-        except redis.WatchError:
-            pass

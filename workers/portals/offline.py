@@ -46,10 +46,10 @@ from prometheus_client import Counter
 from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, queue_for, script_call
 from shared.keys import Keys
 from shared.logs import log
+from shared.lua import source
 from shared.portals import Portal, Status, as_text, namespace_connector
 from shared.settings import Settings
 from workers.errors import AccessDenied, AuthRevoked, B24Error, OperatingLimit, RateLimited, ReauthRequired
-from workers.luascripts import source
 from workers.portals.doorbell import schedule
 from workers.portals.offlinerows import FEATURE, Batch, merged_rows, row_event
 from workers.rest.client import B24, client_for
@@ -443,4 +443,4 @@ def drain(member_id: str) -> str:
 
 
 def _release(client: redis.Redis, lock: str, holder: str) -> None:
-    client.register_script(source("lock_release"))(keys=[lock], args=[holder])
+    client.register_script(source("portalstore_lock_release"))(keys=[lock], args=[holder])

@@ -166,7 +166,8 @@ class Context:
         keys = Keys(settings.namespace)
         transport = Transport(runtime.session, HostPolicy.from_settings(settings), settings.http_timeout)
         cipher = TokenCipher(require_token_keys(settings))
-        tokens = TokenStore(settings, aredis, cipher, transport)
+        oauth = OAuthClient(settings, runtime.session)
+        tokens = TokenStore(settings, aredis, cipher, oauth)
         return cls(
             settings=settings,
             runtime=runtime,
@@ -177,7 +178,7 @@ class Context:
             transport=transport,
             default_plan=plan,
             echoes=EchoMarker(aredis, settings),
-            relocator=Relocator(settings, tokens, transport, OAuthClient(settings, runtime.session)),
+            relocator=Relocator(settings, tokens, transport, oauth),
         )
 
     def plan_of(self, portal: Portal) -> Plan:

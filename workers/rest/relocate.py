@@ -27,7 +27,7 @@ from shared.oauth import AppInfo, OAuthClient, Refuted, Unreachable, judge
 from shared.portals import Portal
 from shared.settings import Settings
 from workers.errors import ApiError, OutboundBlocked
-from workers.rest.tokens import TokenStore
+from workers.rest.tokens import AUTH_SERVER_UNREACHABLE, TokenStore
 from workers.rest.transport import Transport, host_of
 
 _log = logging.getLogger("b24pipe.relocate")
@@ -85,7 +85,7 @@ class Relocator:
             portal = await self._tokens.refresh(portal)
             info = await self._oauth.app_info(portal.open_access(self._tokens.cipher))
         if isinstance(info, Unreachable):
-            raise ApiError("AUTH_SERVER_UNREACHABLE", "cannot confirm the portal's new domain")
+            raise ApiError(AUTH_SERVER_UNREACHABLE, "cannot confirm the portal's new domain")
         if not isinstance(info, AppInfo):
             self._refuse(member_id, new_host, f"app.info refused the token: {info.reason}")
         reason = refusal(

@@ -5,9 +5,13 @@ Two processes refreshing the same portal at once, or a process that refreshes an
 before saving, lose the portal's authorization for good. Hence:
 
 - one refresh per portal at a time across every process and host: a Redis lock whose lease
-  outlives the HTTP timeout of the refresh request;
-- the new pair is saved with compare-and-set on the refresh token used (lua/token_cas.lua)
-  before anyone uses it; waiters re-read the record and use the new pair;
+  outlives the HTTP timeout of the refresh request (`shared.portalstore.RefreshLock`, the
+  same lock the uninstall confirmation takes);
+- the grant itself is `shared.oauth.OAuthClient.refresh`, the only grant client (no
+  redirect followed); missing client credentials raise `ConfigurationError`, never retried;
+- the new pair is saved with compare-and-set on the refresh token used
+  (`shared.portalstore.save_refreshed`) before anyone uses it; waiters re-read the record
+  and use the new pair;
 - only `invalid_grant` marks the portal as needing re-authorization, and only if the stored
   refresh token is still the one that was refused (someone else may have saved a newer one);
 - refresh near expiry or on `expired_token`, and a keep-alive refresh for portals idle long
@@ -22,29 +26,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from dataclasses import replace
 from typing import cast
 
 import redis.asyncio as aioredis
 
+from shared import portalstore as store
 from shared.crypto import TokenCipher
 from shared.keys import Keys
 from shared.logs import log, security_event
+from shared.oauth import DEFAULT_LIFETIME, OAuthClient, Refreshed, Refuted, Unconfigured
 from shared.portals import Portal, Status
 from shared.settings import Settings
-from workers.errors import ApiError, AuthRevoked, ReauthRequired
-from workers.luascripts import source
+from workers.errors import ApiError, AuthRevoked, ConfigurationError, ReauthRequired
 from workers.rest import metrics as restmetrics
-from workers.rest.transport import Transport, host_of
+from workers.rest.transport import host_of
 
 _log = logging.getLogger("b24pipe.tokens")
 
 REFRESH_MARGIN = 60  # refresh an access token at most this many seconds before it expires
 MARGIN_SHARE = 0.2  # ...and at most this share of its lifetime before
-DEFAULT_LIFETIME = 3600  # Bitrix24's access tokens live an hour
 _WAIT_STEP = 0.05
+AUTH_SERVER_UNREACHABLE = "AUTH_SERVER_UNREACHABLE"  # timeout, 5xx or network: retried
 
 
 def token_lifetime(portal: Portal) -> int:
@@ -90,17 +93,14 @@ class TokenStore:
     """The token side of one namespace, used by every client of this process."""
 
     def __init__(
-        self, settings: Settings, redis: aioredis.Redis, cipher: TokenCipher, transport: Transport
+        self, settings: Settings, redis: aioredis.Redis, cipher: TokenCipher, oauth: OAuthClient
     ) -> None:
         self._settings = settings
         self._redis = redis
         self._keys = Keys(settings.namespace)
         self._cipher = cipher
-        self._transport = transport
-        self._cas = redis.register_script(source("token_cas"))
-        self._release = redis.register_script(source("lock_release"))
-        # The lease outlives the refresh request (and its connection setup) with room to save.
-        self.lease = settings.http_timeout * 2 + 5
+        self._oauth = oauth
+        self.lease = store.refresh_lease(settings)
 
     @property
     def cipher(self) -> TokenCipher:
@@ -108,6 +108,7 @@ class TokenStore:
 
     async def load(self, member_id: str) -> Portal:
         """The portal record; raises when it cannot be called at all."""
+        # on every call's path: one HGETALL, not a store transaction around it
         raw = cast("dict[bytes, bytes]", await self._redis.hgetall(self._keys.portal(member_id)))
         if not raw:
             raise AuthRevoked("PORTAL_UNKNOWN", f"no portal record for {member_id}")
@@ -120,32 +121,11 @@ class TokenStore:
 
     async def update_fields(self, member_id: str, fields: dict[str, str]) -> None:
         """Change non-token fields of the record (e.g. a moved endpoint); caches see the bump."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.portal(member_id), mapping=fields)  # type: ignore[arg-type]
-            pipe.incr(self._keys.portals_version)
-            await pipe.execute()
-
-    async def _compare_and_set(self, portal: Portal, fields: dict[str, str], issued_at: int | None) -> int:
-        """token_cas.lua: write `fields` unless the stored refresh token is no longer the one
-        `portal` holds. `issued_at`: a new pair issued then (token_gen bumped, keep-alive
-        index moved); None: a status change. The token_gen stored, or -1 (nothing written)."""
-        keys = self._keys
-        member_id = portal.member_id
-        gen = await self._cas(
-            keys=[keys.portal(member_id), keys.portals_version, keys.token_issued, keys.reauth_portals],
-            args=[
-                portal.refresh_token,
-                "0" if issued_at is None else "1",
-                member_id,
-                issued_at or 0,
-                *[x for pair in fields.items() for x in pair],
-            ],
-        )
-        return int(gen)
+        await store.arun(self._redis, store.update_fields(self._keys, member_id, fields))
 
     async def unindex(self, member_id: str) -> None:
         """Leave the keep-alive index (a portal that cannot be refreshed until a new token)."""
-        await self._redis.zrem(self._keys.token_issued, member_id)
+        await store.arun(self._redis, store.unindex(self._keys, member_id))
 
     async def fresh(self, member_id: str) -> Portal:
         """The record with an access token that is not about to expire (refreshing if needed)."""
@@ -158,18 +138,17 @@ class TokenStore:
         """Make sure the pair `used` is replaced, single-flight; return the record to use.
 
         If another process already replaced it, nothing is refreshed: its pair is returned."""
-        lock = self._keys.refresh_lock(used.member_id)
-        holder = secrets.token_hex(16)
+        lock = store.RefreshLock.of(self._keys, used.member_id, self.lease)
         deadline = time.monotonic() + self.lease * 2 + self._settings.http_timeout
         while True:
             current = await self.load(used.member_id)
             if current.refresh_token != used.refresh_token:
                 return current
-            if await self._redis.set(lock, holder, nx=True, px=int(self.lease * 1000)):
+            if await store.arun(self._redis, store.take_lock(lock)):
                 try:
                     return await self._refresh_locked(used)
                 finally:
-                    await self._release(keys=[lock], args=[holder])
+                    await store.arun(self._redis, store.release_lock(lock))
             if time.monotonic() > deadline:
                 raise ApiError("REFRESH_TIMEOUT", "another process holds the refresh lock")
             # Someone else is refreshing: wait for their pair (a refresh is rare and short).
@@ -182,54 +161,26 @@ class TokenStore:
             return portal  # refreshed by someone between our check and our lock
         if not portal.refresh_token:
             raise AuthRevoked("NO_REFRESH_TOKEN", "portal has no refresh token")
-        secret = self._settings.secret()
-        if not self._settings.client_id or not secret:
-            raise ApiError("NO_CLIENT_CREDENTIALS", "B24_CLIENT_ID/B24_CLIENT_SECRET are not set")
-        form = {
-            "grant_type": "refresh_token",
-            "client_id": self._settings.client_id,
-            "client_secret": secret,
-            "refresh_token": portal.open_refresh(self._cipher),
-        }
-        answer = await self._transport.post(f"{self._settings.oauth_url}/oauth/token/", form=form)
-        payload = answer.payload or {}
-        if answer.status == 200 and payload.get("access_token") and payload.get("refresh_token"):
-            return await self._save(portal, payload)
-        code = str(payload.get("error") or f"HTTP_{answer.status}")
-        if code == "invalid_grant":
+        result = await self._oauth.refresh(portal.open_refresh(self._cipher))
+        if isinstance(result, Refreshed):
+            return await self._save(portal, result)
+        if isinstance(result, Refuted) and result.reason == "invalid_grant":
             return await self._mark_reauth(portal)
+        if isinstance(result, Unconfigured):
+            raise ConfigurationError(result.reason, code=result.code)  # nothing was asked: no refresh failed
         restmetrics.REFRESHES.labels(outcome="error").inc()
+        code = result.reason if isinstance(result, Refuted) else AUTH_SERVER_UNREACHABLE
         security_event("refresh_failed", member_id=member_id, code=code, marked=False)
-        raise ApiError(code, "token refresh failed", status=answer.status)
+        raise ApiError(code, "token refresh failed")
 
-    async def _save(self, portal: Portal, payload: dict[str, object]) -> Portal:
-        now = int(time.time())
-        expires_in = int(str(payload.get("expires_in") or 3600))
-        fresh = replace(portal)
-        fresh.seal_tokens(
-            self._cipher, str(payload["access_token"]), str(payload["refresh_token"]), now + expires_in
-        )
-        fields = {
-            "access_token": fresh.access_token,
-            "refresh_token": fresh.refresh_token,
-            "expires": str(fresh.expires),
-            "updated_at": str(now),
-        }
-        endpoint = str(payload.get("client_endpoint") or "")
-        same_portal = str(payload.get("member_id") or portal.member_id) == portal.member_id
-        if endpoint and same_portal:
-            fields["client_endpoint"] = endpoint
-        user = str(payload.get("user_id") or "")
-        if same_portal and user.isdigit() and int(user) > 0:
-            # whom the app writes as: echo marks are keyed by it (a portal added by hand
-            # learns it here, at its first refresh)
-            fields["user_id"] = str(int(user))
-        gen = await self._compare_and_set(portal, fields, issued_at=now)
-        if gen < 0:
+    async def _save(self, portal: Portal, refreshed: Refreshed) -> Portal:
+        gen = await store.arun(self._redis, store.save_refreshed(self._keys, portal, refreshed, self._cipher))
+        if gen == store.NOT_SAVED:
             # Cannot happen while we hold the lock, unless the lease ran out: the record moved on.
             restmetrics.REFRESHES.labels(outcome="lost_race").inc()
             security_event("refresh_failed", member_id=portal.member_id, code="cas_conflict", marked=False)
             return await self.load(portal.member_id)
+        now = refreshed.issued_at
         restmetrics.REFRESHES.labels(outcome="ok").inc()
         restmetrics.REFRESH_LIFETIME_USED.observe(lifetime_used(portal, now))
         restmetrics.REFRESH_INTERVAL.observe(max(0, now - portal.updated_at))
@@ -239,13 +190,9 @@ class TokenStore:
     async def _mark_reauth(self, portal: Portal) -> Portal:
         """invalid_grant: our refresh token is dead. Mark the portal, unless a newer pair was
         saved meanwhile (then that pair is the answer, not a re-authorization)."""
-        fields = {
-            "status": str(Status.REAUTH),
-            "reason": "refresh token refused (invalid_grant): reinstall, update or portals add",
-            "updated_at": str(int(time.time())),
-        }
-        gen = await self._compare_and_set(portal, fields, issued_at=None)
-        if gen < 0:
+        reason = "refresh token refused (invalid_grant): reinstall, update or portals add"
+        gen = await store.arun(self._redis, store.mark_reauth(self._keys, portal, reason))
+        if gen == store.NOT_SAVED:
             return await self.load(portal.member_id)
         restmetrics.REFRESHES.labels(outcome="invalid_grant").inc()
         restmetrics.REAUTH.inc()
