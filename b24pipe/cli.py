@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 from b24pipe.commands import COMMANDS
 from b24pipe.errors import CommandError, UsageError
+from shared.errors import ConfigurationError
 from shared.logs import configure_logging
-from shared.settings import ConfigError, load_settings
+from shared.settings import load_settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging("WARNING")
         result: int = args.run(args, settings)
         return result
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigurationError) as exc:
         print(f"b24pipe: {exc}", file=sys.stderr)
         return 2
     except CommandError as exc:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from shared import lua
 from shared.crypto import DecryptError, TokenCipher
 from shared.keys import Keys
-from shared.lua import source
 from shared.portals import Portal, as_text
 
 SEALED_FIELDS = ("access_token", "refresh_token", "webhook_url")
@@ -56,7 +56,7 @@ def _records(client: redis.Redis, keys: Keys) -> Iterator[tuple[str, str]]:
 
 
 def rekey(client: redis.Redis, keys: Keys, cipher: TokenCipher) -> RekeyReport:
-    script = client.register_script(source("rekey"))
+    script = lua.script(client, "shared/lua/rekey.lua")
     report = RekeyReport()
     for member_id, key in _records(client, keys):
         for _ in range(_ATTEMPTS):

@@ -27,6 +27,7 @@ from typing import IO, Any
 import redis
 
 from b24pipe.sim.client import Installation, SimClient, SimPortal
+from shared import rqkeys
 from shared.keys import Keys
 
 # The simulator's users (its default portal): 1 is the admin who installs the app (and whom
@@ -165,7 +166,7 @@ class AppPortal:
         """Jobs the pipeline still has to run: queued, taken by a worker, or running."""
         count = 0
         for queue in self.keys.queues:
-            count += int(self.redis.llen(f"rq:queue:{queue}")) + int(self.redis.zcard(f"rq:wip:{queue}"))
+            count += int(self.redis.llen(rqkeys.queue(queue))) + int(self.redis.zcard(rqkeys.started(queue)))
         for key in self.redis.scan_iter(match=self.keys.inflight("*"), count=1000):
             count += int(self.redis.llen(key))
         return count

@@ -37,6 +37,7 @@ import orjson
 
 from b24pipe.redisserver import free_port
 from bench.ingress import _clean_redis, _seed, _wait_port
+from shared import rqkeys
 from shared.crypto import generate_key
 from shared.keys import Keys
 
@@ -188,7 +189,7 @@ def main() -> int:
     try:
         _wait_port(port, ingress)
         _load(env, port, 1, connections, portals, 1)  # warm-up: token cache, scripts, connections
-        warm_jobs = int(client.llen(f"rq:queue:{keys.events_queue}"))
+        warm_jobs = int(client.llen(rqkeys.queue(keys.events_queue)))
         baseline = _load(env, port, seconds, connections, portals, 10_000_000)
         attack_seconds = seconds + 2  # the measured round, inside the attack
         attacker = subprocess.Popen(
@@ -212,7 +213,7 @@ def main() -> int:
         log_bytes = log_path.stat().st_size - log_before
         seen: dict[str, Any] = orjson.loads(attacker.stdout.read() or b"{}")
         attacker.wait(SETUP_LIMIT + attack_seconds)
-        jobs = int(client.llen(f"rq:queue:{keys.events_queue}")) - warm_jobs
+        jobs = int(client.llen(rqkeys.queue(keys.events_queue))) - warm_jobs
         alive = ingress.poll() is None
     finally:
         for process in (attacker, ingress):

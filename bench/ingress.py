@@ -40,6 +40,7 @@ import redis
 
 from b24pipe.redisserver import LocalServer, free_port, start_server
 from bench.verdict import non_200, verdict
+from shared import rqkeys
 from shared.ackmode import ACK_MODES
 from shared.crypto import digest, generate_key
 from shared.keys import Keys
@@ -282,9 +283,9 @@ def _clean_redis(workdir: Path) -> tuple[str, LocalServer | None, redis.Redis]:
     for key in client.scan_iter(match=f"{NAMESPACE}:*", count=1000):
         client.delete(key)
     for queue in keys.queues:
-        for job_id in client.lrange(f"rq:queue:{queue}", 0, -1):
-            client.delete(f"rq:job:{job_id.decode() if isinstance(job_id, bytes) else job_id}")
-        client.delete(f"rq:queue:{queue}")
+        for job_id in client.lrange(rqkeys.queue(queue), 0, -1):
+            client.delete(rqkeys.job(job_id.decode() if isinstance(job_id, bytes) else job_id))
+        client.delete(rqkeys.queue(queue))
     return url, server, client
 
 
@@ -344,7 +345,7 @@ def main() -> int:
 
         run(ingress_port)  # warm-up: token cache, script load, connections
         run(bare_port)
-        warm_jobs = sum(int(client.llen(f"rq:queue:{q}")) for q in keys.queues)
+        warm_jobs = sum(int(client.llen(rqkeys.queue(q))) for q in keys.queues)
         for _ in range(rounds):
             cpu_before, commands_before = _cpu_seconds(ingress.pid), _commands(client)
             results["ingress"].append(run(ingress_port))
@@ -353,7 +354,7 @@ def main() -> int:
             results["bare"].append(run(bare_port))
 
         def queued() -> int:
-            return sum(int(client.llen(f"rq:queue:{q}")) for q in keys.queues)
+            return sum(int(client.llen(rqkeys.queue(q))) for q in keys.queues)
 
         jobs = queued() - warm_jobs
         # the modes alternate within each round, like ingress and bare above, so that a

@@ -32,9 +32,10 @@ from rq import Queue, SimpleWorker
 from b24pipe.redisserver import start_server
 from bench import noop
 from bench.verdict import verdict
+from shared import lua, rqkeys
 from shared.crypto import generate_key
 from shared.events import Event
-from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, script_call
+from shared.jobs import ENQUEUE, JobTemplate, QueuedJob, script_call
 from shared.keys import Keys
 from shared.settings import load_settings
 from workers.runner import context
@@ -115,7 +116,7 @@ def _half_rate_waits(url: str, rate: float, seconds: float) -> list[float]:
     # worker's, not the time a client spends building the rest of its batch (RQ's
     # enqueue_many stamps each job before it has even sent the first).
     template = JobTemplate.build(keys.events_queue, load_settings(namespace=ns))
-    enqueue = client.register_script(ENQUEUE_LUA)
+    enqueue = lua.script(client, ENQUEUE)
     ids: list[str] = []
     try:
         while not client.hlen(keys.workers):
@@ -132,7 +133,7 @@ def _half_rate_waits(url: str, rate: float, seconds: float) -> list[float]:
                 ids.extend(job.job_id for job in jobs)
                 sent += due
             time.sleep(tick)
-        while len(queue) or client.zcard(f"rq:wip:{keys.events_queue}"):
+        while len(queue) or client.zcard(rqkeys.started(keys.events_queue)):
             time.sleep(0.05)
         time.sleep(0.3)
     finally:
@@ -141,7 +142,7 @@ def _half_rate_waits(url: str, rate: float, seconds: float) -> list[float]:
     waits = []
     with client.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hmget(f"rq:job:{job_id}", "enqueued_at", "started_at")
+            pipe.hmget(rqkeys.job(job_id), "enqueued_at", "started_at")
         for enqueued, begun in pipe.execute():
             if enqueued and begun:
                 waits.append(parse_rq_time(begun.decode()) - parse_rq_time(enqueued.decode()))

@@ -118,7 +118,7 @@ def _through_workers(
         )
         with r.pipeline(transaction=False) as pipe:
             for job in jobs:
-                pipe.hset(f"rq:job:{job.id}", "b24_member", member)
+                pipe.hset(job.key, "b24_member", member)
             pipe.execute()
     deadline = time.monotonic() + 60 + n * 0.2
     while r.llen(record_key(NAMESPACE, "done")) - before < n and time.monotonic() < deadline:

@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.hdrs import CONTENT_ENCODING
 from aiohttp.http_exceptions import HttpProcessingError
 
+from shared.errors import B24PipeError
 from shared.logs import log
 from shared.settings import Settings
 
@@ -77,7 +78,7 @@ def runner_options(settings: Settings) -> dict[str, Any]:
     return {"auto_decompress": False, "keepalive_timeout": settings.read_timeout, "lingering_time": LINGER}
 
 
-class Refusal(Exception):
+class Refusal(B24PipeError):
     """The body is not read: answer `status` with the contract's error `code`."""
 
     def __init__(self, status: int, code: str, detail: str) -> None:
@@ -87,7 +88,7 @@ class Refusal(Exception):
         self.detail = detail
 
 
-class ClientGone(Exception):
+class ClientGone(B24PipeError):
     """The client closed the connection before its body was complete: nobody to answer."""
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,10 +40,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ingress.tasks import stop_tasks
+from shared import lua
 from shared.ackmode import AckPlan
 from shared.ackmode import plan as ack_plan
+from shared.errors import B24PipeError
 from shared.events import Event
-from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, script_call
+from shared.jobs import ENQUEUE, JobTemplate, QueuedJob, script_call
 from shared.keys import Keys
 from shared.logs import log
 from shared.redisconn import server_facts
@@ -61,11 +62,11 @@ WATCH_INTERVAL = 0.05  # how late past its deadline a request may learn that it 
 _QUEUED = ord("1")  # enqueue.lua's flag for a job written ("0": a duplicate)
 
 
-class Unavailable(Exception):
+class Unavailable(B24PipeError):
     """The event could not be stored: Redis is down, stalled or refused the write."""
 
 
-class _NotConfirmed(Exception):
+class _NotConfirmed(B24PipeError):
     """The batch was written but its acknowledgement wait did not confirm it in time."""
 
 
@@ -103,7 +104,7 @@ class Enqueuer:
         self._mode = settings.ack
         self._plan: AckPlan | None = None  # made on first use and after each connection error
         self._down = False  # batches are failing (logged once per change)
-        self._sha = hashlib.sha1(ENQUEUE_LUA.encode(), usedforsecurity=False).hexdigest()
+        self._script = lua.script(client, ENQUEUE)  # its SHA goes into the raw EVALSHA calls
         self._templates = {queue: JobTemplate.build(queue, settings) for queue in keys.queues}
         self._on_batch = on_batch
         self._pending: list[_Item] = []
@@ -216,7 +217,7 @@ class Enqueuer:
         calls = []
         for queue, items in groups.items():
             script_keys, argv = script_call(self._templates[queue], [item.job for item in items], now)
-            calls.append(_resp(["EVALSHA", self._sha, len(script_keys), *script_keys, *argv]))
+            calls.append(_resp(["EVALSHA", self._script.sha, len(script_keys), *script_keys, *argv]))
         self._inflight[slot] = batch
         try:
             replies = await self._write(calls, batch, slot)
@@ -295,7 +296,7 @@ class Enqueuer:
             index for index, reply in enumerate(replies[: len(calls)]) if isinstance(reply, NoScriptError)
         ]
         if missing:
-            await self._client.script_load(ENQUEUE_LUA)
+            await self._client.script_load(self._script.script)
             again = await self._send([*(calls[index] for index in missing), *tail], slot)
             for index, reply in zip(missing, again, strict=False):
                 replies[index] = reply

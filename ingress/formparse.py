@@ -34,6 +34,8 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from shared.errors import B24PipeError
+
 try:  # yarl (an aiohttp dependency) has a C unquoter, 10x faster than urllib's
     from yarl._quoting import _Unquoter
 
@@ -49,7 +51,7 @@ _INT_KEY = re.compile(r"-?[1-9][0-9]*|0")
 _INT_MAX = 2**63 - 1
 
 
-class FormError(ValueError):
+class FormError(B24PipeError, ValueError):
     """The body cannot be decoded. `code` is the contract's error code, `detail` says why
     in one line that never repeats the body (it may carry secrets)."""
 

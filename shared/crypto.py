@@ -20,10 +20,12 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shared.errors import B24PipeError
+
 _VERSION = "v1"
 
 
-class DecryptError(Exception):
+class DecryptError(B24PipeError):
     """A ciphertext no configured key can open (unknown key, or tampered data)."""
 
 

@@ -9,8 +9,8 @@ args, kwargs)` tuple, RQ's default serializer) and our `b24_member`. The tests c
 result against RQ's own `Job.create(...).to_dict()` and read it back with `Job.fetch` and
 `Queue`.
 
-`shared/lua/enqueue.lua` writes a whole batch (dedupe SET NX, HSET, one RPUSH, SADD
-rq:queues) in one atomic call; `enqueue_event` is the synchronous form of that call for one
+`shared/lua/enqueue.lua` writes a whole batch (dedupe SET NX, HSET, one RPUSH, SADD to RQ's
+set of queues) in one atomic call; `enqueue_event` is the synchronous form of that call for one
 event, for the worker side (quarantine release, replays). The ingress batches concurrent
 requests into it (`ingress.enqueuer`).
 """
@@ -29,9 +29,9 @@ from typing import Any
 import redis
 from rq import Queue
 
+from shared import lua, rqkeys
 from shared.events import LIFECYCLE_EVENTS, Event
 from shared.keys import Keys
-from shared.lua import source
 from shared.settings import Settings
 
 # The function paths RQ stores in queued jobs. They outlive a release: a path here never
@@ -50,10 +50,7 @@ LEGACY_PATHS = {
 # Seconds before a lifecycle job's first retry (a pending install's re-verification, an
 # uninstall confirmation that could not tell yet); the delay doubles with each attempt.
 LIFECYCLE_RETRY_BASE = 5.0
-RQ_JOB_PREFIX = "rq:job:"
-RQ_QUEUE_PREFIX = "rq:queue:"
-RQ_QUEUES = "rq:queues"
-ENQUEUE_LUA = source("enqueue")
+ENQUEUE = "shared/lua/enqueue.lua"
 
 # The job hash fields that differ between events, in the order of `job_values`. `b24_member`
 # is not RQ's: it lets fetch.lua defer a rate-limited portal's jobs without leaving Redis
@@ -64,8 +61,10 @@ JobValues = tuple[str, bytes, str]
 _RQ_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # rq.utils._TIMESTAMP_FORMAT
 
 
-def rq_time(moment: datetime) -> str:
-    """A timestamp as RQ stores it (rq.utils.utcformat)."""
+def rq_time(moment: datetime | float) -> str:
+    """A moment (an aware datetime, or unix seconds) as RQ stores it (rq.utils.utcformat)."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
     return moment.strftime(_RQ_TIME)
 
 
@@ -97,7 +96,7 @@ class JobTemplate:
         flat: list[str | int] = []
         for name, value in fields.items():
             flat += (name, value)
-        return cls(queue, RQ_QUEUE_PREFIX + queue, settings.dedupe_window, tuple(flat))
+        return cls(queue, rqkeys.queue(queue), settings.dedupe_window, tuple(flat))
 
     def shared(self, now: datetime) -> tuple[str | int, ...]:
         """The field/value pairs of every job of a batch written at `now`."""
@@ -166,7 +165,7 @@ def script_call(
 ) -> tuple[list[str], list[str | int | bytes]]:
     """(KEYS, ARGV) of one enqueue.lua call writing `jobs` to the template's queue."""
     shared = template.shared(now or datetime.now(UTC))
-    script_keys = [template.queue_key, RQ_QUEUES]
+    script_keys = [template.queue_key, rqkeys.QUEUES]
     argv: list[str | int | bytes] = [
         template.dedupe_window,
         len(shared),
@@ -175,7 +174,7 @@ def script_call(
         *JOB_FIELDS,
     ]
     for job in jobs:
-        script_keys += (job.dedupe_key, RQ_JOB_PREFIX + job.job_id)
+        script_keys += (job.dedupe_key, rqkeys.job(job.job_id))
         argv.append(job.job_id)
         argv += job.values
     return script_keys, argv
@@ -198,10 +197,9 @@ def queue_of(keys: Keys, name: str) -> str:
 
 def enqueue_event(client: redis.Redis, keys: Keys, settings: Settings, event: Event, queue: str) -> bool:
     """Synchronously queue one event (worker side). False when it was a recent duplicate."""
-    script = client.register_script(ENQUEUE_LUA)
     job = QueuedJob.of(keys, event.model_dump(mode="json"))
     script_keys, argv = script_call(JobTemplate.build(queue, settings), [job])
-    queued: bytes = script(keys=script_keys, args=argv)
+    queued: bytes = lua.script(client, ENQUEUE)(keys=script_keys, args=argv)
     return queued == b"1"
 
 

@@ -5,8 +5,8 @@ Redis without seeing each other. The one deliberate exception is the rate bucket
 portal: Bitrix24 counts requests per portal *and source IP*, so by default every app on
 this Redis shares a portal's bucket (`B24PIPE_RATE_SCOPE=shared`).
 
-RQ's own keys (`rq:job:<id>`, `rq:queue:<name>`, registries) are RQ's business; we only
-choose the queue names, which carry the namespace.
+RQ's own keys (jobs, queues, registries, workers) are RQ's business, named in
+`shared.rqkeys` from RQ's classes; we only choose the queue names, which carry the namespace.
 """
 
 from __future__ import annotations

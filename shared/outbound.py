@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from shared.errors import B24PipeError
 from shared.settings import Settings
 
 Resolver = Callable[[str], list[str]]
 
 
-class OutboundRefused(Exception):
+class OutboundRefused(B24PipeError):
     """A destination the policy does not allow. The text names the host, never a secret."""
 
 

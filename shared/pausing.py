@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import redis
 
+from shared import lua, rqkeys
 from shared.keys import Keys
-from shared.lua import source
-
-RESUME_LUA = source("portal_resume")
 
 
 def pause(client: redis.Redis, keys: Keys, member_id: str) -> bool:
@@ -23,5 +21,7 @@ def pause(client: redis.Redis, keys: Keys, member_id: str) -> bool:
 
 def resume(client: redis.Redis, keys: Keys, member_id: str) -> int:
     """Lift the pause; how many held jobs went back to their queues."""
-    script = client.register_script(RESUME_LUA)
-    return int(script(keys=[keys.paused_portals, keys.held(member_id)], args=[member_id]))
+    resume_script = lua.script(client, "shared/lua/portal_resume.lua")
+    return int(
+        resume_script(keys=[keys.paused_portals, keys.held(member_id)], args=[member_id, rqkeys.LUA_ARG])
+    )

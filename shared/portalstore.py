@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import secrets
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -27,32 +26,17 @@ from typing import Any, Generic, TypeVar
 import redis
 import redis.asyncio as aioredis
 
+from shared import lua, rqkeys
 from shared.crypto import TokenCipher
 from shared.events import Event
 from shared.keys import Keys
 from shared.logs import security_event
-from shared.lua import source
 from shared.oauth import AppInfo, Refreshed
 from shared.portals import AcceptedToken, Portal, Status
 from shared.settings import Settings
 
 T = TypeVar("T")
 U = TypeVar("U")
-
-_LUA = {
-    name: source(f"portalstore_{name}")
-    for name in (
-        "set_token",
-        "drop_pending",
-        "quarantine_push",
-        "release_parked",
-        "pending_add",
-        "forget_pending",
-        "supersede_pending",
-        "token_cas",
-        "lock_release",
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -105,23 +89,13 @@ def _cmd(*args: str | int | bytes) -> Cmd:
 
 # --- running plans: the only place that knows sync from async ------------------------------
 
-_scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def _script(client: Any, name: str) -> Any:
-    """The client's registered Script for `name` (made once per client, loaded lazily)."""
-    known = _scripts.setdefault(client, {})
-    if name not in known:
-        known[name] = client.register_script(_LUA[name])
-    return known[name]
-
 
 def _queue(client: Any, pipe: Any, ops: Iterable[Op]) -> None:
     for op in ops:
         if isinstance(op, Cmd):
             pipe.execute_command(*op.args)
         else:
-            script = _script(client, op.name)
+            script = lua.script(client, f"shared/lua/portalstore_{op.name}.lua")
             pipe.scripts.add(script)  # the pipeline loads missing scripts before MULTI
             pipe.execute_command("EVALSHA", script.sha, len(op.keys), *op.keys, *op.argv)
 
@@ -266,7 +240,7 @@ def _release_op(keys: Keys, member_id: str) -> Lua:
     return Lua(
         "release_parked",
         (keys.parked(member_id), keys.parked_portals, keys.portal(member_id)),
-        (member_id,),
+        (member_id, rqkeys.LUA_ARG),
     )
 
 

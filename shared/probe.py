@@ -14,12 +14,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from shared import lua
 from shared.keys import Keys
-from shared.lua import source
 
 PROBE_EVENT = "ONAPPTEST"
 MARKER = "b24pipe_probe"  # the event.test parameter carrying the marker
-ARRIVED_LUA = source("probe_arrived")
 
 
 def marker_of(payload: dict[str, Any]) -> str | None:
@@ -34,7 +33,7 @@ class Arrivals:
     """Records probe arrivals in Redis (one script call each)."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
-        self._script = client.register_script(ARRIVED_LUA)
+        self._script = lua.script(client, "shared/lua/probe_arrived.lua")
         self._keys = keys
 
     async def record(self, member_id: str, marker: str, now: float) -> float | None:

@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shared import lua, rqkeys
 from shared.keys import Keys
-from shared.lua import source
 
-QUEUE_STATS_LUA = source("queue_stats")
+QUEUE_STATS = "shared/lua/queue_stats.lua"
 DEAD_FACTOR = 0.75  # a worker silent for this share of B24PIPE_RECOVERY_AFTER counts as dead
 
 
@@ -63,7 +63,7 @@ def parse_rq_time(text: str) -> float:
 
 
 def _args(keys: Keys, recovery_after: float, now: float) -> tuple[list[str], list[str | float]]:
-    return [keys.workers], [now, recovery_after * DEAD_FACTOR, *keys.queues]
+    return [keys.workers], [now, recovery_after * DEAD_FACTOR, rqkeys.LUA_ARG, *keys.queues]
 
 
 def parse(queues: Sequence[str], row: Sequence[int | bytes | str], now: float) -> Snapshot:
@@ -83,14 +83,14 @@ def parse(queues: Sequence[str], row: Sequence[int | bytes | str], now: float) -
 def read(client: redis.Redis, keys: Keys, recovery_after: float) -> Snapshot:
     now = time.time()
     script_keys, args = _args(keys, recovery_after, now)
-    row = client.register_script(QUEUE_STATS_LUA)(keys=script_keys, args=args)
+    row = lua.script(client, QUEUE_STATS)(keys=script_keys, args=args)
     return parse(keys.queues, row, now)
 
 
 async def aread(client: aioredis.Redis, keys: Keys, recovery_after: float) -> Snapshot:
     now = time.time()
     script_keys, args = _args(keys, recovery_after, now)
-    row = await client.register_script(QUEUE_STATS_LUA)(keys=script_keys, args=args)
+    row = await lua.script(client, QUEUE_STATS)(keys=script_keys, args=args)
     return parse(keys.queues, row, now)
 
 

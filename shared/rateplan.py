@@ -10,11 +10,13 @@ import math
 import re
 from dataclasses import dataclass
 
+from shared.errors import ConfigurationError
+
 _CUSTOM = re.compile(r"^custom:(?P<drain>\d+(?:\.\d+)?)/(?P<burst>\d+)$")
 _NAMED = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
 
 
-class PlanError(ValueError):
+class PlanError(ConfigurationError, ValueError):
     """A rate plan that is neither a known name nor `custom:<drain>/<burst>`."""
 
 

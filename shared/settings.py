@@ -16,12 +16,9 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.ackmode import ACK_MODES
+from shared.errors import ConfigurationError
 from shared.rateplan import parse_plan
 from shared.redisurl import parse_redis_url
-
-
-class ConfigError(Exception):
-    """A setting is missing or invalid. Its text is one line naming the problem."""
 
 
 def _split_csv(value: object) -> object:
@@ -235,7 +232,7 @@ class Settings(BaseSettings):
             try:
                 return self.client_secret_file.read_text(encoding="utf-8").strip() or None
             except OSError as exc:
-                raise ConfigError(
+                raise ConfigurationError(
                     f"B24_CLIENT_SECRET_FILE: cannot read {self.client_secret_file}: {exc.strerror}"
                 ) from None
         return None
@@ -259,11 +256,11 @@ def load_settings(**overrides: object) -> Settings:
         field = str(error["loc"][0]) if error["loc"] else "settings"
         name = _ENV_NAMES.get(field, field)
         message = str(error["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"invalid setting {name}: {message}") from None
+        raise ConfigurationError(f"invalid setting {name}: {message}") from None
 
 
 def require_token_keys(settings: Settings) -> list[bytes]:
     """`ingress` and `worker` refuse to start without an encryption key (the contract)."""
     if not settings.token_keys:
-        raise ConfigError("B24PIPE_TOKEN_KEYS is not set: give at least one base64 32-byte key")
+        raise ConfigurationError("B24PIPE_TOKEN_KEYS is not set: give at least one base64 32-byte key")
     return settings.token_keys

@@ -1,5 +1,11 @@
 """The exceptions handlers raise and the REST client raises, and what the worker does with each.
 
+All derive from `B24PipeError` (shared.errors draws the whole tree). A `ConfigurationError`
+(shared.errors, importable from here) is never retried: an operator must fix the setting.
+The REST client raises it as `RestConfigurationError`, also a `B24Error`, when b24pipe's own
+settings fail the call (no OAuth client credentials, the authorization server refused by the
+host policy; `code` names which).
+
 Handler control flow:
 - `Retry(after)`: run this (event, handler) again after `after` seconds; uses an attempt.
 - `Permanent(reason)`: do not retry; the job goes to the failed registry.
@@ -12,9 +18,6 @@ REST client errors (all `B24Error`):
 - `AuthRevoked`: the app was uninstalled or tokens are unusable (`invalid_token`,
   `NO_AUTH_FOUND`); parked like `ReauthRequired`.
 - `ScopeMissing`, `AccessDenied`, `MethodNotFound`, `BadRequest`, `PortalDeleted`: do not retry.
-- `ConfigurationError`: b24pipe's own settings cannot make the call (no OAuth client
-  credentials, the authorization server refused by the host policy): never retried, an
-  operator must fix the configuration.
 - `ApiError` (5xx, overloaded...): retried with backoff like any other exception.
 - `WriteUncertain` (an `ApiError`): a write that is not safe to send again (see
   workers.rest.methodkind) failed after it may have reached Bitrix24: it may or may not have
@@ -28,20 +31,24 @@ Error texts never contain tokens: the client builds them from codes and method n
 
 from __future__ import annotations
 
+# re-exported: handlers catch them from here like every other error of this module
+from shared.errors import B24PipeError as B24PipeError
+from shared.errors import ConfigurationError as ConfigurationError
 
-class Retry(Exception):
+
+class Retry(B24PipeError):
     def __init__(self, after: float = 0.0, reason: str = "") -> None:
         super().__init__(reason or f"retry after {after:g}s")
         self.after = max(0.0, float(after))
 
 
-class Permanent(Exception):
+class Permanent(B24PipeError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-class B24Error(Exception):
+class B24Error(B24PipeError):
     """An error answer from Bitrix24 (or the way to it). `code` is Bitrix24's error code."""
 
     retryable = False
@@ -118,10 +125,11 @@ class PortalDeleted(B24Error):
     """PORTAL_DELETED: stop, the portal is gone."""
 
 
-class ConfigurationError(B24Error):
-    """Our configuration, not Bitrix24, is what fails (B24_CLIENT_ID/B24_CLIENT_SECRET not
-    set, B24_OAUTH_URL refused by the host policy): retrying cannot help. `code` names the
-    problem (`NO_CLIENT_CREDENTIALS`, `OUTBOUND_REFUSED`)."""
+class RestConfigurationError(B24Error, ConfigurationError):
+    """b24pipe's own settings, not Bitrix24, fail the call (B24_CLIENT_ID/B24_CLIENT_SECRET not
+    set, B24_OAUTH_URL refused by the host policy). A `ConfigurationError`, so never retried,
+    and a `B24Error`, so code that handles the client's errors handles it too. `code` names
+    the problem (`NO_CLIENT_CREDENTIALS`, `OUTBOUND_REFUSED`)."""
 
     def __init__(self, message: str, *, code: str = "") -> None:
         super().__init__(code, message)

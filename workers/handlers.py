@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from shared.errors import ConfigurationError
 from shared.events import LIFECYCLE_EVENTS as _LIFECYCLE
 
 CATCH_ALL = "*"
@@ -22,7 +23,7 @@ CATCH_ALL = "*"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class HandlerImportError(Exception):
+class HandlerImportError(ConfigurationError):
     """A module named in B24PIPE_HANDLERS could not be imported (one line, no traceback)."""
 
 

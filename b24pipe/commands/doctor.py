@@ -16,6 +16,7 @@ import redis
 from rq.registry import FailedJobRegistry
 
 from b24pipe.health import Facts, Problem, age
+from shared import rqkeys
 from shared.keys import Keys
 from shared.logs import scrub
 from shared.portals import Portal, as_text
@@ -37,7 +38,7 @@ def failed_jobs(client: redis.Redis, keys: Keys, member_id: str) -> int:
         return 0
     with client.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hget(f"rq:job:{job_id}", "b24_member")
+            pipe.hget(rqkeys.job(job_id), "b24_member")
         members = pipe.execute()
     return sum(1 for m in members if m is not None and as_text(m) == member_id)
 

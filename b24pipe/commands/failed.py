@@ -18,6 +18,7 @@ from rq.job import Job
 from rq.registry import BaseRegistry, FailedJobRegistry
 
 from b24pipe.errors import CommandError, UsageError
+from shared import rqkeys
 from shared.keys import Keys
 from shared.logs import scrub
 from shared.redisconn import command_redis
@@ -119,7 +120,7 @@ def _purge(client: redis.Redis, keys: Keys) -> int:
         with client.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.zrem(registry.key, job_id)
-                pipe.delete(Job.key_for(job_id), f"rq:results:{job_id}", f"rq:executions:{job_id}")
+                pipe.delete(Job.key_for(job_id), rqkeys.results(job_id), rqkeys.executions(job_id))
             pipe.execute()
         count += len(job_ids)
     print(f"purged {count} job(s)")

@@ -39,12 +39,13 @@ from b24pipe.rekey import rekey
 from shared import pausing
 from shared import portalstore as store
 from shared.crypto import TokenCipher, digest
+from shared.errors import ConfigurationError
 from shared.keys import Keys
 from shared.logs import mask, scrub, security_event
 from shared.outbound import HostPolicy, OutboundRefused
 from shared.portals import AcceptedToken, Portal, Status
 from shared.redisconn import command_redis
-from shared.settings import ConfigError, Settings, require_token_keys
+from shared.settings import Settings, require_token_keys
 
 _MEMBER = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _DOMAIN = re.compile(
@@ -421,14 +422,14 @@ def run_bind(args: argparse.Namespace, settings: Settings) -> int:
 
     member_id = member_id_arg(args.member_id)
     if settings.public_url is None:
-        raise ConfigError("portals bind: B24PIPE_PUBLIC_URL is not set (the URL events are bound to)")
+        raise ConfigurationError("portals bind: B24PIPE_PUBLIC_URL is not set (the URL events are bound to)")
     try:
         handlers.load_modules(settings.handlers)
     except handlers.HandlerImportError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigurationError(str(exc)) from None
     try:
         plan = bind_portal(settings, member_id, handlers.registered_events())
-    except (B24Error, ConfigError) as exc:
+    except (B24Error, ConfigurationError) as exc:
         raise CommandError(f"portals bind {member_id}: {scrub(str(exc))}") from None
     report = plan.report() if plan else {}
     print(orjson.dumps(report).decode())
@@ -443,7 +444,7 @@ def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
     try:
         handlers.load_modules(settings.handlers)  # the bindings wanted are the handlers' events
     except handlers.HandlerImportError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigurationError(str(exc)) from None
 
     def work(client: redis.Redis, keys: Keys) -> int:
         portal = store.run(client, store.load_portal(keys, member_id))

@@ -31,13 +31,13 @@ from b24pipe.demo import wanted as demo_wanted
 from b24pipe.errors import CommandError, UsageError
 from b24pipe.redisserver import LocalServer, ServerError, start_server
 from b24pipe.simportal import SimulatorError
+from shared.backoff import backoff
 from shared.crypto import generate_key
 from shared.logs import configure_logging, log
 from shared.settings import Settings
-from workers.runner.outcome import Policy, backoff
 
 logger = logging.getLogger("b24pipe.run")
-RESTART = Policy(base=1.0, cap=30.0)  # pause before restarting a component that exited
+RESTART_BASE, RESTART_CAP = 1.0, 30.0  # seconds of pause before restarting a component that exited
 
 
 def register(subparsers: Any) -> None:
@@ -110,7 +110,7 @@ def _keep_up(
                 continue
             if due[index] is None:
                 restarts[index] += 1
-                pause = backoff(restarts[index], RESTART, random.random())
+                pause = backoff(restarts[index], RESTART_BASE, RESTART_CAP, random.random())
                 due[index] = time.monotonic() + pause
                 log(
                     logger,

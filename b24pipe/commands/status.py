@@ -14,6 +14,7 @@ import orjson
 import redis
 
 from b24pipe.errors import CommandError
+from shared import rqkeys
 from shared.keys import Keys
 from shared.portals import Portal, as_text
 from shared.redisconn import command_redis, redacted
@@ -39,14 +40,21 @@ def _age(enqueued_at: bytes | str | None, now: float) -> float | None:
     return round(max(0.0, now - stamp.timestamp()), 3)
 
 
+# The registries in the report, under the names their RQ keys carry.
+_REGISTRIES = {
+    "wip": rqkeys.STARTED,
+    "scheduled": rqkeys.SCHEDULED,
+    "failed": rqkeys.FAILED,
+    "finished": rqkeys.FINISHED,
+    "deferred": rqkeys.DEFERRED,
+}
+
+
 def _queue(client: redis.Redis, name: str, now: float) -> dict[str, Any]:
-    depth = int(client.llen(f"rq:queue:{name}"))
-    oldest = client.lindex(f"rq:queue:{name}", 0)
-    age = _age(client.hget(f"rq:job:{as_text(oldest)}", "enqueued_at"), now) if oldest else None
-    registries = {
-        registry: int(client.zcard(f"rq:{registry}:{name}"))
-        for registry in ("wip", "scheduled", "failed", "finished", "deferred")
-    }
+    depth = int(client.llen(rqkeys.queue(name)))
+    oldest = client.lindex(rqkeys.queue(name), 0)
+    age = _age(client.hget(rqkeys.job(as_text(oldest)), "enqueued_at"), now) if oldest else None
+    registries = {registry: int(client.zcard(prefix + name)) for registry, prefix in _REGISTRIES.items()}
     return {"name": name, "depth": depth, "oldest_age_seconds": age, "registries": registries}
 
 

@@ -20,8 +20,9 @@ import redis
 
 from b24pipe.errors import CommandError, UsageError
 from shared import tracing
+from shared.errors import ConfigurationError
 from shared.logs import configure_logging, log
-from shared.settings import ConfigError, Settings, require_token_keys
+from shared.settings import Settings, require_token_keys
 from workers import handlers
 from workers.handlers import HandlerImportError, load_modules, registered_events
 from workers.rest.ratelimit import PlanError, parse_plan
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         parse_plan(settings.rate_plan)  # refused at start, not at the first REST call
     except PlanError as exc:
-        raise ConfigError(f"invalid setting B24PIPE_RATE_PLAN: {exc}") from None
+        raise ConfigurationError(f"invalid setting B24PIPE_RATE_PLAN: {exc}") from None
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     last_port = args.metrics_port + args.concurrency - 1

@@ -27,6 +27,7 @@ from ingress.delivery import Delivery
 from ingress.formparse import FORM as FORM_TYPE
 from ingress.formparse import parse_body
 from shared import portalstore as store
+from shared import rqkeys
 from shared.crypto import digest
 from shared.keys import Keys
 from shared.portals import AcceptedToken, Portal, Status
@@ -93,7 +94,7 @@ async def serve(settings: Settings, **options: Any) -> AsyncIterator[TestClient[
 def queued(r: redis.Redis, queue: str) -> list[bytes]:
     return [
         job_id if isinstance(job_id, bytes) else job_id.encode()
-        for job_id in r.lrange(f"rq:queue:{queue}", 0, -1)
+        for job_id in r.lrange(rqkeys.queue(queue), 0, -1)
     ]
 
 

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from b24pipe.redisserver import free_port
 from b24pipe.sim.client import SimClient
+from shared import rqkeys
 from shared.keys import Keys
 
 RUNS = "storm:runs"
@@ -161,9 +162,9 @@ def idle(r: redis.Redis, keys: Keys) -> bool:
     """Nothing queued, scheduled or running in the pipeline's queues."""
     with r.pipeline(transaction=False) as pipe:
         for queue in keys.queues:
-            pipe.llen(f"rq:queue:{queue}")
-            pipe.zcard(f"rq:scheduled:{queue}")
-            pipe.zcard(f"rq:wip:{queue}")
+            pipe.llen(rqkeys.queue(queue))
+            pipe.zcard(rqkeys.scheduled(queue))
+            pipe.zcard(rqkeys.started(queue))
         return not any(pipe.execute())
 
 

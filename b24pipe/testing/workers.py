@@ -16,6 +16,7 @@ import redis
 from rq import Queue
 
 from b24pipe.commands.run import stop_process
+from shared import rqkeys
 from shared.events import Event
 from shared.keys import Keys
 
@@ -44,7 +45,7 @@ def enqueue(
 ) -> str:
     queue = Queue(keys.lifecycle_queue if lifecycle else keys.events_queue, connection=r)
     job_id = str(queue.enqueue("workers.dispatch.run_event", event_dict(name, member_id, **data)).id)
-    r.hset(f"rq:job:{job_id}", "b24_member", member_id)  # what the ingress's enqueue writes too
+    r.hset(rqkeys.job(job_id), "b24_member", member_id)  # what the ingress's enqueue writes too
     return job_id
 
 
@@ -55,7 +56,7 @@ def enqueue_many(r: redis.Redis, keys: Keys, events: list[dict[str, Any]]) -> li
     )
     with r.pipeline(transaction=False) as pipe:
         for job, event in zip(jobs, events, strict=True):
-            pipe.hset(f"rq:job:{job.id}", "b24_member", event["member_id"])
+            pipe.hset(job.key, "b24_member", event["member_id"])
         pipe.execute()
     return [str(job.id) for job in jobs]
 

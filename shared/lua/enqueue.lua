@@ -1,8 +1,8 @@
 -- Enqueue a batch of events of one queue as RQ jobs, atomically; recent duplicates are skipped.
 --
--- KEYS[1] queue list (rq:queue:<name>)   KEYS[2] rq:queues
+-- KEYS[1] queue list (RQ's Queue.key)   KEYS[2] RQ's set of queue keys
 -- KEYS[3..] two per event, in event order: its dedupe key (<ns>:dedupe:<event id>) and its
---           job hash (rq:job:<job id>)
+--           job hash (RQ's Job.key); RQ's names come from shared/rqkeys.py
 -- ARGV[1] dedupe window in seconds (0 = no de-duplication)
 -- ARGV[2] S: how many ARGV entries the shared field/value pairs take
 -- ARGV[3] F: how many fields each event brings
@@ -10,7 +10,7 @@
 -- ARGV[4+S .. 3+S+F]   the names of the F per-event fields
 -- then per event: its job id and its F values
 --
--- The same writes as RQ's Queue.enqueue (HSET job, RPUSH queue, SADD rq:queues), so RQ's
+-- The same writes as RQ's Queue.enqueue (HSET job, RPUSH queue, SADD it to the queues), so RQ's
 -- tools and workers see ordinary jobs, with one RPUSH for the whole batch. Only the first
 -- write of a script can be refused for memory (OOM under noeviction), so a batch is stored
 -- whole or not at all. Returns a string of one '1' (queued) or '0' (duplicate) per event:

@@ -10,9 +10,9 @@ import json
 import redis
 
 from b24pipe.rekey import SEALED_FIELDS
+from shared import lua
 from shared.crypto import TokenCipher, generate_key
 from shared.keys import Keys
-from shared.lua import source
 from shared.portals import Portal
 from tests.b24pipe.test_portals_cli import SECRETS, add, cli
 
@@ -78,7 +78,7 @@ def test_a_record_under_refresh_or_with_an_unknown_key_is_left_alone(
 
 
 def test_the_script_writes_nothing_when_a_ciphertext_moved_on(r: redis.Redis, keys: Keys) -> None:
-    script = r.register_script(source("rekey"))
+    script = lua.script(r, "shared/lua/rekey.lua")
     r.hset(keys.portal("m1"), mapping={"access_token": "v1:a:now", "refresh_token": "v1:a:r"})
     stale = ["access_token", "v1:a:before", "v1:b:x", "refresh_token", "v1:a:r", "v1:b:y"]
     assert script(keys=[keys.portal("m1"), keys.refresh_lock("m1")], args=stale) == 0

@@ -8,9 +8,10 @@ import redis
 from rq import Queue
 from rq.job import Job
 
+from shared import lua
 from shared.events import Event
 from shared.jobs import (
-    ENQUEUE_LUA,
+    ENQUEUE,
     FUNC_NAME,
     JOB_FIELDS,
     JobTemplate,
@@ -84,7 +85,7 @@ def test_one_script_call_writes_a_whole_batch(settings: Settings, keys: Keys, r:
     events = [_event(entity="2"), seen_before, _event(entity="3"), _event(entity="2")]
     jobs = [QueuedJob.of(keys, event.model_dump(mode="json")) for event in events]
     script_keys, argv = script_call(JobTemplate.build(keys.events_queue, settings), jobs)
-    flags = r.eval(ENQUEUE_LUA, len(script_keys), *script_keys, *argv)
+    flags = r.eval(lua.source(ENQUEUE), len(script_keys), *script_keys, *argv)
     assert flags == b"1010"
 
     queue = Queue(keys.events_queue, connection=r)

@@ -12,10 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.crypto import DecryptError, TokenCipher, digest, generate_key, same_digest
+from shared.errors import ConfigurationError
 from shared.events import entity_of, fingerprint
 from shared.logs import mask, scrub
 from shared.redisconn import durability_problems
-from shared.settings import ConfigError, load_settings
+from shared.settings import load_settings
 
 
 def test_settings_read_contract_names(settings) -> None:
@@ -38,7 +39,7 @@ def test_settings_read_contract_names(settings) -> None:
 def test_invalid_setting_is_one_line_naming_it(monkeypatch, tmp_path, name, value, needle) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigurationError) as info:
         load_settings()
     assert needle in str(info.value)
     assert "\n" not in str(info.value)

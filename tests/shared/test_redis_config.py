@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from shared.ackmode import plan
+from shared.errors import ConfigurationError
 from shared.redisconn import ServerFacts, readiness, redacted
 from shared.redisurl import SentinelTarget, parse_redis_url
-from shared.settings import ConfigError, load_settings
+from shared.settings import load_settings
 
 GOOD_CONFIG = {"appendonly": "yes", "appendfsync": "everysec", "maxmemory-policy": "noeviction"}
 
@@ -70,7 +71,7 @@ def test_malformed_urls_are_refused_with_the_reason(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDIS_URL", url)
-    with pytest.raises(ConfigError, match="REDIS_URL") as raised:
+    with pytest.raises(ConfigurationError, match="REDIS_URL") as raised:
         load_settings()
     assert problem in str(raised.value)
 
@@ -96,7 +97,7 @@ def test_redacted_hides_a_sentinel_password() -> None:
 def test_ack_mode_is_validated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("B24PIPE_ACK", "eventually")
-    with pytest.raises(ConfigError, match="B24PIPE_ACK: must be one of written, fsync, replica"):
+    with pytest.raises(ConfigurationError, match="B24PIPE_ACK: must be one of written, fsync, replica"):
         load_settings()
 
 

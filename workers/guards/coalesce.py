@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import redis
 from prometheus_client import Counter
 
+from shared import lua
 from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
-from workers.luascripts import source
 
 COALESCED = Counter(
     "b24pipe_coalesced",
@@ -97,7 +97,7 @@ class Coalescer:
     """The groups in Redis. One instance per process and client."""
 
     def __init__(self, client: redis.Redis, settings: Settings, known_events: Collection[str] = ()) -> None:
-        self._script = client.register_script(source("coalesce"))
+        self._script = lua.script(client, "workers/lua/coalesce.lua")
         self._client = client
         self._keys = Keys(settings.namespace)
         self._max_wait_ms = int(settings.coalesce_max_wait * 1000)

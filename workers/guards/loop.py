@@ -40,6 +40,7 @@ import redis
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
+from shared import lua
 from shared.events import Event
 from shared.keys import Keys
 from shared.logs import log
@@ -47,7 +48,6 @@ from shared.settings import Settings
 from workers.errors import Permanent
 from workers.guards.coalesce import metric_label
 from workers.guards.writemap import ANY_ID, DEFAULT, Echo, WriteMap
-from workers.luascripts import source
 
 ECHO_SUPPRESSED = Counter(
     "b24pipe_echo_suppressed",
@@ -95,7 +95,7 @@ class EchoGuard:
         writes: WriteMap = DEFAULT,
         known_events: Collection[str] = (),
     ) -> None:
-        self._consume = client.register_script(source("echo_consume"))
+        self._consume = lua.script(client, "workers/lua/echo_consume.lua")
         self._keys = Keys(settings.namespace)
         self._known = frozenset(known_events) | writes.events()
 
@@ -134,7 +134,7 @@ class EchoMarker:
 
     def __init__(self, client: aioredis.Redis, settings: Settings, writes: WriteMap = DEFAULT) -> None:
         self._client = client
-        self._mark = client.register_script(source("echo_mark"))
+        self._mark = lua.script(client, "workers/lua/echo_mark.lua")
         self._keys = Keys(settings.namespace)
         self._settings = settings
         self._writes = writes
@@ -176,7 +176,7 @@ class LoopBreaker:
     """Dispatch side: `check(event)` right before a handler runs on it (after coalescing)."""
 
     def __init__(self, client: redis.Redis, settings: Settings, known_events: Collection[str] = ()) -> None:
-        self._check = client.register_script(source("loop_check"))
+        self._check = lua.script(client, "workers/lua/loop_check.lua")
         self._keys = Keys(settings.namespace)
         self._window_ms = settings.loop_window * 1000
         self._bound = settings.loop_bound

@@ -2,7 +2,7 @@
 -- StartedJobRegistry (and its RQ execution records), then goes where its outcome says:
 --   ok     a=result ttl                 -> FinishedJobRegistry (ttl 0: job deleted, as RQ does)
 --   fail   a=failure ttl, b=exc_info, c=the same base64 -> FailedJobRegistry (exc_info already
---          scrubbed+zlib), plus RQ's result record (`rq:results:<id>` stream entry, type 2
+--          scrubbed+zlib), plus RQ's result record (the job's results stream entry, type 2
 --          FAILED, `exc_string` base64 of zlib as RQ writes it: what job.latest_result(),
 --          rq info and rq-dashboard read)
 -- RQ's worker record: each entry leaves the worker's execution index; `ok` and `fail` count in
@@ -20,12 +20,13 @@
 -- already (the same acknowledgements sent again after a reply lost in a Redis outage) or
 -- recovered from this worker, and must not be queued twice.
 -- KEYS[1] in-flight list, KEYS[2] defer-horizon hash, KEYS[3] parked-portals set.
--- ARGV[1] execution id, ARGV[2] now, ARGV[3] now as RQ timestamp, then entries of 6:
--- kind, id, queue, a, b, c.
+-- ARGV[1] execution id, ARGV[2] now, ARGV[3] now as RQ timestamp, ARGV[4] RQ's key names
+-- (shared/rqkeys.py LUA_ARG), then entries of 6: kind, id, queue, a, b, c.
 local exec = ARGV[1]
 local now = tonumber(ARGV[2])
 local stamp = ARGV[3]
-local wkey = 'rq:worker:' .. exec
+local rq = cjson.decode(ARGV[4])
+local wkey = rq.worker .. exec
 local known = redis.call('EXISTS', wkey) == 1
 local succeeded, failed = 0, 0
 
@@ -38,17 +39,17 @@ end
 
 local function schedule(jkey, id, queue, when)
   redis.call('HSET', jkey, 'status', 'scheduled', 'b24_slot', when)
-  redis.call('ZADD', 'rq:scheduled:' .. queue, when, id)
+  redis.call('ZADD', rq.scheduled .. queue, when, id)
 end
 
-for i = 4, #ARGV, 6 do
+for i = 5, #ARGV, 6 do
   local kind, id, queue, a, b, c = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local jkey = 'rq:job:' .. id
+  local jkey = rq.job .. id
   local owned = redis.call('LREM', KEYS[1], 1, id) == 1
-  redis.call('ZREM', 'rq:wip:' .. queue, id .. ':' .. exec)
-  redis.call('DEL', 'rq:execution:' .. id .. ':' .. exec)
-  redis.call('ZREM', 'rq:executions:' .. id, exec)
-  redis.call('SREM', wkey .. ':executions', id .. ':' .. exec)
+  redis.call('ZREM', rq.started .. queue, id .. ':' .. exec)
+  redis.call('DEL', rq.execution .. id .. ':' .. exec)
+  redis.call('ZREM', rq.executions .. id, exec)
+  redis.call('SREM', wkey .. rq.worker_executions, id .. ':' .. exec)
   if owned and kind == 'ok' then
     succeeded = succeeded + 1
   elseif owned and kind == 'fail' then
@@ -58,14 +59,14 @@ for i = 4, #ARGV, 6 do
     if kind == 'ok' then
       local ttl = tonumber(a)
       if ttl == 0 then
-        redis.call('DEL', jkey, 'rq:executions:' .. id)
+        redis.call('DEL', jkey, rq.executions .. id)
       else
         redis.call('HSET', jkey, 'status', 'finished', 'ended_at', stamp)
         redis.call('HDEL', jkey, 'b24_attempts', 'b24_slot')
         if ttl > 0 then
           redis.call('EXPIRE', jkey, ttl)
         end
-        redis.call('ZADD', 'rq:finished:' .. queue, score(ttl), id)
+        redis.call('ZADD', rq.finished .. queue, score(ttl), id)
       end
     elseif kind == 'fail' then
       local ttl = tonumber(a)
@@ -74,8 +75,8 @@ for i = 4, #ARGV, 6 do
       if ttl > 0 then
         redis.call('EXPIRE', jkey, ttl)
       end
-      redis.call('ZADD', 'rq:failed:' .. queue, score(ttl), id)
-      local rkey = 'rq:results:' .. id
+      redis.call('ZADD', rq.failed .. queue, score(ttl), id)
+      local rkey = rq.results .. id
       redis.call('XADD', rkey, 'MAXLEN', '10', '*', 'type', '2', 'worker_name', exec, 'exc_string', c)
       if ttl > 0 then
         redis.call('EXPIRE', rkey, ttl)
@@ -106,19 +107,19 @@ for i = 4, #ARGV, 6 do
     elseif kind == 'park' then
       if redis.call('HGET', b, 'status') == 'active' then
         redis.call('HSET', jkey, 'status', 'queued')
-        redis.call('RPUSH', 'rq:queue:' .. queue, id)
+        redis.call('RPUSH', rq.queue .. queue, id)
       else
         redis.call('HSET', jkey, 'status', 'deferred')
-        redis.call('ZADD', 'rq:deferred:' .. queue, now, id)
+        redis.call('ZADD', rq.deferred .. queue, now, id)
         redis.call('RPUSH', c, id)
         redis.call('SADD', KEYS[3], a)
       end
     elseif kind == 'back' then
       redis.call('HSET', jkey, 'status', 'queued')
-      redis.call('LPUSH', 'rq:queue:' .. queue, id)
+      redis.call('LPUSH', rq.queue .. queue, id)
     elseif kind == 'tail' then
       redis.call('HSET', jkey, 'status', 'queued')
-      redis.call('RPUSH', 'rq:queue:' .. queue, id)
+      redis.call('RPUSH', rq.queue .. queue, id)
     end
   end
 end

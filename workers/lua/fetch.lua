@@ -7,7 +7,7 @@
 -- RQ timestamp, ARGV[5] registry ttl, ARGV[6] id already moved by BLMOVE or '', ARGV[7] its
 -- queue name, ARGV[8] most jobs to defer per call, ARGV[9] skip margin (s),
 -- ARGV[10] paused-portals set, ARGV[11] held-list key prefix (`<ns>:held:`),
--- ARGV[12..] queue names matching KEYS[3..].
+-- ARGV[12] RQ's key names (shared/rqkeys.py LUA_ARG), ARGV[13..] queue names matching KEYS[3..].
 -- A job of a paused portal (`b24pipe portals pause`) is not started: it goes, in arrival order,
 -- to the portal's held list (status `deferred`, RQ's DeferredJobRegistry) until `portals
 -- resume` (shared/lua/portal_resume.lua) puts the held jobs back at the front of their queue.
@@ -15,10 +15,10 @@
 -- enqueue) while that portal's defer horizon is ahead, and which has no slot of its own, is
 -- not taken at all: it goes straight behind the horizon in RQ's ScheduledJobRegistry (at
 -- most ARGV[8] of them per call), so a storm costs a few microseconds per event, server-side.
--- RQ's worker record follows: each job taken joins the worker's execution index
--- (`rq:worker:<name>:executions`, what RQ's `get_current_job_id` reads) and the record's
--- state becomes `busy`. While `rq suspend` holds (`rq:suspended`), nothing is taken: a job
--- BLMOVE already moved goes back to the front of its queue and the state is `suspended`.
+-- RQ's worker record follows: each job taken joins the worker's execution index (what RQ's
+-- `get_current_job_id` reads) and the record's state becomes `busy`. While `rq suspend` holds
+-- (RQ's suspension key), nothing is taken: a job BLMOVE already moved goes back to the front
+-- of its queue and the state is `suspended`.
 -- Returns {{id, queue, data, timeout, enqueued_at, result_ttl, b24_attempts, b24_runs, b24_slot}...},
 -- the flat HGETALL of the defer-horizon hash, the number of jobs deferred that way, and 1
 -- when suspended (else 0).
@@ -29,7 +29,8 @@ local stamp = ARGV[4]
 local ttl = tonumber(ARGV[5])
 local max_skip = tonumber(ARGV[8])
 local margin = tonumber(ARGV[9])
-local wkey = 'rq:worker:' .. exec
+local rq = cjson.decode(ARGV[12])
+local wkey = rq.worker .. exec
 local out = {}
 local taken = 0
 local skipped = 0
@@ -46,20 +47,20 @@ local function hold_paused(id, queue)
   if not any_paused then
     return false
   end
-  local jkey = 'rq:job:' .. id
+  local jkey = rq.job .. id
   local member = redis.call('HGET', jkey, 'b24_member')
   if not member or redis.call('SISMEMBER', ARGV[10], member) == 0 then
     return false
   end
   redis.call('HSET', jkey, 'status', 'deferred')
-  redis.call('ZADD', 'rq:deferred:' .. queue, now, id)
+  redis.call('ZADD', rq.deferred .. queue, now, id)
   redis.call('RPUSH', ARGV[11] .. member, id)
   return true
 end
 
 -- Defer behind the portal's horizon instead of starting; true when done.
 local function wait_behind(id, queue)
-  local jkey = 'rq:job:' .. id
+  local jkey = rq.job .. id
   local f = redis.call('HMGET', jkey, 'b24_member', 'b24_slot')
   local member = f[1]
   if not member or f[2] then
@@ -73,13 +74,13 @@ local function wait_behind(id, queue)
   horizons[member] = horizon + spacing
   redis.call('HSET', KEYS[2], member, horizon + spacing)
   redis.call('HSET', jkey, 'status', 'scheduled', 'b24_slot', horizon)
-  redis.call('ZADD', 'rq:scheduled:' .. queue, horizon, id)
+  redis.call('ZADD', rq.scheduled .. queue, horizon, id)
   skipped = skipped + 1
   return true
 end
 
 local function start(id, queue)
-  local jkey = 'rq:job:' .. id
+  local jkey = rq.job .. id
   local f = redis.call('HMGET', jkey, 'data', 'timeout', 'enqueued_at', 'result_ttl', 'b24_attempts', 'b24_slot')
   if not f[1] then
     redis.call('LREM', KEYS[1], 1, id)
@@ -88,22 +89,22 @@ local function start(id, queue)
   local runs = redis.call('HINCRBY', jkey, 'b24_runs', 1)
   redis.call('HSET', jkey, 'status', 'started', 'started_at', stamp, 'last_heartbeat', stamp, 'worker_name', exec)
   redis.call('PERSIST', jkey)
-  redis.call('ZADD', 'rq:wip:' .. queue, now + ttl, id .. ':' .. exec)
-  local ekey = 'rq:execution:' .. id .. ':' .. exec
+  redis.call('ZADD', rq.started .. queue, now + ttl, id .. ':' .. exec)
+  local ekey = rq.execution .. id .. ':' .. exec
   redis.call('HSET', ekey, 'id', exec, 'job_id', id, 'created_at', now, 'last_heartbeat', now, 'worker_name', exec)
   redis.call('EXPIRE', ekey, ttl)
-  redis.call('ZADD', 'rq:executions:' .. id, now + ttl + 60, exec)
-  redis.call('EXPIRE', 'rq:executions:' .. id, ttl + 60)
-  redis.call('SADD', wkey .. ':executions', id .. ':' .. exec)
+  redis.call('ZADD', rq.executions .. id, now + ttl + 60, exec)
+  redis.call('EXPIRE', rq.executions .. id, ttl + 60)
+  redis.call('SADD', wkey .. rq.worker_executions, id .. ':' .. exec)
   out[#out + 1] = {id, queue, f[1], f[2] or '', f[3] or '', f[4] or '', f[5] or '', runs, f[6] or ''}
   taken = taken + 1
 end
 
 local known = redis.call('EXISTS', wkey) == 1  -- written by maintain.lua; never made partial here
-if redis.call('EXISTS', 'rq:suspended') == 1 then
+if redis.call('EXISTS', rq.suspended) == 1 then
   if ARGV[6] ~= '' then
     redis.call('LREM', KEYS[1], 1, ARGV[6])
-    redis.call('LPUSH', 'rq:queue:' .. ARGV[7], ARGV[6])
+    redis.call('LPUSH', rq.queue .. ARGV[7], ARGV[6])
   end
   if known then
     redis.call('HSET', wkey, 'state', 'suspended')
@@ -119,7 +120,7 @@ if ARGV[6] ~= '' then
   end
 end
 for i = 3, #KEYS do
-  local queue = ARGV[i + 9]
+  local queue = ARGV[i + 10]
   while taken < limit and skipped < max_skip do
     local id = redis.call('LPOP', KEYS[i])
     if not id then

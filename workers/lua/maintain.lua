@@ -16,13 +16,15 @@
 -- KEYS[1] workers hash, KEYS[2] defer-horizon hash, KEYS[3] fleet clock.
 -- ARGV[1] this worker, ARGV[2] now (the host's: scheduled jobs' times are hosts' times), ARGV[3] dead after (s), ARGV[4] in-flight key prefix,
 -- ARGV[5] registry ttl, ARGV[6] promote limit, ARGV[7] RQ worker hash fields (queues csv),
--- ARGV[8] RQ timestamp of now, ARGV[9] pid, ARGV[10] hostname, ARGV[11..] queue names.
+-- ARGV[8] RQ timestamp of now, ARGV[9] pid, ARGV[10] hostname, ARGV[11] RQ's key names
+-- (shared/rqkeys.py LUA_ARG), ARGV[12..] queue names.
 local me = ARGV[1]
 local now = tonumber(ARGV[2])
 local dead_after = tonumber(ARGV[3])
 local prefix = ARGV[4]
 local ttl = tonumber(ARGV[5])
 local limit = tonumber(ARGV[6])
+local rq = cjson.decode(ARGV[11])
 local clock = redis.call('TIME')
 local beat_now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local fleet_last = tonumber(redis.call('GET', KEYS[3]) or beat_now)
@@ -32,22 +34,22 @@ local outage = beat_now - fleet_last > dead_after / 2
 -- 1. heartbeat
 if me ~= '' then
   redis.call('HSET', KEYS[1], me, beat_now)
-  local wkey = 'rq:worker:' .. me
+  local wkey = rq.worker .. me
   if redis.call('EXISTS', wkey) == 0 then
     redis.call('HSET', wkey, 'birth', ARGV[8], 'queues', ARGV[7], 'pid', ARGV[9], 'hostname', ARGV[10],
       'version', 'b24pipe', 'state', 'idle')
   end
   redis.call('HSET', wkey, 'last_heartbeat', ARGV[8])
   redis.call('EXPIRE', wkey, math.ceil(dead_after) + 60)
-  redis.call('SADD', 'rq:workers', wkey)
-  for k = 11, #ARGV do
-    redis.call('SADD', 'rq:workers:' .. ARGV[k], wkey)
+  redis.call('SADD', rq.workers, wkey)
+  for k = 12, #ARGV do
+    redis.call('SADD', rq.workers_of .. ARGV[k], wkey)
   end
   for _, id in ipairs(redis.call('LRANGE', prefix .. me, 0, -1)) do
-    local origin = redis.call('HGET', 'rq:job:' .. id, 'origin')
+    local origin = redis.call('HGET', rq.job .. id, 'origin')
     if origin then
-      redis.call('ZADD', 'rq:wip:' .. origin, 'XX', now + ttl, id .. ':' .. me)
-      redis.call('EXPIRE', 'rq:execution:' .. id .. ':' .. me, ttl)
+      redis.call('ZADD', rq.started .. origin, 'XX', now + ttl, id .. ':' .. me)
+      redis.call('EXPIRE', rq.execution .. id .. ':' .. me, ttl)
     end
   end
 end
@@ -64,24 +66,25 @@ for i = 1, #all, 2 do
     local ids = redis.call('LRANGE', ikey, 0, -1)
     for j = #ids, 1, -1 do
       local id = ids[j]
-      local jkey = 'rq:job:' .. id
+      local jkey = rq.job .. id
       local origin = redis.call('HGET', jkey, 'origin')
       if origin then
-        redis.call('ZREM', 'rq:wip:' .. origin, id .. ':' .. name)
-        redis.call('DEL', 'rq:execution:' .. id .. ':' .. name)
-        redis.call('ZREM', 'rq:executions:' .. id, name)
+        redis.call('ZREM', rq.started .. origin, id .. ':' .. name)
+        redis.call('DEL', rq.execution .. id .. ':' .. name)
+        redis.call('ZREM', rq.executions .. id, name)
         local status = redis.call('HGET', jkey, 'status')
         if status == 'started' or status == 'queued' then
           redis.call('HSET', jkey, 'status', 'queued')
-          redis.call('LPUSH', 'rq:queue:' .. origin, id)
+          redis.call('LPUSH', rq.queue .. origin, id)
           recovered = recovered + 1
         end
       end
     end
-    redis.call('DEL', ikey, 'rq:worker:' .. name, 'rq:worker:' .. name .. ':executions')
-    redis.call('SREM', 'rq:workers', 'rq:worker:' .. name)
-    for k = 11, #ARGV do
-      redis.call('SREM', 'rq:workers:' .. ARGV[k], 'rq:worker:' .. name)
+    local wkey = rq.worker .. name
+    redis.call('DEL', ikey, wkey, wkey .. rq.worker_executions)
+    redis.call('SREM', rq.workers, wkey)
+    for k = 12, #ARGV do
+      redis.call('SREM', rq.workers_of .. ARGV[k], wkey)
     end
     redis.call('HDEL', KEYS[1], name)
   end
@@ -89,22 +92,22 @@ end
 
 -- 3. due scheduled jobs back to their queues; stale fairness horizons dropped
 local promoted = 0
-for k = 11, #ARGV do
+for k = 12, #ARGV do
   local queue = ARGV[k]
-  local skey = 'rq:scheduled:' .. queue
+  local skey = rq.scheduled .. queue
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', skey, '-inf', now, 'LIMIT', 0, limit)) do
     redis.call('ZREM', skey, id)
-    local jkey = 'rq:job:' .. id
+    local jkey = rq.job .. id
     if redis.call('EXISTS', jkey) == 1 then
       redis.call('HSET', jkey, 'status', 'queued')
-      redis.call('RPUSH', 'rq:queue:' .. queue, id)
+      redis.call('RPUSH', rq.queue .. queue, id)
       promoted = promoted + 1
     end
   end
 end
 local next_due = ''
-for k = 11, #ARGV do
-  local first = redis.call('ZRANGE', 'rq:scheduled:' .. ARGV[k], 0, 0, 'WITHSCORES')
+for k = 12, #ARGV do
+  local first = redis.call('ZRANGE', rq.scheduled .. ARGV[k], 0, 0, 'WITHSCORES')
   if first[2] and (next_due == '' or tonumber(first[2]) < tonumber(next_due)) then
     next_due = first[2]
   end

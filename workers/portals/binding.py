@@ -34,12 +34,12 @@ import redis
 from prometheus_client import Counter
 from rq import Queue
 
+from shared import lua
 from shared import portalstore as store
 from shared.events import LIFECYCLE_EVENTS
 from shared.jobs import DOORBELL, RECONCILE_BINDINGS
 from shared.keys import Keys
 from shared.logs import log, scrub
-from shared.lua import source
 from shared.portals import Status, as_text
 from shared.settings import Settings
 from workers.errors import AuthRevoked, B24Error, OperatingLimit, RateLimited, ReauthRequired
@@ -251,7 +251,7 @@ def _reconcile(
             _record(client, keys, member_id, "failed", None, error=scrub(str(exc)))
             return "failed", {"error": scrub(str(exc))}
     finally:
-        client.register_script(source("portalstore_lock_release"))(keys=[lock], args=[holder])
+        lua.script(client, "shared/lua/portalstore_lock_release.lua")(keys=[lock], args=[holder])
     outcome = "changed" if plan.changed else "unchanged"
     _record(client, keys, member_id, outcome, plan)
     return outcome, plan.report()

@@ -34,6 +34,7 @@ import redis
 from rq import Queue
 
 from shared import portalstore as store
+from shared.backoff import backoff
 from shared.crypto import DecryptError, TokenCipher
 from shared.events import Event
 from shared.jobs import (
@@ -60,7 +61,7 @@ NEEDS_REAUTH = "the portal needs re-authorization: its stored pair proves nothin
 def next_delay(attempt: int, first_seen: float, now: float, settings: Settings) -> float | None:
     """Seconds until attempt `attempt + 1`, or None when it would come after the pending
     install's quarantine expired (then waiting longer helps nobody: give up)."""
-    delay = min(settings.retry_max, LIFECYCLE_RETRY_BASE * 2.0**attempt)
+    delay = backoff(attempt + 1, LIFECYCLE_RETRY_BASE, settings.retry_max)
     if now + delay - first_seen > settings.quarantine_ttl:
         return None
     return delay
@@ -264,7 +265,7 @@ def _retry_confirm(
     if attempt >= settings.max_attempts:
         security_event("uninstall_unconfirmed", member_id=member_id, reason=f"gave up: {why}")
         return f"unconfirmed: gave up ({why})"
-    delay = min(settings.retry_max, LIFECYCLE_RETRY_BASE * 2.0**attempt)
+    delay = backoff(attempt + 1, LIFECYCLE_RETRY_BASE, settings.retry_max)
     Queue(keys.lifecycle_queue, connection=connection).enqueue_in(
         timedelta(seconds=delay),
         CONFIRM_UNINSTALL,

@@ -43,10 +43,10 @@ import orjson
 import redis
 from prometheus_client import Counter
 
-from shared.jobs import ENQUEUE_LUA, JobTemplate, QueuedJob, queue_for, script_call
+from shared import lua
+from shared.jobs import ENQUEUE, JobTemplate, QueuedJob, queue_for, script_call
 from shared.keys import Keys
 from shared.logs import log
-from shared.lua import source
 from shared.portals import Portal, Status, as_text, namespace_connector
 from shared.settings import Settings
 from workers.errors import AccessDenied, AuthRevoked, B24Error, OperatingLimit, RateLimited, ReauthRequired
@@ -140,7 +140,7 @@ class Drain:
         self.portal, self.member_id, self.holder = portal, portal.member_id, holder
         self.batches = keys.offline_batches(portal.member_id)
         self.state = keys.offline_state(portal.member_id)
-        self.script = client.register_script(ENQUEUE_LUA)
+        self.script = lua.script(client, ENQUEUE)
 
     # -- Bitrix24 --
     def _call(self, method: str, params: dict[str, Any]) -> Any:
@@ -443,4 +443,4 @@ def drain(member_id: str) -> str:
 
 
 def _release(client: redis.Redis, lock: str, holder: str) -> None:
-    client.register_script(source("portalstore_lock_release"))(keys=[lock], args=[holder])
+    lua.script(client, "shared/lua/portalstore_lock_release.lua")(keys=[lock], args=[holder])

@@ -8,7 +8,7 @@ a storm into batches is what keeps it under 2 requests per second.
 
 `call_many` names its commands `c<index>` rather than bare numbers: PHP's json_encode turns
 an array keyed exactly 0..n-1 into a JSON list, keyed otherwise into an object, so bare
-numbers come back in either shape (`workers.rest.client.php_keyed` reads both).
+numbers come back in either shape (`workers.rest.transport.php_keyed` reads both).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
+from shared.errors import B24PipeError
+
 BATCH_LIMIT = 50
 """Commands Bitrix24 accepts in one `batch` call (more fail with ERROR_BATCH_LENGTH_EXCEEDED)."""
 
@@ -24,7 +26,7 @@ MAX_QUERY_DEPTH = 16
 """Deepest bracket nesting `parse_query` accepts (PHP's default max_input_nesting_level is 64)."""
 
 
-class QueryError(ValueError):
+class QueryError(B24PipeError, ValueError):
     """A batch command or query that cannot be read (too deep, not `method?query`)."""
 
 

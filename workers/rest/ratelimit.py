@@ -17,10 +17,10 @@ import asyncio
 
 import redis.asyncio as aioredis
 
+from shared import lua
 from shared.keys import Keys
 from shared.rateplan import Plan, PlanError, parse_plan
 from workers.errors import RateLimited
-from workers.luascripts import source
 
 __all__ = ["Limiter", "Plan", "PlanError", "parse_plan"]
 
@@ -29,7 +29,7 @@ class Limiter:
     """Reservations in one portal's bucket. One instance per process and Redis client."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, scope: str = "shared") -> None:
-        self._script = redis.register_script(source("ratelimit"))
+        self._script = lua.script(redis, "workers/lua/ratelimit.lua")
         self._keys = keys
         self._scope = scope
 

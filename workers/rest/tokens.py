@@ -8,7 +8,7 @@ before saving, lose the portal's authorization for good. Hence:
   outlives the HTTP timeout of the refresh request (`shared.portalstore.RefreshLock`, the
   same lock the uninstall confirmation takes);
 - the grant itself is `shared.oauth.OAuthClient.refresh`, the only grant client (no
-  redirect followed); missing client credentials raise `ConfigurationError`, never retried;
+  redirect followed); missing client credentials raise `RestConfigurationError`, never retried;
 - the new pair is saved with compare-and-set on the refresh token used
   (`shared.portalstore.save_refreshed`) before anyone uses it; waiters re-read the record
   and use the new pair;
@@ -38,7 +38,7 @@ from shared.logs import log, security_event
 from shared.oauth import DEFAULT_LIFETIME, OAuthClient, Refreshed, Refuted, Unconfigured
 from shared.portals import Portal, Status
 from shared.settings import Settings
-from workers.errors import ApiError, AuthRevoked, ConfigurationError, ReauthRequired
+from workers.errors import ApiError, AuthRevoked, ReauthRequired, RestConfigurationError
 from workers.rest import metrics as restmetrics
 from workers.rest.transport import host_of
 
@@ -167,7 +167,9 @@ class TokenStore:
         if isinstance(result, Refuted) and result.reason == "invalid_grant":
             return await self._mark_reauth(portal)
         if isinstance(result, Unconfigured):
-            raise ConfigurationError(result.reason, code=result.code)  # nothing was asked: no refresh failed
+            raise RestConfigurationError(
+                result.reason, code=result.code
+            )  # nothing was asked: no refresh failed
         restmetrics.REFRESHES.labels(outcome="error").inc()
         code = result.reason if isinstance(result, Refuted) else AUTH_SERVER_UNREACHABLE
         security_event("refresh_failed", member_id=member_id, code=code, marked=False)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-import random
 import threading
 from collections.abc import Coroutine, Iterable, Mapping
 from concurrent.futures import Future
@@ -196,9 +195,13 @@ def _description(payload: Mapping[str, Any] | None) -> object:
     return payload.get("error_description", "")
 
 
-def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
-    """Exponential backoff with full jitter: a random delay in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0, min(cap, base * (2**attempt)))
+def php_keyed(value: Any) -> dict[str, Any]:
+    """A batch answer's per-command part as a dict. PHP's json_encode writes an array whose
+    keys are exactly 0..n-1 as a JSON list (commands named "0", "1", ... all answered), any
+    other as an object, and an empty one as `[]`: the list's index is the command's key."""
+    if isinstance(value, list):
+        return {str(index): item for index, item in enumerate(value)}
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 def host_of(url: str) -> str:

@@ -3,7 +3,7 @@ wait before trying again, and one log line per change of state.
 
 A restart, a stall, a failover (the old primary answers READONLY, or Sentinel has no
 primary yet) and the loading of a big AOF all end by themselves: a long-running process
-retries with capped exponential backoff and jitter (the one `workers.runner.outcome.backoff`)
+retries with capped exponential backoff and jitter (the one `shared.backoff`)
 instead of exiting, which under systemd or Kubernetes would become a restart loop whose
 back-off outlasts the outage.
 """
@@ -16,13 +16,13 @@ import threading
 
 import redis
 
+from shared.backoff import backoff
 from shared.logs import log
-from workers.runner.outcome import Policy, backoff
 
 # ConnectionError covers BusyLoadingError (AOF loading) and MasterNotFoundError (Sentinel);
 # ReadOnlyError is a primary demoted by a failover, seen through a plain redis:// URL.
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
-RECONNECT = Policy(max_attempts=1, base=0.2, cap=5.0)  # 0.1-0.2 s first, then up to 2.5-5 s apart
+RECONNECT_BASE, RECONNECT_CAP = 0.2, 5.0  # seconds: 0.1-0.2 s first, then up to 2.5-5 s apart
 
 
 class Outage:
@@ -52,7 +52,7 @@ class Outage:
                 error=type(exc).__name__,
                 **self._fields,
             )
-        return backoff(failures, RECONNECT, random.random())
+        return backoff(failures, RECONNECT_BASE, RECONNECT_CAP, random.random())
 
     def recovered(self) -> None:
         with self._lock:

@@ -5,7 +5,8 @@ Per handler (`classify`):
 - no exception -> DONE;
 - `Retry(after)` or any other exception -> RETRY (uses an attempt; exponential backoff with
   jitter unless `after` is given), or FAIL once attempts are used up;
-- `Permanent`, non-retryable `B24Error` (ScopeMissing, AccessDenied...) -> FAIL;
+- `Permanent`, `ConfigurationError` (retrying cannot mend a setting), non-retryable
+  `B24Error` (ScopeMissing, AccessDenied...) -> FAIL;
 - `RateLimited`, `OperatingLimit` -> DEFER (waiting is not failure: no attempt used);
 - `ReauthRequired`, `AuthRevoked` -> PARK (the portal's jobs wait for a new token).
 
@@ -26,9 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shared.backoff import backoff
 from workers.errors import (
     AuthRevoked,
     B24Error,
+    ConfigurationError,
     OperatingLimit,
     Permanent,
     RateLimited,
@@ -61,15 +64,6 @@ class HandlerResult:
     rate_limited: bool = False  # a DEFER caused by the portal's limiter (fairness spreads those)
 
 
-def backoff(attempt: int, policy: Policy, rand: float) -> float:
-    """Delay before attempt `attempt + 1`: base * 2^(attempt-1), capped, with "equal jitter"
-    (half fixed, half random) so that retries of a burst do not arrive together.
-    `rand` is uniform in [0, 1)."""
-    exponent = min(max(attempt, 1) - 1, 60)
-    delay = min(policy.cap, policy.base * (2.0**exponent))
-    return delay / 2 + delay / 2 * min(max(rand, 0.0), 1.0)
-
-
 def classify(exc: BaseException | None, attempt: int, policy: Policy, rand: float) -> HandlerResult:
     """What to do after attempt number `attempt` (1-based) of one handler ended with `exc`."""
     if exc is None:
@@ -81,7 +75,7 @@ def classify(exc: BaseException | None, attempt: int, policy: Policy, rand: floa
         )
     if isinstance(exc, (ReauthRequired, AuthRevoked)):
         return HandlerResult(Action.PARK, 0.0, reason)
-    if isinstance(exc, Permanent):
+    if isinstance(exc, (Permanent, ConfigurationError)):
         return HandlerResult(Action.FAIL, 0.0, reason)
     if isinstance(exc, B24Error) and not exc.retryable:
         return HandlerResult(Action.FAIL, 0.0, reason)
@@ -89,7 +83,7 @@ def classify(exc: BaseException | None, attempt: int, policy: Policy, rand: floa
         return HandlerResult(Action.FAIL, 0.0, f"{reason} (after {attempt} attempts)")
     if isinstance(exc, Retry) and exc.after > 0:
         return HandlerResult(Action.RETRY, exc.after, reason)
-    return HandlerResult(Action.RETRY, backoff(attempt, policy, rand), reason)
+    return HandlerResult(Action.RETRY, backoff(attempt, policy.base, policy.cap, rand), reason)
 
 
 def combine(results: list[HandlerResult]) -> HandlerResult:

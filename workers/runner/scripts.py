@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import redis
 from redis.commands.core import Script
 
-from workers.luascripts import source
+from shared import lua
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Scripts:
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
         return cls(
-            fetch=client.register_script(source("fetch")),
-            ack=client.register_script(source("ack")),
-            maintain=client.register_script(source("maintain")),
+            fetch=lua.script(client, "workers/lua/fetch.lua"),
+            ack=lua.script(client, "workers/lua/ack.lua"),
+            maintain=lua.script(client, "workers/lua/maintain.lua"),
         )

@@ -42,7 +42,6 @@ import uuid
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cached_property
 from types import FrameType
 from typing import Any
@@ -55,7 +54,9 @@ from rq.serializers import DefaultSerializer
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from rq.utils import import_attribute
 
-from shared.jobs import LEGACY_PATHS
+from shared import rqkeys
+from shared.backoff import backoff
+from shared.jobs import LEGACY_PATHS, rq_time
 from shared.keys import Keys
 from shared.logs import log, scrub
 from shared.portals import as_text
@@ -68,7 +69,7 @@ from workers.runner import context
 from workers.runner.fairness import SKIP_MARGIN, should_wait_behind
 from workers.runner.metrics import OUTCOMES, WorkerMetrics, parse_rq_time
 from workers.runner.outage import OUTAGE_ERRORS, Outage
-from workers.runner.outcome import Defer, GiveUp, Hold, Park, Policy, Reschedule, backoff
+from workers.runner.outcome import Defer, GiveUp, Hold, Park, Policy, Reschedule
 from workers.runner.scripts import Scripts
 
 logger = logging.getLogger("b24pipe.worker")
@@ -78,13 +79,9 @@ FLUSH_EVERY = 0.1  # seconds between acknowledgement writes inside a long batch
 MAX_SKIP = 2000  # jobs of waiting portals one fetch may defer server-side (bounds the script's run time)
 IDLE_BLOCK = 1  # seconds one BLMOVE waits on an empty queue (also the longest shutdown delay when idle)
 MIN_TICK = 0.1  # seconds between two maintenance ticks at the least
-_SCHEDULING = frozenset({"sched", "defer"})  # acknowledgements that put a job in rq:scheduled
+_SCHEDULING = frozenset({"sched", "defer"})  # acknowledgements that put a job in RQ's ScheduledJobRegistry
 _PICKLE_PROTO = b"\x80"  # the first byte of a pickle of protocol 2 or later; never of zlib data
 _PERMANENT_JOB_ERRORS = (ValidationError, DeserializationError, ImportError, AttributeError)
-
-
-def rq_time(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def worker_name() -> str:
@@ -232,13 +229,13 @@ class Worker:
             return
 
     def _deregister(self) -> None:
-        wkey = f"rq:worker:{self.name}"
+        wkey = rqkeys.worker(self.name)
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hdel(self.keys.workers, self.name)
-            pipe.delete(wkey, f"{wkey}:executions")
-            pipe.srem("rq:workers", wkey)
+            pipe.delete(wkey, wkey + rqkeys.WORKER_EXECUTIONS)
+            pipe.srem(rqkeys.WORKERS, wkey)
             for queue in self.queue_names:
-                pipe.srem(f"rq:workers:{queue}", wkey)
+                pipe.srem(rqkeys.workers_of(queue), wkey)
             pipe.execute()
 
     # --- maintenance (heartbeat thread) ---------------------------------------------------
@@ -310,6 +307,7 @@ class Worker:
                 rq_time(now),
                 os.getpid(),
                 socket.gethostname(),
+                rqkeys.LUA_ARG,
                 *self.queue_names,
             ],
             client=client,
@@ -354,7 +352,7 @@ class Worker:
         if not jobs:
             if self.burst:
                 return False
-            events_key = f"rq:queue:{self.keys.events_queue}"
+            events_key = rqkeys.queue(self.keys.events_queue)
             claimed = self.client.blmove(events_key, self.inflight, IDLE_BLOCK, "LEFT", "RIGHT")
             if claimed is None:
                 return True
@@ -375,7 +373,7 @@ class Worker:
             return
         with self.client.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hget(f"rq:job:{job_id}", "origin")
+                pipe.hget(rqkeys.job(job_id), "origin")
             queues = pipe.execute()
         self._acks.extend(
             ("back", job_id, as_text(queue) if queue else self.keys.events_queue, "", "", "")
@@ -423,7 +421,7 @@ class Worker:
         """KEYS and ARGV of one fetch.lua call (`claimed`: the id BLMOVE already moved)."""
         now = time.time()
         return (
-            [self.inflight, self.keys.defer_horizon, *(f"rq:queue:{q}" for q in self.queue_names)],
+            [self.inflight, self.keys.defer_horizon, *map(rqkeys.queue, self.queue_names)],
             [
                 self.settings.fetch_batch,
                 self.name,
@@ -436,6 +434,7 @@ class Worker:
                 SKIP_MARGIN,
                 self.keys.paused_portals,
                 self.keys.held(""),
+                rqkeys.LUA_ARG,
                 *self.queue_names,
             ],
         )
@@ -506,7 +505,7 @@ class Worker:
     def _ack_call(self) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the ack.lua call writing the pending acknowledgements."""
         now = time.time()
-        args: list[Any] = [self.name, now, rq_time(now)]
+        args: list[Any] = [self.name, now, rq_time(now), rqkeys.LUA_ARG]
         for entry in self._acks:
             args.extend(entry)
         return [self.inflight, self.keys.defer_horizon, self.keys.parked_portals], args
@@ -590,7 +589,7 @@ class Worker:
                 return self._fail(job, label, text)
             self.metrics.retries.labels(label).inc()
             self.metrics.jobs.labels(label, "retry").inc()
-            delay = backoff(attempts, self.policy, _rand())
+            delay = backoff(attempts, self.policy.base, self.policy.cap, _rand())
             return ("sched", job.id, job.queue, time.time() + delay, str(attempts), "")
         self.metrics.jobs.labels(label, outcome if outcome in OUTCOMES else "ok").inc()
         return ("ok", job.id, job.queue, self._finished_ttl(job), "", "")

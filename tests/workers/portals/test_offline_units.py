@@ -10,9 +10,10 @@ import pytest
 import redis
 from rq import Queue
 
+from shared.errors import ConfigurationError
 from shared.jobs import DOORBELL, DRAIN_OFFLINE, queue_of
 from shared.keys import Keys
-from shared.settings import ConfigError, Settings, load_settings
+from shared.settings import Settings, load_settings
 from workers.portals import doorbell, offline
 from workers.portals.binding import Binding, desired_bindings
 from workers.portals.offlinerows import (
@@ -138,11 +139,11 @@ def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = load_settings()
     assert loaded.offline_events == ["ONCRMDEALUPDATE", "ONCRMLEADADD"] and loaded.offline_poll == 60.0
     monkeypatch.setenv("B24PIPE_OFFLINE_EVENTS", "ONCRMDEAL;UPDATE")
-    with pytest.raises(ConfigError, match="B24PIPE_OFFLINE_EVENTS"):
+    with pytest.raises(ConfigurationError, match="B24PIPE_OFFLINE_EVENTS"):
         load_settings()
     monkeypatch.setenv("B24PIPE_OFFLINE_EVENTS", "X")
     monkeypatch.setenv("B24PIPE_OFFLINE_POLL", "0")
-    with pytest.raises(ConfigError, match="B24PIPE_OFFLINE_POLL"):
+    with pytest.raises(ConfigurationError, match="B24PIPE_OFFLINE_POLL"):
         load_settings()
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.rest.client import php_keyed
 from workers.rest.query import QueryError, build_query, command, parse_command, parse_query
+from workers.rest.transport import php_keyed
 
 
 def test_build_query_is_php_http_build_query() -> None:

@@ -12,7 +12,7 @@ from workers.portals.binding import binding_plan, desired_bindings, spread
 from workers.rest.operating import Report, pause_for, report_from
 from workers.rest.params import changed_fields
 from workers.rest.tokens import keepalive_due, needs_refresh
-from workers.rest.transport import Answer, backoff, error_code, error_for
+from workers.rest.transport import Answer, error_code, error_for
 
 _scalars = st.one_of(st.integers(), st.text(max_size=20), st.booleans())
 _keys = st.text(alphabet="ABCDEFGHIJ_xyz019", min_size=1, max_size=8)
@@ -47,11 +47,6 @@ def test_error_texts_do_not_carry_tokens() -> None:
     token = "a" * 70
     text = str(error_for(Answer(400, {"error": "X", "error_description": f"bad auth={token} {token}"}), "m"))
     assert token not in text
-
-
-@given(st.integers(min_value=0, max_value=40))
-def test_backoff_is_bounded(attempt: int) -> None:
-    assert 0 <= backoff(attempt, base=0.5, cap=8) <= 8
 
 
 def test_operating_pause_decision() -> None:

@@ -23,7 +23,8 @@ from shared.portals import Portal
 from shared.settings import load_settings
 from tests.support.clientkit import cipher_of, install, stored
 from workers.errors import ApiError, BadRequest, IdempotencyKeyReused, WriteUncertain
-from workers.rest.client import client_for, idempotency_key_for, v3_base
+from workers.rest.client import client_for, idempotency_key_for
+from workers.rest.layers import v3_base
 from workers.rest.methodkind import Kind, calls_kind, method_kind, resend_safe
 from workers.rest.metrics import UNCERTAIN_WRITES
 from workers.rest.transport import NOT_SENT
@@ -171,7 +172,7 @@ def test_a_write_that_never_left_is_sent_again(
     member = "closed-port"
     closed = f"http://127.0.0.1:{free_port()}/rest/"
     seed(r, env["B24PIPE_NAMESPACE"], cipher_of(env), _pair(member, closed), "standard")
-    monkeypatch.setattr("workers.rest.client.backoff", lambda attempt: 0.0)
+    monkeypatch.setattr("workers.rest.layers.RESEND_BASE", 0.0)
     b24 = client_for(load_settings(), None, member)
     with pytest.raises(ApiError) as caught:
         b24.call("crm.deal.add", {"fields": {"TITLE": "never sent"}})

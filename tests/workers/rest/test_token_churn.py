@@ -23,7 +23,8 @@ from shared.portals import Portal, Status
 from shared.settings import load_settings
 from tests.support.clientkit import cipher_of, client_env, done_key, install, start_logged_worker, stored
 from workers.errors import ApiError
-from workers.rest.client import AUTH_ROUNDS, client_for
+from workers.rest.client import client_for
+from workers.rest.layers import AUTH_ROUNDS
 from workers.rest.metrics import REFRESH_INTERVAL, REFRESH_LIFETIME_USED
 from workers.rest.tokens import TokenStore, lifetime_used, needs_refresh, refresh_margin, token_lifetime
 

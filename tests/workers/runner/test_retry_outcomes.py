@@ -9,6 +9,7 @@ import pytest
 from workers.errors import (
     AccessDenied,
     AuthRevoked,
+    ConfigurationError,
     OperatingLimit,
     Permanent,
     RateLimited,
@@ -24,7 +25,6 @@ from workers.runner.outcome import (
     Park,
     Policy,
     Reschedule,
-    backoff,
     classify,
     combine,
 )
@@ -34,13 +34,6 @@ POLICY = Policy(max_attempts=3, base=2.0, cap=60.0)
 
 def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def test_backoff_clamps_rand_and_caps_the_exponent_at_60() -> None:
-    assert backoff(1, POLICY, 1.5) == 2.0 and backoff(1, POLICY, -1.0) == 1.0
-    assert backoff(0, POLICY, 1.0) == 2.0  # attempt 0 reads as the first
-    unbounded = Policy(base=1.0, cap=float("inf"))
-    assert backoff(1000, unbounded, 1.0) == 2.0**60
 
 
 @pytest.mark.parametrize(
@@ -55,6 +48,8 @@ def test_backoff_clamps_rand_and_caps_the_exponent_at_60() -> None:
         ),
         (AuthRevoked("invalid_token"), HandlerResult(Action.PARK, 0.0, reason(AuthRevoked("invalid_token")))),
         (Permanent("no"), HandlerResult(Action.FAIL, 0.0, "Permanent: no")),
+        # a setting that no retry can mend
+        (ConfigurationError("unset"), HandlerResult(Action.FAIL, 0.0, "ConfigurationError: unset")),
         (
             AccessDenied("ACCESS_DENIED"),
             HandlerResult(Action.FAIL, 0.0, reason(AccessDenied("ACCESS_DENIED"))),

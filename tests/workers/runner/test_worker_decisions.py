@@ -1,4 +1,4 @@
-"""The pure decisions of the worker: backoff with jitter, per-handler classification, the
+"""The pure decisions of the worker: per-handler classification, the
 job's fate from its handlers' results, and when a portal's job waits behind its horizon."""
 
 from __future__ import annotations
@@ -17,24 +17,10 @@ from workers.errors import (
     ScopeMissing,
 )
 from workers.runner.fairness import should_wait_behind
-from workers.runner.outcome import Action, HandlerResult, Policy, backoff, classify, combine
+from workers.runner.outcome import Action, HandlerResult, Policy, classify, combine
 from workers.runner.worker import next_wait
 
 POLICY = Policy(max_attempts=5, base=2.0, cap=60.0)
-
-
-@given(st.integers(min_value=1, max_value=1000), st.floats(min_value=0, max_value=1))
-def test_backoff_grows_is_capped_and_keeps_half_fixed(attempt: int, rand: float) -> None:
-    delay = backoff(attempt, POLICY, rand)
-    full = min(POLICY.cap, POLICY.base * 2 ** min(attempt - 1, 60))
-    assert full / 2 <= delay <= full <= POLICY.cap
-
-
-def test_backoff_doubles_and_jitter_spreads() -> None:
-    assert (
-        backoff(1, POLICY, 1.0) == 2.0 and backoff(2, POLICY, 1.0) == 4.0 and backoff(3, POLICY, 1.0) == 8.0
-    )
-    assert backoff(3, POLICY, 0.0) == 4.0
 
 
 def test_classification_follows_the_contract() -> None:
