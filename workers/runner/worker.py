@@ -51,7 +51,7 @@ from pydantic import ValidationError
 from redis.exceptions import NoScriptError
 from rq.exceptions import DeserializationError
 from rq.serializers import DefaultSerializer
-from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+from rq.timeouts import JobTimeoutException
 from rq.utils import import_attribute
 
 from shared import rqkeys
@@ -182,6 +182,7 @@ class Worker:
         self._keepalive_thread: threading.Thread | None = None
         self.processed = 0
         self.suspended = False  # `rq suspend` seen at the last fetch
+        self._timed: Taken | None = None  # the job whose timeout the alarm is set for
 
     # --- lifecycle -------------------------------------------------------------------------
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -193,6 +194,9 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
+            # once, not per job as RQ's UnixSignalDeathPenalty does: its two signal() calls
+            # cost a no-op job a tenth of its run (the alarm itself is set per job, in _call)
+            signal.signal(signal.SIGALRM, self._job_timed_out)
         ctx = context.WorkerContext(self.client, self.keys, self.settings, metrics=self.metrics)
         context.install(ctx)
         self._waiting_out_outages(lambda: self._maintain(self.client))  # registered and alive first
@@ -603,10 +607,23 @@ class Worker:
         return job.result_ttl
 
     def _call(self, function: Callable[..., Any], args: Any, kwargs: Any, job: Taken) -> Any:
+        """Run the job function, stopped by JobTimeoutException after the job's timeout (as RQ
+        does, with SIGALRM: only on the main thread)."""
         if threading.current_thread() is not threading.main_thread():
             return function(*args, **kwargs)
-        with UnixSignalDeathPenalty(job.timeout, JobTimeoutException, job_id=job.id):  # type: ignore[no-untyped-call]
+        self._timed = job
+        signal.alarm(job.timeout)
+        try:
             return function(*args, **kwargs)
+        finally:
+            self._timed = None  # first: an alarm going off now stops nothing
+            signal.alarm(0)
+
+    def _job_timed_out(self, signum: int, frame: FrameType | None) -> None:
+        """SIGALRM: the running job is over its timeout. Between jobs (an alarm that went off
+        as it was cancelled) there is nothing to stop."""
+        if self._timed is not None:
+            raise JobTimeoutException(f"Task exceeded maximum timeout value ({self._timed.timeout} seconds)")
 
     def _fail(self, job: Taken, label: str, text: str) -> Ack:
         self.metrics.failures.labels(label).inc()
