@@ -6,9 +6,7 @@ what a failing handler looks like (its traceback in the log, a retry, the failed
 
 from __future__ import annotations
 
-from shared.events import Event
-from workers import handler
-from workers.rest.client import B24
+from workers import B24, Event, handler
 
 
 class ExampleFailure(Exception):

@@ -73,7 +73,7 @@ def _round_rq(client: redis.Redis, events: list[dict[str, Any]]) -> tuple[float,
     keys = Keys(ns)
     _preload(client, keys.events_queue, events)
     settings = load_settings(namespace=ns)
-    context.install(context.WorkerContext(client, keys, settings, runs=1))
+    context.install(context.JobContext(client, keys, settings, runs=1))
     noop.SEEN.clear()
     started = time.perf_counter()
     SimpleWorker([Queue(keys.events_queue, connection=client)], connection=client).work(

@@ -62,7 +62,7 @@ class Enqueuer(Protocol):
     async def enqueue(self, event: Event, queue: str) -> bool: ...
 
 
-class Outcome(Enum):
+class InstallOutcome(Enum):
     STORED = "stored"  # verified and stored
     PENDING = "pending"  # stored as pending: the authorization server could not be reached
     REFUSED = "refused"  # not stored: forged, or not vouched for
@@ -70,10 +70,10 @@ class Outcome(Enum):
 
 
 _RESPONSES = {
-    Outcome.STORED: (200, ACCEPTED_BODY),
-    Outcome.PENDING: (200, ACCEPTED_BODY),
-    Outcome.REFUSED: (401, INVALID_TOKEN),
-    Outcome.UNAVAILABLE: (503, UNAVAILABLE),
+    InstallOutcome.STORED: (200, ACCEPTED_BODY),
+    InstallOutcome.PENDING: (200, ACCEPTED_BODY),
+    InstallOutcome.REFUSED: (401, INVALID_TOKEN),
+    InstallOutcome.UNAVAILABLE: (503, UNAVAILABLE),
 }
 
 
@@ -145,7 +145,7 @@ class Lifecycle:
         version = str(delivery.data.get("VERSION") or "")
         if not version:
             self._refused(delivery, remote, "update names no VERSION")
-            return answer(*_RESPONSES[Outcome.REFUSED])
+            return answer(*_RESPONSES[InstallOutcome.REFUSED])
         outcome = await self._adopt(delivery, remote, version=version, grace=True)
         return answer(*_RESPONSES[outcome])
 
@@ -156,9 +156,9 @@ class Lifecycle:
             security_event("install_refused", source="install_page", remote=remote, reason="malformed")
             return install_page.refused(400, install_page.MALFORMED)
         outcome = await self._adopt(delivery, remote, version=None, grace=False)
-        if outcome in (Outcome.STORED, Outcome.PENDING):
+        if outcome in (InstallOutcome.STORED, InstallOutcome.PENDING):
             return install_page.finished()
-        if outcome is Outcome.REFUSED:
+        if outcome is InstallOutcome.REFUSED:
             return install_page.refused(401, install_page.UNVERIFIED)
         return install_page.refused(503, install_page.TRY_AGAIN)
 
@@ -180,7 +180,7 @@ class Lifecycle:
                 event=delivery.event,
                 reason=_HELD_REASONS[held],
             )
-            return answer(*_RESPONSES[Outcome.UNAVAILABLE])
+            return answer(*_RESPONSES[InstallOutcome.UNAVAILABLE])
         log(
             _logger,
             logging.INFO,
@@ -189,23 +189,25 @@ class Lifecycle:
             event=delivery.event,
             event_id=event.id,
         )
-        return answer(*_RESPONSES[Outcome.PENDING])
+        return answer(*_RESPONSES[InstallOutcome.PENDING])
 
     # --- the shared flow -----------------------------------------------------------------
 
-    async def _adopt(self, delivery: Delivery, remote: str, *, version: str | None, grace: bool) -> Outcome:
+    async def _adopt(
+        self, delivery: Delivery, remote: str, *, version: str | None, grace: bool
+    ) -> InstallOutcome:
         auth = delivery.auth
         tokens = _tokens(auth, int(time.time()))
         if not tokens.access_token or not auth.domain:
             self._refused(delivery, remote, "no access token or domain")
-            return Outcome.REFUSED
+            return InstallOutcome.REFUSED
         if not _HOSTNAME.fullmatch(auth.domain):
             # nothing to verify nor to keep pending: a portal's domain is a host name
             self._refused(delivery, remote, "domain is not a host name")
-            return Outcome.REFUSED
+            return InstallOutcome.REFUSED
         if not tokens.application_token and delivery.data.get("SOURCE") != "install_page":
             self._refused(delivery, remote, "no application token")
-            return Outcome.REFUSED
+            return InstallOutcome.REFUSED
         result = await self._oauth.verify(
             member_id=auth.member_id, domain=auth.domain, access_token=tokens.access_token, version=version
         )
@@ -214,7 +216,7 @@ class Lifecycle:
                 return await self._store_verified(delivery, remote, result, tokens, grace)
             if isinstance(result, Refuted):
                 self._refused(delivery, remote, result.reason)
-                return Outcome.REFUSED
+                return InstallOutcome.REFUSED
             return await self._store_pending(delivery, remote, result, tokens, version, grace)
         except (RedisError, Unavailable) as exc:
             log(
@@ -224,11 +226,11 @@ class Lifecycle:
                 member_id=auth.member_id,
                 error=type(exc).__name__,
             )
-            return Outcome.UNAVAILABLE
+            return InstallOutcome.UNAVAILABLE
 
     async def _store_verified(
         self, delivery: Delivery, remote: str, result: Verified, tokens: store.Tokens, grace: bool
-    ) -> Outcome:
+    ) -> InstallOutcome:
         member_id = delivery.auth.member_id
         token_digest = digest(tokens.application_token) if tokens.application_token else ""
         (existing, pending) = await store.arun(
@@ -262,7 +264,7 @@ class Lifecycle:
         await self._enqueuer.enqueue(delivery.to_event(), self._keys.lifecycle_queue)
         if pending is not None:
             await self._release(member_id, token_digest)
-        return Outcome.STORED
+        return InstallOutcome.STORED
 
     async def _release(self, member_id: str, token_digest: str) -> None:
         raw = await store.arun(self._redis, store.quarantine_read(self._keys, member_id, token_digest))
@@ -278,13 +280,13 @@ class Lifecycle:
         tokens: store.Tokens,
         version: str | None,
         grace: bool,
-    ) -> Outcome:
+    ) -> InstallOutcome:
         auth = delivery.auth
         member_id = auth.member_id
         if not tokens.application_token:
             # an install page without a token has nothing to hold events by: refuse for now
             self._refused(delivery, remote, f"unverifiable: {result.reason}")
-            return Outcome.REFUSED
+            return InstallOutcome.REFUSED
         now = int(time.time())
         portal = Portal(
             member_id=member_id, domain=auth.domain or "", status=Status.PENDING, app_version=version or ""
@@ -306,7 +308,7 @@ class Lifecycle:
         if stored == store.FULL:
             # too many installs wait already: nothing is stored, and the 503 is counted
             self._refused(delivery, remote, "too many pending installs")
-            return Outcome.UNAVAILABLE
+            return InstallOutcome.UNAVAILABLE
         if stored == 1:
             await asyncio.to_thread(self._schedule, member_id, pending.token_digest)
         security_event(
@@ -319,7 +321,7 @@ class Lifecycle:
             already=stored == store.ALREADY_PENDING,
         )
         # the install is pending; its own event could not be held (a byte cap): say so
-        return Outcome.PENDING if held >= 0 else Outcome.UNAVAILABLE
+        return InstallOutcome.PENDING if held >= 0 else InstallOutcome.UNAVAILABLE
 
     def _schedule(self, member_id: str, token_digest: str) -> None:
         connection = sync_redis(self._settings)

@@ -1,10 +1,10 @@
 """Redis operations on portal records, accepted application tokens, pending installs and
 their quarantine: written once, run by the asyncio ingress and the synchronous workers and CLI.
 
-Each operation is a `Plan`: the Redis commands to send (plain commands, or calls of the
-small Lua scripts beside this file where a read-modify-write must be atomic) and a pure
-function turning the replies into a result. `run(client, plan)` and `await arun(client,
-plan)` send a plan as one MULTI/EXEC transaction, so a plan is applied whole or not at all.
+Each operation is a `Transaction`: the Redis commands to send (plain commands, or calls
+of the small Lua scripts beside this file where a read-modify-write must be atomic) and a
+pure function turning the replies into a result. `run(client, tx)` and `await arun(client,
+tx)` send one as a MULTI/EXEC transaction, so it is applied whole or not at all.
 
 Every write of a portal record is one of these operations, the token refresh's
 compare-and-set and the refresh lock it runs under included (`workers.rest.tokens` and
@@ -59,35 +59,37 @@ def _ignore(_: list[Any]) -> None:
 
 
 @dataclass(frozen=True)
-class Plan(Generic[T]):
+class Transaction(Generic[T]):
     ops: tuple[Op, ...]
     parse: Callable[[list[Any]], T] = field(default=_ignore)  # type: ignore[assignment]
 
-    def __add__(self, other: Plan[U]) -> Plan[tuple[T, U]]:
-        """Both plans in one transaction; the result is the pair of their results."""
+    def __add__(self, other: Transaction[U]) -> Transaction[tuple[T, U]]:
+        """Both in one transaction; the result is the pair of their results."""
         cut = len(self.ops)
         first, second = self.parse, other.parse
-        return Plan(self.ops + other.ops, lambda replies: (first(replies[:cut]), second(replies[cut:])))
+        return Transaction(
+            self.ops + other.ops, lambda replies: (first(replies[:cut]), second(replies[cut:]))
+        )
 
 
-def chain(*plans: Plan[Any]) -> Plan[None]:
-    """Several plans in one transaction, their results ignored (each still parsed: a plan's
+def chain(*txs: Transaction[Any]) -> Transaction[None]:
+    """Several transactions in one, their results ignored (each still parsed: a transaction's
     parse may report what happened, like `save_portal`'s re-authorization event)."""
 
     def parse(replies: list[Any]) -> None:
         at = 0
-        for plan in plans:
-            plan.parse(replies[at : at + len(plan.ops)])
-            at += len(plan.ops)
+        for tx in txs:
+            tx.parse(replies[at : at + len(tx.ops)])
+            at += len(tx.ops)
 
-    return Plan(tuple(op for plan in plans for op in plan.ops), parse)
+    return Transaction(tuple(op for tx in txs for op in tx.ops), parse)
 
 
 def _cmd(*args: str | int | bytes) -> Cmd:
     return Cmd(args)
 
 
-# --- running plans: the only place that knows sync from async ------------------------------
+# --- running transactions: the only place that knows sync from async -----------------------
 
 
 def _queue(client: Any, pipe: Any, ops: Iterable[Op]) -> None:
@@ -100,16 +102,16 @@ def _queue(client: Any, pipe: Any, ops: Iterable[Op]) -> None:
             pipe.execute_command("EVALSHA", script.sha, len(op.keys), *op.keys, *op.argv)
 
 
-def run(client: redis.Redis, plan: Plan[T]) -> T:
+def run(client: redis.Redis, tx: Transaction[T]) -> T:
     pipe = client.pipeline(transaction=True)
-    _queue(client, pipe, plan.ops)
-    return plan.parse(pipe.execute())
+    _queue(client, pipe, tx.ops)
+    return tx.parse(pipe.execute())
 
 
-async def arun(client: aioredis.Redis, plan: Plan[T]) -> T:
+async def arun(client: aioredis.Redis, tx: Transaction[T]) -> T:
     pipe = client.pipeline(transaction=True)
-    _queue(client, pipe, plan.ops)
-    return plan.parse(await pipe.execute())
+    _queue(client, pipe, tx.ops)
+    return tx.parse(await pipe.execute())
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -119,21 +121,21 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def load_portal(keys: Keys, member_id: str) -> Plan[Portal | None]:
-    return Plan(
+def load_portal(keys: Keys, member_id: str) -> Transaction[Portal | None]:
+    return Transaction(
         (_cmd("HGETALL", keys.portal(member_id)),), lambda r: Portal.from_hash(r[0]) if r[0] else None
     )
 
 
-def load_tokens(keys: Keys, member_id: str) -> Plan[dict[str, AcceptedToken]]:
+def load_tokens(keys: Keys, member_id: str) -> Transaction[dict[str, AcceptedToken]]:
     def parse(replies: list[Any]) -> dict[str, AcceptedToken]:
         return {_text(k): AcceptedToken.decode(v) for k, v in replies[0].items()}
 
-    return Plan((_cmd("HGETALL", keys.app_tokens(member_id)),), parse)
+    return Transaction((_cmd("HGETALL", keys.app_tokens(member_id)),), parse)
 
 
-def list_members(keys: Keys) -> Plan[list[str]]:
-    return Plan((_cmd("SMEMBERS", keys.portals),), lambda r: sorted(_text(m) for m in r[0]))
+def list_members(keys: Keys) -> Transaction[list[str]]:
+    return Transaction((_cmd("SMEMBERS", keys.portals),), lambda r: sorted(_text(m) for m in r[0]))
 
 
 # --- verified installs and updates ---------------------------------------------------------
@@ -188,7 +190,7 @@ class Saved:
     released: int
 
 
-def save_portal(keys: Keys, portal: Portal) -> Plan[Saved]:
+def save_portal(keys: Keys, portal: Portal) -> Transaction[Saved]:
     """Replace the record whole (a field dropped from the record does not linger) and, when
     it is active, release the portal's parked jobs in the same transaction.
 
@@ -206,7 +208,7 @@ def save_portal(keys: Keys, portal: Portal) -> Plan[Saved]:
             security_event("reauthorized", member_id=member_id, released_jobs=saved.released)
         return saved
 
-    return Plan(
+    return Transaction(
         (
             _cmd("HGET", keys.portal(member_id), "status"),
             _cmd("DEL", keys.portal(member_id)),
@@ -244,16 +246,16 @@ def _release_op(keys: Keys, member_id: str) -> Lua:
     )
 
 
-def release_parked(keys: Keys, member_id: str) -> Plan[int]:
+def release_parked(keys: Keys, member_id: str) -> Transaction[int]:
     """Put an active portal's parked jobs back on their queues; how many were released."""
-    return Plan((_release_op(keys, member_id),), lambda r: int(r[0]))
+    return Transaction((_release_op(keys, member_id),), lambda r: int(r[0]))
 
 
-def set_app_token(keys: Keys, member_id: str, token_digest: str, grace_until: int) -> Plan[bool]:
+def set_app_token(keys: Keys, member_id: str, token_digest: str, grace_until: int) -> Transaction[bool]:
     """Make `token_digest` the accepted app token. The previous one stays valid until
     `grace_until` (0: not at all); a pending token is replaced. True when it changed."""
     entry = AcceptedToken(kind="app").encode()
-    return Plan(
+    return Transaction(
         (
             Lua(
                 "set_token",
@@ -265,9 +267,9 @@ def set_app_token(keys: Keys, member_id: str, token_digest: str, grace_until: in
     )
 
 
-def add_token(keys: Keys, member_id: str, token_digest: str, token: AcceptedToken) -> Plan[None]:
+def add_token(keys: Keys, member_id: str, token_digest: str, token: AcceptedToken) -> Transaction[None]:
     """Accept one more token (an outgoing webhook's) beside the app's."""
-    return Plan(
+    return Transaction(
         (
             _cmd("HSET", keys.app_tokens(member_id), token_digest, token.encode()),
             _cmd("INCR", keys.portals_version),
@@ -277,21 +279,23 @@ def add_token(keys: Keys, member_id: str, token_digest: str, token: AcceptedToke
 
 def commit_verified(
     keys: Keys, portal: Portal, token_digest: str, grace_until: int, pending: PendingInstall | None
-) -> Plan[bool]:
+) -> Transaction[bool]:
     """Store a verified install or update in one transaction: the record, its app token
     (when one came), and the end of the pending install of that same token, whose
     quarantine is kept for the caller to release. Other pending installs of the member id
     are left to their own re-verification. True when the app token changed."""
-    token: Plan[bool] = (
-        set_app_token(keys, portal.member_id, token_digest, grace_until) if token_digest else Plan((), _false)
+    token: Transaction[bool] = (
+        set_app_token(keys, portal.member_id, token_digest, grace_until)
+        if token_digest
+        else Transaction((), _false)
     )
-    cleanup: Plan[None] = (
+    cleanup: Transaction[None] = (
         drop_pending(keys, portal.member_id, pending.token_digest, quarantine=False)
         if pending is not None
-        else Plan(())
+        else Transaction(())
     )
     both = save_portal(keys, portal) + token + cleanup
-    return Plan(both.ops, lambda replies: both.parse(replies)[0][1])
+    return Transaction(both.ops, lambda replies: both.parse(replies)[0][1])
 
 
 def _false(_: list[Any]) -> bool:
@@ -339,16 +343,18 @@ class PendingInstall:
         )
 
 
-def load_pending(keys: Keys, member_id: str, token_digest: str) -> Plan[PendingInstall | None]:
-    return Plan(
+def load_pending(keys: Keys, member_id: str, token_digest: str) -> Transaction[PendingInstall | None]:
+    return Transaction(
         (_cmd("HGETALL", keys.pending_install(member_id, token_digest)),),
         lambda r: PendingInstall.from_hash(r[0]) if r[0] else None,
     )
 
 
-def pending_digests(keys: Keys, member_id: str) -> Plan[list[str]]:
+def pending_digests(keys: Keys, member_id: str) -> Transaction[list[str]]:
     """The token digests of the member id's pending installs."""
-    return Plan((_cmd("SMEMBERS", keys.pending_tokens(member_id)),), lambda r: sorted(_text(d) for d in r[0]))
+    return Transaction(
+        (_cmd("SMEMBERS", keys.pending_tokens(member_id)),), lambda r: sorted(_text(d) for d in r[0])
+    )
 
 
 def load_pendings(client: redis.Redis, keys: Keys, member_id: str) -> list[PendingInstall]:
@@ -393,14 +399,14 @@ class Bounds:
         )
 
 
-def save_pending(keys: Keys, pending: PendingInstall, bounds: Bounds) -> Plan[int]:
+def save_pending(keys: Keys, pending: PendingInstall, bounds: Bounds) -> Transaction[int]:
     """Store a pending install and accept its token as "pending" (events carrying it go to
     its own quarantine), unless that token is already accepted as something else. Never
     replaces another pending install; 1 stored, `ALREADY_PENDING` or `FULL`."""
     member_id = pending.portal.member_id
     expiry = pending.first_seen + bounds.ttl
     entry = AcceptedToken("pending", expires_at=expiry).encode()
-    return Plan(
+    return Transaction(
         (
             Lua(
                 "pending_add",
@@ -427,10 +433,10 @@ def save_pending(keys: Keys, pending: PendingInstall, bounds: Bounds) -> Plan[in
     )
 
 
-def supersede_pending(keys: Keys, member_id: str, seen_at: int, token_digest: str) -> Plan[int]:
+def supersede_pending(keys: Keys, member_id: str, seen_at: int, token_digest: str) -> Transaction[int]:
     """Mark the member id's pending installs that arrived before `seen_at` (when the install
     just verified, `token_digest`'s, arrived) as superseded; how many."""
-    return Plan(
+    return Transaction(
         (
             Lua(
                 "supersede_pending",
@@ -442,18 +448,18 @@ def supersede_pending(keys: Keys, member_id: str, seen_at: int, token_digest: st
     )
 
 
-def count_attempt(keys: Keys, member_id: str, token_digest: str) -> Plan[int]:
-    return Plan(
+def count_attempt(keys: Keys, member_id: str, token_digest: str) -> Transaction[int]:
+    return Transaction(
         (_cmd("HINCRBY", keys.pending_install(member_id, token_digest), "pending_attempts", 1),),
         lambda r: int(r[0]),
     )
 
 
-def drop_pending(keys: Keys, member_id: str, token_digest: str, *, quarantine: bool) -> Plan[None]:
+def drop_pending(keys: Keys, member_id: str, token_digest: str, *, quarantine: bool) -> Transaction[None]:
     """Forget one pending install; its token only if still pending; its quarantined events
     too when `quarantine` (refuted), otherwise they are released by the caller. Another
     pending install of the same member id keeps everything it holds."""
-    return Plan(
+    return Transaction(
         (
             Lua(
                 "drop_pending",
@@ -474,10 +480,10 @@ def drop_pending(keys: Keys, member_id: str, token_digest: str, *, quarantine: b
 
 def quarantine_push(
     keys: Keys, member_id: str, token_digest: str, event_json: bytes, bounds: Bounds
-) -> Plan[int]:
+) -> Transaction[int]:
     """Hold one stripped event for the pending install of its token: the new length, or
     `FULL`, `ORPHAN`, `OVER_BYTES` (then nothing is held and the event must get a 503)."""
-    return Plan(
+    return Transaction(
         (
             Lua(
                 "quarantine_push",
@@ -501,8 +507,10 @@ def quarantine_push(
     )
 
 
-def quarantine_read(keys: Keys, member_id: str, token_digest: str) -> Plan[list[bytes]]:
-    return Plan((_cmd("LRANGE", keys.quarantine(member_id, token_digest), 0, -1),), lambda r: list(r[0]))
+def quarantine_read(keys: Keys, member_id: str, token_digest: str) -> Transaction[list[bytes]]:
+    return Transaction(
+        (_cmd("LRANGE", keys.quarantine(member_id, token_digest), 0, -1),), lambda r: list(r[0])
+    )
 
 
 def quarantined_events(raw: list[bytes]) -> list[Event]:
@@ -516,10 +524,10 @@ def quarantined_events(raw: list[bytes]) -> list[Event]:
     return events
 
 
-def quarantine_trim(keys: Keys, member_id: str, token_digest: str, released: int) -> Plan[None]:
+def quarantine_trim(keys: Keys, member_id: str, token_digest: str, released: int) -> Transaction[None]:
     """Drop the first `released` events (those already enqueued): a crash between enqueue
     and trim releases them again, and the enqueue de-duplicates on the event id."""
-    return Plan((_cmd("LTRIM", keys.quarantine(member_id, token_digest), released, -1),))
+    return Transaction((_cmd("LTRIM", keys.quarantine(member_id, token_digest), released, -1),))
 
 
 def adopt_legacy_pending(client: redis.Redis, keys: Keys, member_id: str, bounds: Bounds) -> str:
@@ -559,10 +567,10 @@ def _forget_pending_op(keys: Keys, member_id: str) -> Lua:
 # --- revocation and deletion ---------------------------------------------------------------
 
 
-def revoke(keys: Keys, member_id: str, reason: str) -> Plan[None]:
+def revoke(keys: Keys, member_id: str, reason: str) -> Transaction[None]:
     """Stop accepting the portal's events (no accepted token left) and drop every secret."""
     now = str(int(time.time()))
-    return Plan(
+    return Transaction(
         (
             _cmd(
                 "HSET",
@@ -590,11 +598,11 @@ def revoke(keys: Keys, member_id: str, reason: str) -> Plan[None]:
     )
 
 
-def mark_uninstall_unconfirmed(keys: Keys, member_id: str, reason: str) -> Plan[None]:
+def mark_uninstall_unconfirmed(keys: Keys, member_id: str, reason: str) -> Transaction[None]:
     """Record an uninstall Bitrix24 could not confirm: the portal and its data stay, the
     record says why, and the set (a gauge, `portals list`) keeps it in view until a
     confirmation, a new working token or `portals purge`."""
-    return Plan(
+    return Transaction(
         (
             _cmd("HSET", keys.portal(member_id), "reason", f"uninstall unconfirmed: {reason}"),
             _cmd("SADD", keys.uninstall_unconfirmed, member_id),
@@ -615,7 +623,7 @@ def data_patterns(keys: Keys, member_id: str) -> tuple[str, ...]:
     )
 
 
-def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[None]:
+def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Transaction[None]:
     """Delete the portal: record, tokens, pending state, and the data keys found by SCAN."""
     fixed = (
         keys.portal(member_id),
@@ -629,7 +637,7 @@ def purge(keys: Keys, member_id: str, data_keys: Iterable[bytes | str]) -> Plan[
         keys.bind_state(member_id),
         keys.probe(member_id),
     )
-    return Plan(
+    return Transaction(
         (
             _cmd("DEL", *fixed, *data_keys),
             _forget_pending_op(keys, member_id),
@@ -686,25 +694,27 @@ class RefreshLock:
         return cls(keys.refresh_lock(member_id), secrets.token_hex(16), int(lease * 1000))
 
 
-def take_lock(lock: RefreshLock) -> Plan[bool]:
+def take_lock(lock: RefreshLock) -> Transaction[bool]:
     """True when the lock is ours now (nobody held it)."""
-    return Plan((_cmd("SET", lock.key, lock.holder, "NX", "PX", lock.lease_ms),), lambda r: bool(r[0]))
+    return Transaction((_cmd("SET", lock.key, lock.holder, "NX", "PX", lock.lease_ms),), lambda r: bool(r[0]))
 
 
-def release_lock(lock: RefreshLock) -> Plan[bool]:
+def release_lock(lock: RefreshLock) -> Transaction[bool]:
     """Free the lock if it is still ours (portalstore_lock_release.lua); True when it was."""
-    return Plan((Lua("lock_release", (lock.key,), (lock.holder,)),), lambda r: bool(r[0]))
+    return Transaction((Lua("lock_release", (lock.key,), (lock.holder,)),), lambda r: bool(r[0]))
 
 
 NOT_SAVED = -1  # what a compare-and-set answers when the record moved on (nothing written)
 
 
-def _token_cas(keys: Keys, used: Portal, fields: Mapping[str, str], issued_at: int | None) -> Plan[int]:
+def _token_cas(
+    keys: Keys, used: Portal, fields: Mapping[str, str], issued_at: int | None
+) -> Transaction[int]:
     """portalstore_token_cas.lua: write `fields` unless the stored refresh token is no longer
     the one `used` holds. `issued_at`: a new pair issued then (token_gen bumped, keep-alive
     index moved); None: a status change. The token_gen stored, or `NOT_SAVED`."""
     member_id = used.member_id
-    return Plan(
+    return Transaction(
         (
             Lua(
                 "token_cas",
@@ -722,7 +732,7 @@ def _token_cas(keys: Keys, used: Portal, fields: Mapping[str, str], issued_at: i
     )
 
 
-def save_refreshed(keys: Keys, used: Portal, refreshed: Refreshed, cipher: TokenCipher) -> Plan[int]:
+def save_refreshed(keys: Keys, used: Portal, refreshed: Refreshed, cipher: TokenCipher) -> Transaction[int]:
     """Store the pair a refresh of `used`'s refresh token bought, unless another pair was
     saved meanwhile. The answer's endpoint and user id are taken only when it names this
     portal (whom the app writes as: echo marks are keyed by it, and a portal added by hand
@@ -743,20 +753,20 @@ def save_refreshed(keys: Keys, used: Portal, refreshed: Refreshed, cipher: Token
     return _token_cas(keys, used, fields, issued_at=refreshed.issued_at)
 
 
-def mark_reauth(keys: Keys, used: Portal, reason: str) -> Plan[int]:
+def mark_reauth(keys: Keys, used: Portal, reason: str) -> Transaction[int]:
     """The refresh token `used` holds was refused for good: the portal needs re-authorization,
     unless a newer pair was saved meanwhile (then `NOT_SAVED`: that pair is the answer)."""
     fields = {"status": str(Status.REAUTH), "reason": reason, "updated_at": str(int(time.time()))}
     return _token_cas(keys, used, fields, issued_at=None)
 
 
-def update_fields(keys: Keys, member_id: str, fields: Mapping[str, str]) -> Plan[None]:
+def update_fields(keys: Keys, member_id: str, fields: Mapping[str, str]) -> Transaction[None]:
     """Change fields of a record that are no tokens (a moved endpoint); caches see the bump."""
-    return Plan(
+    return Transaction(
         (_cmd("HSET", keys.portal(member_id), *_flat(dict(fields))), _cmd("INCR", keys.portals_version))
     )
 
 
-def unindex(keys: Keys, member_id: str) -> Plan[None]:
+def unindex(keys: Keys, member_id: str) -> Transaction[None]:
     """Leave the keep-alive index (a portal that cannot be refreshed until a new token)."""
-    return Plan((_cmd("ZREM", keys.token_issued, member_id),))
+    return Transaction((_cmd("ZREM", keys.token_issued, member_id),))

@@ -21,7 +21,7 @@ class PlanError(ConfigurationError, ValueError):
 
 
 @dataclass(frozen=True)
-class Plan:
+class RatePlan:
     drain: float  # requests per second the bucket drains
     burst: int  # requests the bucket holds
 
@@ -32,16 +32,16 @@ class Plan:
         return max(1, self.burst - headroom)
 
 
-def parse_plan(text: str) -> Plan:
+def parse_plan(text: str) -> RatePlan:
     """`standard`, `enterprise` or `custom:<drain>/<burst>` (e.g. `custom:20/100`)."""
     name = text.strip().lower()
     if name in _NAMED:
         drain, burst = _NAMED[name]
-        return Plan(drain, burst)
+        return RatePlan(drain, burst)
     match = _CUSTOM.match(name)
     if match is None:
         raise PlanError(f"rate plan {text!r} is not standard, enterprise or custom:<drain>/<burst>")
     drain, burst = float(match["drain"]), int(match["burst"])
     if drain <= 0 or burst < 1:
         raise PlanError(f"rate plan {text!r} needs a positive drain and burst")
-    return Plan(drain, burst)
+    return RatePlan(drain, burst)

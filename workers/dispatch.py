@@ -22,27 +22,17 @@ import inspect
 import logging
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 from shared import tracing
 from shared.events import Event
 from shared.jobs import DOORBELL
 from workers import handlers
-from workers.guards.coalesce import Grouping, Verdict
+from workers.guards.coalesce import ArrivalVerdict, Grouping
 from workers.guards.loop import LoopCut
 from workers.runner import context
-from workers.runner.outcome import (
-    Action,
-    Defer,
-    GiveUp,
-    HandlerResult,
-    Hold,
-    Park,
-    Policy,
-    Reschedule,
-    classify,
-    combine,
-)
+from workers.runner.outcome import Action, JobOutcome, Outcome, Policy, classify, combine
 
 _logger = logging.getLogger("b24pipe.dispatch")
 RUN_EVENT = "workers.dispatch.run_event"
@@ -65,7 +55,7 @@ def _call(handler: handlers.Handler, events: tuple[Event, ...]) -> None:
         context.run_coroutine(result)
 
 
-def _log_failure(entry: handlers.Handler, event: Event, error: Exception, result: HandlerResult) -> None:
+def _log_failure(entry: handlers.Handler, event: Event, error: Exception, result: Outcome) -> None:
     """The handler's own traceback, for its developer (the formatter scrubs secrets from it).
     Rate-limit deferrals and parking are the pipeline's business and logged elsewhere."""
     _logger.warning(
@@ -84,7 +74,7 @@ def _log_failure(entry: handlers.Handler, event: Event, error: Exception, result
     )
 
 
-def _not_cut(ctx: context.WorkerContext, events: tuple[Event, ...]) -> tuple[Event, ...]:
+def _not_cut(job: context.JobContext, events: tuple[Event, ...]) -> tuple[Event, ...]:
     """The events the loop breaker lets run. A single event that is cut fails the handler
     (parked in the failed registry); in a batch the cut ones are left out of the list, and
     the handler fails only when nothing is left."""
@@ -92,7 +82,7 @@ def _not_cut(ctx: context.WorkerContext, events: tuple[Event, ...]) -> tuple[Eve
     last: LoopCut | None = None
     for event in events:
         try:
-            ctx.loop_breaker.check(event)
+            job.loop_breaker.check(event)
         except LoopCut as cut:
             last = cut
             continue
@@ -102,12 +92,12 @@ def _not_cut(ctx: context.WorkerContext, events: tuple[Event, ...]) -> tuple[Eve
     return tuple(kept)
 
 
-def _prior_state(ctx: context.WorkerContext, event_id: str) -> tuple[set[str], dict[str, int]]:
-    if ctx.runs == 1:
+def _prior_state(job: context.JobContext, event_id: str) -> tuple[set[str], dict[str, int]]:
+    if job.runs == 1:
         return set(), {}
-    with ctx.redis.pipeline(transaction=False) as pipe:
-        pipe.smembers(ctx.keys.handler_done(event_id))
-        pipe.hgetall(ctx.keys.handler_attempts(event_id))
+    with job.redis.pipeline(transaction=False) as pipe:
+        pipe.smembers(job.keys.handler_done(event_id))
+        pipe.hgetall(job.keys.handler_attempts(event_id))
         done_raw, attempts_raw = pipe.execute()
     done = {item.decode() for item in done_raw}
     attempts = {key.decode(): int(value) for key, value in attempts_raw.items()}
@@ -138,10 +128,11 @@ def run_event(event_dict: dict[str, Any]) -> str:
 def _run_event(event_dict: dict[str, Any]) -> str:
     """Run every handler of one event. Returns "ok", "no_handler", "echo" (our own write's
     echo, dropped) or "merged" (every handler's run is another job's); raises a `JobOutcome`
-    when the job must run again later (`Hold` for a coalescing leader), be parked or fail."""
-    ctx = context.current()
+    with the job's `Outcome` when it must run again later (HOLD for a coalescing leader), be
+    parked or fail."""
+    job = context.current()
     event = Event.model_validate(event_dict)
-    done, attempts = _prior_state(ctx, event.id)
+    done, attempts = _prior_state(job, event.id)
     succeeded: list[str] = []
     if event.name.upper() == "ONAPPUNINSTALL":
         if UNINSTALL_CHECK not in done:
@@ -150,10 +141,10 @@ def _run_event(event_dict: dict[str, Any]) -> str:
             # remembered like a handler that succeeded: a retry of this job (a handler
             # failed) must not start a second confirmation chain
             succeeded.append(UNINSTALL_CHECK)
-    elif event.name.upper() in TOKEN_ARRIVALS and ctx.runs <= 1:
+    elif event.name.upper() in TOKEN_ARRIVALS and job.runs <= 1:
         # a verified install, install page or update: the portal's bindings may be gone
         importlib.import_module("workers.portals.binding").schedule(
-            ctx.redis, ctx.keys, event.member_id, event.name.lower()
+            job.redis, job.keys, event.member_id, event.name.lower()
         )
     if event.name.upper() == DOORBELL:
         importlib.import_module("workers.portals.doorbell").answer(event)  # the offline queue grew
@@ -162,14 +153,14 @@ def _run_event(event_dict: dict[str, Any]) -> str:
         return "no_handler"
     # An offline row is never our own write's echo (the auth_connector keeps those out of
     # the queue), so it must not use up a mark a person's change would then lose to.
-    echo = ctx.runs <= 1 and not event.is_lifecycle and event.source != "offline"
-    if echo and ctx.echo_guard.consume(event):
+    echo = job.runs <= 1 and not event.is_lifecycle and event.source != "offline"
+    if echo and job.echo_guard.consume(event):
         return "echo"  # the echo of our own write: one mark used up, nothing dispatched
 
-    settings = ctx.settings
+    settings = job.settings
     policy = Policy(settings.max_attempts, settings.retry_base, settings.retry_max)
     label = handlers.event_label(event.name)
-    results: list[HandlerResult] = []
+    results: list[Outcome] = []
     claims: list[str] = []  # grouped handlers that ran on a claimed group
     merged = 0
     counts: dict[Any, int] = {}
@@ -178,39 +169,37 @@ def _run_event(event_dict: dict[str, Any]) -> str:
             continue
         prior = attempts.get(entry.id, 0)
         if prior == _GIVEN_UP:
-            results.append(HandlerResult(Action.FAIL, reason=f"{entry.id} failed permanently earlier"))
+            results.append(Outcome(Action.FAIL, reason=f"{entry.id} failed permanently earlier"))
             continue
         mine = event.model_copy(update={"attempt": prior + 1})
         events: tuple[Event, ...] = (mine,)
         if entry.grouped:
             delay = settings.coalesce_delay if entry.delay is None else entry.delay
             how = Grouping(entry.id, entry.batch, entry.coalesce, delay)
-            arrival = ctx.coalescer.arrive(ctx.job_id, mine, how)
-            if arrival.verdict is Verdict.HOLD:
-                results.append(HandlerResult(Action.HOLD, arrival.after))
+            arrival = job.coalescer.arrive(job.id, mine, how)
+            if arrival.verdict is ArrivalVerdict.HOLD:
+                results.append(Outcome(Action.HOLD, arrival.after))
                 continue
-            if arrival.verdict is Verdict.MERGED:
-                results.append(HandlerResult(Action.DONE))
+            if arrival.verdict is ArrivalVerdict.MERGED:
+                results.append(Outcome(Action.DONE))
                 succeeded.append(entry.id)
                 merged += 1
                 continue
             events = arrival.events
-            if ctx.job_id is not None and (entry.batch or events[0] is not mine):
+            if job.id is not None and (entry.batch or events[0] is not mine):
                 claims.append(entry.id)
         started = time.perf_counter()
         error: Exception | None = None
         try:
             with tracing.span(f"handler {entry.id}", {"b24pipe.handler": entry.id}):
-                _call(entry, _not_cut(ctx, events))
+                _call(entry, _not_cut(job, events))
         except Exception as exc:  # every handler failure is classified, none escapes
             error = exc
-        if ctx.metrics is not None:
-            ctx.metrics.handler_seconds.labels(label).observe(time.perf_counter() - started)
+        if job.metrics is not None:
+            job.metrics.handler_seconds.labels(label).observe(time.perf_counter() - started)
         result = classify(error, prior + 1, policy, random.random())
         if result.action is not Action.DONE and result.reason:
-            result = HandlerResult(
-                result.action, result.after, f"{entry.id}: {result.reason}", result.rate_limited
-            )
+            result = replace(result, reason=f"{entry.id}: {result.reason}")
         if error is not None and result.action in (Action.RETRY, Action.FAIL):
             _log_failure(entry, mine, error, result)
         results.append(result)
@@ -222,15 +211,15 @@ def _run_event(event_dict: dict[str, Any]) -> str:
             counts[entry.id] = _GIVEN_UP
 
     decision = combine(results)
-    ctx.coalescer.release(event.member_id, [c for c in claims if c in succeeded], ctx.job_id)
-    done_key, attempts_key = ctx.keys.handler_done(event.id), ctx.keys.handler_attempts(event.id)
+    job.coalescer.release(event.member_id, [c for c in claims if c in succeeded], job.id)
+    done_key, attempts_key = job.keys.handler_done(event.id), job.keys.handler_attempts(event.id)
     if decision.action is Action.DONE:
         if done or attempts:
-            ctx.redis.delete(done_key, attempts_key)
+            job.redis.delete(done_key, attempts_key)
         return "merged" if merged and merged == len(results) else "ok"
 
     keep = settings.failed_ttl + int(settings.retry_max) + 3600
-    with ctx.redis.pipeline(transaction=False) as pipe:
+    with job.redis.pipeline(transaction=False) as pipe:
         if succeeded:
             pipe.sadd(done_key, *succeeded)
             pipe.expire(done_key, keep)
@@ -243,12 +232,4 @@ def _run_event(event_dict: dict[str, Any]) -> str:
             pipe.expire(attempts_key, keep)
         pipe.execute()
 
-    if decision.action is Action.PARK:
-        raise Park(event.member_id, decision.reason)
-    if decision.action is Action.DEFER:
-        raise Defer(event.member_id, decision.after, decision.rate_limited, decision.reason)
-    if decision.action is Action.RETRY:
-        raise Reschedule(decision.after, decision.reason)
-    if decision.action is Action.HOLD:
-        raise Hold(decision.after)
-    raise GiveUp(decision.reason)
+    raise JobOutcome(replace(decision, member_id=event.member_id))

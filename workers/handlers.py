@@ -1,4 +1,4 @@
-"""The handler registry: which business functions run for which Bitrix24 event.
+"""Handlers: which business functions run for which Bitrix24 event.
 
 Applications register with `@handler("ONCRMDEALUPDATE")` (several handlers per event are
 fine; `@handler("*")` is a catch-all that sees every event) in modules named by

@@ -92,7 +92,7 @@ def live_facts(settings: Settings, facts: Facts) -> Facts:
     """Ask the portal: is the install finished, is the payment current, which bindings exist."""
     from workers.errors import B24Error
     from workers.handlers import registered_events
-    from workers.portals.binding import binding_plan, desired_bindings, handler_url
+    from workers.portals.binding import binding_diff, desired_bindings, handler_url
     from workers.rest.client import client_for
 
     try:
@@ -102,11 +102,11 @@ def live_facts(settings: Settings, facts: Facts) -> Facts:
         missing: tuple[str, ...] | None = None
         extra: tuple[str, ...] | None = None
         if url is not None:
-            plan = binding_plan(
+            diff = binding_diff(
                 b24.call("event.get"), desired_bindings(registered_events(), url, settings), url
             )
-            missing = tuple(b.event for b in plan.bind)
-            extra = tuple(b.event for b in plan.unbind)
+            missing = tuple(b.event for b in diff.bind)
+            extra = tuple(b.event for b in diff.unbind)
     except B24Error as exc:
         return replace(facts, live_error=scrub(str(exc)))
     installed = info.get("INSTALLED") if isinstance(info, dict) else None

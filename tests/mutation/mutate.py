@@ -37,6 +37,7 @@ MODULES: dict[str, list[str]] = {
         "tests/workers/runner/test_worker_decisions.py",
         "tests/workers/runner/test_retry_outcomes.py",
     ],
+    "workers/runner/acks.py": ["tests/workers/runner/test_acks.py"],
     "ingress/tokencheck.py": ["tests/ingress/test_ingress_tokencheck.py", "tests/ingress/test_tokencache.py"],
     "workers/rest/ratelimit.py": [
         "tests/workers/rest/test_ratelimit.py",

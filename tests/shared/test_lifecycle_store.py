@@ -1,4 +1,4 @@
-"""The portal store's plans against a real Redis: token replacement with grace, pending
+"""The portal store's transactions against a real Redis: token replacement with grace, pending
 installs, the bounded quarantine, revocation and purge isolation; sync and async alike."""
 
 from __future__ import annotations
@@ -206,8 +206,8 @@ def test_async_runner_gives_the_same_results(redis_url: str, r: redis.Redis, key
             changed = await store.arun(client, store.set_app_token(keys, "m2", digest("x"), 0))
             tokens = await store.arun(client, store.load_tokens(keys, "m2"))
             await store.arun(client, store.save_pending(keys, _pending("m2", "x"), BOUNDS))
-            plan = store.quarantine_push(keys, "m2", digest("x"), orjson.dumps({"a": 1}), BOUNDS)
-            held = await store.arun(client, plan) == 1
+            tx = store.quarantine_push(keys, "m2", digest("x"), orjson.dumps({"a": 1}), BOUNDS)
+            held = await store.arun(client, tx) == 1
             return changed, tokens, held
         finally:
             await client.aclose()

@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from shared.events import Event
 from shared.keys import Keys
 from workers import handler
-from workers.rest.ratelimit import Limiter, Plan
+from workers.rest.ratelimit import Limiter, RatePlan
 
-PLAN = Plan(drain=2.0, burst=3)
+PLAN = RatePlan(drain=2.0, burst=3)
 MAX_WAIT = 0.05  # anything longer is deferred: the test is about deferral, not in-place waits
 CALL_SECONDS = 0.02  # the REST round trip
 

@@ -22,7 +22,7 @@ from tests.support.clientkit import install
 from workers import dispatch, handlers
 from workers.errors import Retry
 from workers.runner import context
-from workers.runner.outcome import Reschedule
+from workers.runner.outcome import Action, JobOutcome
 
 
 @pytest.fixture
@@ -58,12 +58,13 @@ def test_a_retried_uninstall_job_starts_one_confirmation_chain(
     settings = load_settings()
     keys = Keys(settings.namespace)
     event = {"id": "u-retried", "name": "ONAPPUNINSTALL", "member_id": member, "data": {}}
-    ctx = context.WorkerContext(r, keys, settings, runs=1)
-    monkeypatch.setattr(context, "_current", ctx)
-    with pytest.raises(Reschedule):
+    job = context.JobContext(r, keys, settings, runs=1)
+    monkeypatch.setattr(context, "_current", job)
+    with pytest.raises(JobOutcome) as again:
         dispatch.run_event(event)
+    assert again.value.outcome.action is Action.RETRY
     assert len(_confirmations(r, keys)) == 1
-    ctx.runs = 2  # the job runs again for its failed handler
+    job.runs = 2  # the job runs again for its failed handler
     assert dispatch.run_event(event) == "ok"
     assert flaky_uninstall_handler == [1, 2]
     assert len(_confirmations(r, keys)) == 1  # the first run's chain is the only one

@@ -70,7 +70,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class Verdict(enum.Enum):
+class ArrivalVerdict(enum.Enum):
     RUN = "run"  # run the handler now, on `Arrival.events`
     HOLD = "hold"  # this job leads the group: run it again after `Arrival.after` seconds
     MERGED = "merged"  # another job's run covers this event: the handler is done for it
@@ -78,7 +78,7 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True)
 class Arrival:
-    verdict: Verdict
+    verdict: ArrivalVerdict
     events: tuple[Event, ...] = ()
     after: float = 0.0
 
@@ -120,7 +120,7 @@ class Coalescer:
         """Lead, join or claim the handler's group for this job (see the module docstring)."""
         placement = self._placement(event, how) if job_id else None
         if placement is None or job_id is None:
-            return Arrival(Verdict.RUN, (event,))
+            return Arrival(ArrivalVerdict.RUN, (event,))
         scope, field = placement
         answer = self._script(
             keys=[
@@ -142,15 +142,17 @@ class Coalescer:
         )
         verdict = _text(answer[0])
         if verdict == "hold":
-            return Arrival(Verdict.HOLD, after=int(answer[1]) / 1000)
+            return Arrival(ArrivalVerdict.HOLD, after=int(answer[1]) / 1000)
         if verdict == "merged":
             COALESCED.labels(metric_label(event.name, self._known)).inc()
-            return Arrival(Verdict.MERGED)
+            return Arrival(ArrivalVerdict.MERGED)
         events = sorted(
             (Event.model_validate_json(raw) for raw in answer[1:]),
             key=lambda e: (e.received_at, e.ts, e.id),
         )
-        return Arrival(Verdict.RUN, tuple(e.model_copy(update={"attempt": event.attempt}) for e in events))
+        return Arrival(
+            ArrivalVerdict.RUN, tuple(e.model_copy(update={"attempt": event.attempt}) for e in events)
+        )
 
     def release(self, member_id: str, handler_ids: Collection[str], job_id: str | None) -> None:
         """The handlers succeeded on their claims: forget them."""

@@ -99,7 +99,7 @@ class Binding:
 
 
 @dataclass(frozen=True)
-class Plan:
+class BindingDiff:
     bind: tuple[Binding, ...]
     unbind: tuple[Binding, ...]
 
@@ -131,7 +131,7 @@ def desired_bindings(
     )
 
 
-def binding_plan(existing: Sequence[Mapping[str, Any]], desired: Iterable[Binding], url: str) -> Plan:
+def binding_diff(existing: Sequence[Mapping[str, Any]], desired: Iterable[Binding], url: str) -> BindingDiff:
     """What to bind and unbind so that exactly `desired` is registered (pure). Only our own
     bindings (at `url`) are ever unbound, and never a lifecycle event the pipeline did not
     ask for (an installation handler at our URL, say)."""
@@ -139,22 +139,22 @@ def binding_plan(existing: Sequence[Mapping[str, Any]], desired: Iterable[Bindin
     want = set(desired)
     ours = {b for b in have if b.event_type == "online" and b.handler == url}
     stale = {b for b in ours - want if b.event not in LIFECYCLE_EVENTS}
-    return Plan(bind=tuple(sorted(want - have)), unbind=tuple(sorted(stale)))
+    return BindingDiff(bind=tuple(sorted(want - have)), unbind=tuple(sorted(stale)))
 
 
 def handler_url(settings: Settings) -> str | None:
     return f"{settings.public_url}/b24/events" if settings.public_url else None
 
 
-def bind_with(b24: B24, desired: Iterable[Binding], url: str) -> Plan:
-    """Apply the plan through a client: one `event.get`, then batches of 50 only if
+def bind_with(b24: B24, desired: Iterable[Binding], url: str) -> BindingDiff:
+    """Apply the diff through a client: one `event.get`, then batches of 50 only if
     anything is to change."""
-    plan = binding_plan(b24.call("event.get"), desired, url)
-    commands = [("event.bind", b.bind_params()) for b in plan.bind]
-    commands += [("event.unbind", b.unbind_params()) for b in plan.unbind]
+    diff = binding_diff(b24.call("event.get"), desired, url)
+    commands = [("event.bind", b.bind_params()) for b in diff.bind]
+    commands += [("event.unbind", b.unbind_params()) for b in diff.unbind]
     for start in range(0, len(commands), BATCH_MAX):
         b24.batch(commands[start : start + BATCH_MAX]).raise_first()
-    return plan
+    return diff
 
 
 def _handled_events() -> frozenset[str]:
@@ -163,7 +163,7 @@ def _handled_events() -> frozenset[str]:
     return handlers.registered_events()
 
 
-def bind_portal(settings: Settings, member_id: str, events: Iterable[str]) -> Plan | None:
+def bind_portal(settings: Settings, member_id: str, events: Iterable[str]) -> BindingDiff | None:
     """Reconcile one portal's bindings for `events` (the registered handlers' event names)
     in the foreground. None when no public URL is configured (skipped)."""
     url = handler_url(settings)
@@ -174,9 +174,9 @@ def bind_portal(settings: Settings, member_id: str, events: Iterable[str]) -> Pl
         return None
     connector = offline.ensure_connector(settings, member_id)
     desired = desired_bindings(events, url, settings, connector)
-    plan = bind_with(client_for(settings, None, member_id), desired, url)
-    log(_log, logging.INFO, "events bound", member_id=member_id, **plan.report())
-    return plan
+    diff = bind_with(client_for(settings, None, member_id), desired, url)
+    log(_log, logging.INFO, "events bound", member_id=member_id, **diff.report())
+    return diff
 
 
 # --- the lifecycle job -----------------------------------------------------------------------
@@ -200,8 +200,8 @@ def reconcile(member_id: str, reason: str = "") -> str:
     retried by the worker."""
     from workers.runner import context
 
-    ctx = context.current()
-    outcome, detail = _reconcile(ctx.redis, ctx.keys, ctx.settings, member_id)
+    job = context.current()
+    outcome, detail = _reconcile(job.redis, job.keys, job.settings, member_id)
     RECONCILIATIONS.labels(outcome).inc()
     log(
         _log,
@@ -238,7 +238,7 @@ def _reconcile(
         connector = offline.ensure_connector(settings, member_id)
         desired = desired_bindings(_handled_events(), url, settings, connector)
         try:
-            plan = bind_with(b24, desired, url)
+            diff = bind_with(b24, desired, url)
         except (RateLimited, OperatingLimit) as exc:
             RECONCILIATIONS.labels("deferred").inc()
             raise Defer(member_id, max(0.0, exc.after), isinstance(exc, RateLimited), str(exc)) from None
@@ -252,22 +252,22 @@ def _reconcile(
             return "failed", {"error": scrub(str(exc))}
     finally:
         lua.script(client, "shared/lua/portalstore_lock_release.lua")(keys=[lock], args=[holder])
-    outcome = "changed" if plan.changed else "unchanged"
-    _record(client, keys, member_id, outcome, plan)
-    return outcome, plan.report()
+    outcome = "changed" if diff.changed else "unchanged"
+    _record(client, keys, member_id, outcome, diff)
+    return outcome, diff.report()
 
 
 def _record(
-    client: redis.Redis, keys: Keys, member_id: str, outcome: str, plan: Plan | None, error: str = ""
+    client: redis.Redis, keys: Keys, member_id: str, outcome: str, diff: BindingDiff | None, error: str = ""
 ) -> None:
     """The portal's last reconciliation, for `portals doctor` and the missing-bindings gauge:
     a reconciliation that could not bind leaves the portal counted as missing bindings."""
     state: dict[Any, str] = {"at": f"{time.time():.3f}", "outcome": outcome, "error": error}
-    if plan is not None:
-        state["repaired"] = ",".join(b.event for b in plan.bind)
+    if diff is not None:
+        state["repaired"] = ",".join(b.event for b in diff.bind)
     with client.pipeline(transaction=False) as pipe:
         pipe.hset(keys.bind_state(member_id), mapping=state)
-        if plan is not None:
+        if diff is not None:
             pipe.srem(keys.bindings_missing, member_id)
         elif outcome in ("reauth", "failed"):
             pipe.sadd(keys.bindings_missing, member_id)
@@ -304,8 +304,8 @@ def periodic(settings: Settings, client: redis.Redis) -> int:
         client, keys.bind_check_lock, settings.bind_check_interval
     ):
         return 0
-    plan = spread(active_members(client, keys), settings.bind_check_interval)
-    for member_id, delay in plan:
+    delays = spread(active_members(client, keys), settings.bind_check_interval)
+    for member_id, delay in delays:
         schedule(client, keys, member_id, "periodic", delay)
-    log(_log, logging.INFO, "binding check scheduled", portals=len(plan))
-    return len(plan)
+    log(_log, logging.INFO, "binding check scheduled", portals=len(delays))
+    return len(delays)

@@ -48,12 +48,12 @@ def ring(client: redis.Redis, keys: Keys, settings: Settings, member_id: str) ->
 
 def answer(event: Event) -> str:
     """ONOFFLINEEVENT arrived (run by `run_event`): ring, and keep the portal on the poll."""
-    ctx = context.current()
-    if not ctx.settings.offline_events:
+    job = context.current()
+    if not job.settings.offline_events:
         return "offline events not configured"
-    schedule(ctx.redis, ctx.keys, ctx.settings, event.member_id, time.time())
+    schedule(job.redis, job.keys, job.settings, event.member_id, time.time())
     return (
-        "drain queued" if ring(ctx.redis, ctx.keys, ctx.settings, event.member_id) else "drain already queued"
+        "drain queued" if ring(job.redis, job.keys, job.settings, event.member_id) else "drain already queued"
     )
 
 

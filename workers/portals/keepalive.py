@@ -76,7 +76,7 @@ def run(settings: Settings, client: redis.Redis, now: float | None = None) -> li
     members = claim_due(client, keys, settings, moment)
     if not members:
         return []
-    ctx = context_for(settings)
-    refreshed = ctx.runtime.run(refresh_idle(ctx.tokens, members, moment, settings.keepalive_after))
+    rest = context_for(settings)
+    refreshed = rest.runtime.run(refresh_idle(rest.tokens, members, moment, settings.keepalive_after))
     log(_log, logging.INFO, "keep-alive refreshes", due=len(members), refreshed=len(refreshed))
     return refreshed

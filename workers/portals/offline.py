@@ -401,14 +401,14 @@ def _events(answer: Any) -> list[dict[str, Any]]:
 
 def drain(member_id: str) -> str:
     """The RQ job: drain one portal's offline queue (see the module docstring)."""
-    ctx = context.current()
-    client, keys, settings = ctx.redis, ctx.keys, ctx.settings
+    job = context.current()
+    client, keys, settings = job.redis, job.keys, job.settings
     from shared import portalstore as store
 
     portal = store.run(client, store.load_portal(keys, member_id))
     if portal is None or portal.status is Status.REVOKED:
         return "unknown or revoked portal"  # its rows stay at Bitrix24 until it comes back
-    holder = ctx.job_id or secrets.token_hex(8)
+    holder = job.id or secrets.token_hex(8)
     lock = keys.offline_lock(member_id)
     lease = _lease_ms(settings)
     if not client.set(lock, holder, nx=True, px=lease) and client.get(lock) != holder.encode():

@@ -47,19 +47,19 @@ def periodic(settings: Settings, client: redis.Redis) -> int:
     if not claim_pass(client, keys.probe_lock, settings.probe_interval):
         return 0
     queue = Queue(keys.lifecycle_queue, connection=client)
-    plan = spread(active_members(client, keys), settings.probe_interval)
-    for member_id, delay in plan:
+    delays = spread(active_members(client, keys), settings.probe_interval)
+    for member_id, delay in delays:
         queue.enqueue_in(timedelta(seconds=delay), SEND_PROBE, member_id, description=f"probe({member_id})")
-    log(_log, logging.INFO, "delivery probes scheduled", portals=len(plan))
-    return len(plan)
+    log(_log, logging.INFO, "delivery probes scheduled", portals=len(delays))
+    return len(delays)
 
 
 def send(member_id: str) -> str:
     """The RQ job: settle the previous probe, then send a new one. Returns what happened."""
     from workers.runner import context
 
-    ctx = context.current()
-    client, keys = ctx.redis, ctx.keys
+    job = context.current()
+    client, keys = job.redis, job.keys
     key = keys.probe(member_id)
     if client.hget(key, "marker") is not None:
         PROBES_MISSING.inc()
@@ -76,7 +76,7 @@ def send(member_id: str) -> str:
     marker = secrets.token_hex(12)
     client.hset(key, mapping={"marker": marker, "sent_at": time.time()})
     try:
-        client_for(ctx.settings, client, member_id).call("event.test", {MARKER: marker})
+        client_for(job.settings, client, member_id).call("event.test", {MARKER: marker})
     except (RateLimited, OperatingLimit) as exc:
         _withdraw(client, key, marker)
         raise Defer(member_id, max(0.0, exc.after), isinstance(exc, RateLimited), str(exc)) from None

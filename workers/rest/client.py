@@ -47,7 +47,7 @@ from workers.rest.methodkind import Kind, method_kind
 from workers.rest.operating import OperatingWindow
 from workers.rest.params import changed_fields
 from workers.rest.query import BATCH_LIMIT, command
-from workers.rest.ratelimit import Limiter, Plan, PlanError, parse_plan
+from workers.rest.ratelimit import Limiter, PlanError, RatePlan, parse_plan
 from workers.rest.relocate import Relocator
 from workers.rest.tokens import TokenStore
 from workers.rest.transport import Answer, Runtime, Transport, error_for, php_keyed
@@ -90,7 +90,7 @@ class Context:
     limiter: Limiter
     operating: OperatingWindow
     transport: Transport
-    default_plan: Plan
+    default_plan: RatePlan
     echoes: EchoMarker
     relocator: Relocator
     path: Layer = field(init=False)  # the request path, built from the parts above

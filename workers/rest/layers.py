@@ -42,7 +42,7 @@ from shared.backoff import backoff
 from shared.crypto import TokenCipher
 from shared.logs import security_event
 from shared.portals import Portal
-from shared.rateplan import Plan, PlanError, parse_plan
+from shared.rateplan import PlanError, RatePlan, parse_plan
 from workers.errors import ApiError, B24Error, B24PipeError, OperatingLimit, RateLimited, WriteUncertain
 from workers.guards.loop import EchoMarker
 from workers.guards.writemap import Echo
@@ -366,7 +366,7 @@ class Operating:
 # --- the shared limiter: the portal's request rate -------------------------------------------
 
 
-def plan_of(portal: Portal, default: Plan) -> Plan:
+def plan_of(portal: Portal, default: RatePlan) -> RatePlan:
     """The portal's own rate plan, else (none, or one that does not parse) the default."""
     if not portal.plan:
         return default
@@ -381,7 +381,7 @@ class Limiting:
     past `max_wait`); after a 503 QUERY_LIMIT_EXCEEDED (not run), treat the bucket as full
     and go round again, up to MAX_ATTEMPTS refusals."""
 
-    def __init__(self, limiter: Limiter, default_plan: Plan, max_wait: float, inner: PortalLayer) -> None:
+    def __init__(self, limiter: Limiter, default_plan: RatePlan, max_wait: float, inner: PortalLayer) -> None:
         self._limiter = limiter
         self._default_plan = default_plan
         self._max_wait = max_wait

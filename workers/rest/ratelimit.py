@@ -6,7 +6,7 @@ slot in the same Redis bucket before sending, so together they never overfill Bi
 A reservation says how long to sleep; short sleeps happen in place, longer ones raise
 `RateLimited(after)` without reserving, and the worker defers the job.
 
-The bucket we keep is a little smaller than Bitrix24's (`Plan.limit`): requests reserved
+The bucket we keep is a little smaller than Bitrix24's (`RatePlan.limit`): requests reserved
 in order can reach the server slightly out of order or bunched by network jitter, and the
 headroom absorbs that. It costs part of the burst, never part of the sustained rate.
 """
@@ -19,10 +19,10 @@ import redis.asyncio as aioredis
 
 from shared import lua
 from shared.keys import Keys
-from shared.rateplan import Plan, PlanError, parse_plan
+from shared.rateplan import PlanError, RatePlan, parse_plan
 from workers.errors import RateLimited
 
-__all__ = ["Limiter", "Plan", "PlanError", "parse_plan"]
+__all__ = ["Limiter", "PlanError", "RatePlan", "parse_plan"]
 
 
 class Limiter:
@@ -36,7 +36,7 @@ class Limiter:
     def key(self, member_id: str) -> str:
         return self._keys.rate_bucket(member_id, self._scope)
 
-    async def reserve(self, member_id: str, plan: Plan, max_wait: float) -> float:
+    async def reserve(self, member_id: str, plan: RatePlan, max_wait: float) -> float:
         """Reserve the next slot; return the seconds to sleep before sending.
 
         Raises `RateLimited(after)` (reserving nothing) when the wait would exceed `max_wait`."""
@@ -48,17 +48,17 @@ class Limiter:
             raise RateLimited(-wait)
         return wait
 
-    async def acquire(self, member_id: str, plan: Plan, max_wait: float) -> float:
+    async def acquire(self, member_id: str, plan: RatePlan, max_wait: float) -> float:
         """Reserve and sleep until the slot is ours; return the time waited."""
         wait = await self.reserve(member_id, plan, max_wait)
         if wait > 0:
             await asyncio.sleep(wait)
         return wait
 
-    async def saturate(self, member_id: str, plan: Plan) -> None:
+    async def saturate(self, member_id: str, plan: RatePlan) -> None:
         """Bitrix24 refused a request anyway (QUERY_LIMIT_EXCEEDED): treat the bucket as full,
         so every process spaces its next requests at the drain rate."""
         await self._script(keys=[self.key(member_id)], args=["full", plan.drain, plan.limit, 0])
 
-    async def level(self, member_id: str, plan: Plan) -> float:
+    async def level(self, member_id: str, plan: RatePlan) -> float:
         return float(await self._script(keys=[self.key(member_id)], args=["peek", plan.drain, plan.limit, 0]))

@@ -1,6 +1,6 @@
 """What a running job can reach: Redis, keys, settings, the `b24` client factories.
 
-The b24pipe worker installs one `WorkerContext` at start. A job run by any other RQ worker
+The b24pipe worker installs one `JobContext` at start. A job run by any other RQ worker
 (plain `rq worker` is allowed to serve our queues) gets one built lazily from the
 environment, so `run_event` behaves the same everywhere.
 
@@ -46,13 +46,13 @@ def run_coroutine(coro: Any) -> Any:
 
 
 @dataclass
-class WorkerContext:
+class JobContext:
     redis: redis.Redis
     keys: Keys
     settings: Settings
     runs: int = 0  # how many times the current job has been taken; 0 = unknown (not our worker)
     metrics: WorkerMetrics | None = None
-    job_id: str | None = None  # the current RQ job (coalescing groups are led by job id)
+    id: str | None = None  # the current RQ job's id (coalescing groups are led by job id)
 
     @cached_property
     def echo_guard(self) -> EchoGuard:
@@ -67,21 +67,21 @@ class WorkerContext:
         return Coalescer(self.redis, self.settings, known_events=handlers.registered_events())
 
 
-_current: WorkerContext | None = None
+_current: JobContext | None = None
 _lock = threading.Lock()
 
 
-def install(context: WorkerContext) -> None:
+def install(context: JobContext) -> None:
     global _current
     _current = context
 
 
-def current() -> WorkerContext:
+def current() -> JobContext:
     """The installed context, or one built from the environment (jobs run by plain RQ)."""
     global _current
     if _current is None:
         with _lock:
             if _current is None:
                 settings = load_settings()
-                _current = WorkerContext(sync_redis(settings), Keys(settings.namespace), settings)
+                _current = JobContext(sync_redis(settings), Keys(settings.namespace), settings)
     return _current

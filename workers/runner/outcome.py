@@ -19,7 +19,10 @@ RETRY, DEFER or HOLD reschedules the job for the handlers still to succeed (in t
 precedence, after the longest wait); FAIL only once no handler can still succeed; otherwise
 DONE.
 
-The worker learns the job's fate from the `JobOutcome` exceptions `run_event` raises.
+The job's `Outcome` reaches the worker as a `JobOutcome` exception (a job function's only
+way to say more than "done" under RQ's calling convention); the worker turns it into an
+acknowledgement (`workers.runner.acks`) and `ack.lua` applies that. `Action` is the one
+vocabulary of fates from the handler to the ack.
 """
 
 from __future__ import annotations
@@ -57,36 +60,38 @@ class Policy:
 
 
 @dataclass(frozen=True)
-class HandlerResult:
+class Outcome:
+    """What happens next: to one handler's run (`classify`), or to the whole job (`combine`,
+    then raised as a `JobOutcome` and acknowledged by the worker)."""
+
     action: Action
-    after: float = 0.0
-    reason: str = ""
+    after: float = 0.0  # seconds until the job runs again (RETRY, DEFER, HOLD)
+    reason: str = ""  # for a job that is DONE: what its function returned ("ok", "echo"...)
     rate_limited: bool = False  # a DEFER caused by the portal's limiter (fairness spreads those)
+    member_id: str = ""  # the portal a job's DEFER spreads behind or its PARK waits for
 
 
-def classify(exc: BaseException | None, attempt: int, policy: Policy, rand: float) -> HandlerResult:
+def classify(exc: BaseException | None, attempt: int, policy: Policy, rand: float) -> Outcome:
     """What to do after attempt number `attempt` (1-based) of one handler ended with `exc`."""
     if exc is None:
-        return HandlerResult(Action.DONE)
+        return Outcome(Action.DONE)
     reason = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, (RateLimited, OperatingLimit)):
-        return HandlerResult(
-            Action.DEFER, max(0.0, exc.after), reason, rate_limited=isinstance(exc, RateLimited)
-        )
+        return Outcome(Action.DEFER, max(0.0, exc.after), reason, rate_limited=isinstance(exc, RateLimited))
     if isinstance(exc, (ReauthRequired, AuthRevoked)):
-        return HandlerResult(Action.PARK, 0.0, reason)
+        return Outcome(Action.PARK, 0.0, reason)
     if isinstance(exc, (Permanent, ConfigurationError)):
-        return HandlerResult(Action.FAIL, 0.0, reason)
+        return Outcome(Action.FAIL, 0.0, reason)
     if isinstance(exc, B24Error) and not exc.retryable:
-        return HandlerResult(Action.FAIL, 0.0, reason)
+        return Outcome(Action.FAIL, 0.0, reason)
     if attempt >= policy.max_attempts:
-        return HandlerResult(Action.FAIL, 0.0, f"{reason} (after {attempt} attempts)")
+        return Outcome(Action.FAIL, 0.0, f"{reason} (after {attempt} attempts)")
     if isinstance(exc, Retry) and exc.after > 0:
-        return HandlerResult(Action.RETRY, exc.after, reason)
-    return HandlerResult(Action.RETRY, backoff(attempt, policy.base, policy.cap, rand), reason)
+        return Outcome(Action.RETRY, exc.after, reason)
+    return Outcome(Action.RETRY, backoff(attempt, policy.base, policy.cap, rand), reason)
 
 
-def combine(results: list[HandlerResult]) -> HandlerResult:
+def combine(results: list[Outcome]) -> Outcome:
     """The job's next step from its handlers' results (see the module docstring)."""
     parked = [r for r in results if r.action is Action.PARK]
     if parked:
@@ -95,29 +100,34 @@ def combine(results: list[HandlerResult]) -> HandlerResult:
     if pending:
         after = max(r.after for r in pending)
         if any(r.action is Action.RETRY for r in pending):
-            return HandlerResult(Action.RETRY, after, "; ".join(r.reason for r in pending if r.reason))
+            return Outcome(Action.RETRY, after, "; ".join(r.reason for r in pending if r.reason))
         deferred = [r for r in pending if r.action is Action.DEFER]
         if deferred:
-            return HandlerResult(
+            return Outcome(
                 Action.DEFER, after, deferred[0].reason, rate_limited=any(r.rate_limited for r in deferred)
             )
-        return HandlerResult(Action.HOLD, after, "coalescing")
+        return Outcome(Action.HOLD, after, "coalescing")
     failed = [r for r in results if r.action is Action.FAIL]
     if failed:
-        return HandlerResult(Action.FAIL, 0.0, "; ".join(r.reason for r in failed))
-    return HandlerResult(Action.DONE)
+        return Outcome(Action.FAIL, 0.0, "; ".join(r.reason for r in failed))
+    return Outcome(Action.DONE)
 
 
 class JobOutcome(Exception):
-    """Raised by `run_event` when the job must not simply finish."""
+    """Raised by a job function (`run_event`, the portal jobs) when the job must not simply
+    finish: it carries the job's `Outcome`, which the worker acknowledges
+    (`workers.runner.acks`). The subclasses below are its common forms."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
 
 
 class Reschedule(JobOutcome):
-    """Run the job again after `after` seconds (an attempt was used by some handler)."""
+    """Run the job again after `after` seconds (an attempt was used)."""
 
     def __init__(self, after: float, reason: str) -> None:
-        super().__init__(reason)
-        self.after = after
+        super().__init__(Outcome(Action.RETRY, after, reason))
 
 
 class Defer(JobOutcome):
@@ -125,19 +135,7 @@ class Defer(JobOutcome):
     means the portal's limiter said so, so the portal's next jobs queue behind it."""
 
     def __init__(self, member_id: str, after: float, rate_limited: bool, reason: str) -> None:
-        super().__init__(reason)
-        self.member_id = member_id
-        self.after = after
-        self.rate_limited = rate_limited
-
-
-class Hold(JobOutcome):
-    """The job leads a coalescing group: run it again after `after` seconds (0: at the tail
-    of its queue), without using an attempt."""
-
-    def __init__(self, after: float) -> None:
-        super().__init__("coalescing")
-        self.after = after
+        super().__init__(Outcome(Action.DEFER, after, reason, rate_limited, member_id))
 
 
 class Park(JobOutcome):
@@ -145,9 +143,4 @@ class Park(JobOutcome):
     arrives (`shared.portalstore.save_portal` releases it)."""
 
     def __init__(self, member_id: str, reason: str) -> None:
-        super().__init__(reason)
-        self.member_id = member_id
-
-
-class GiveUp(JobOutcome):
-    """No handler can still succeed: the failed registry."""
+        super().__init__(Outcome(Action.PARK, reason=reason, member_id=member_id))

@@ -28,7 +28,6 @@ event, RQ's job hashes and registries, so `rq info`, `rq requeue` and rq-dashboa
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
@@ -66,10 +65,23 @@ from workers import handlers
 from workers.dispatch import RUN_EVENT
 from workers.portals import binding, doorbell, keepalive, probe
 from workers.runner import context
+from workers.runner.acks import (
+    Ack,
+    DeferAck,
+    DoneAck,
+    FailAck,
+    FrontAck,
+    HoldAck,
+    ParkAck,
+    RetryAck,
+    Spacing,
+    ack_call,
+    schedules,
+)
 from workers.runner.fairness import SKIP_MARGIN, should_wait_behind
 from workers.runner.metrics import OUTCOMES, WorkerMetrics, parse_rq_time
 from workers.runner.outage import OUTAGE_ERRORS, Outage
-from workers.runner.outcome import Defer, GiveUp, Hold, Park, Policy, Reschedule
+from workers.runner.outcome import Action, JobOutcome, Outcome, Policy
 from workers.runner.scripts import Scripts
 
 logger = logging.getLogger("b24pipe.worker")
@@ -79,7 +91,6 @@ FLUSH_EVERY = 0.1  # seconds between acknowledgement writes inside a long batch
 MAX_SKIP = 2000  # jobs of waiting portals one fetch may defer server-side (bounds the script's run time)
 IDLE_BLOCK = 1  # seconds one BLMOVE waits on an empty queue (also the longest shutdown delay when idle)
 MIN_TICK = 0.1  # seconds between two maintenance ticks at the least
-_SCHEDULING = frozenset({"sched", "defer"})  # acknowledgements that put a job in RQ's ScheduledJobRegistry
 _PICKLE_PROTO = b"\x80"  # the first byte of a pickle of protocol 2 or later; never of zlib data
 _PERMANENT_JOB_ERRORS = (ValidationError, DeserializationError, ImportError, AttributeError)
 
@@ -143,9 +154,6 @@ class Taken:
         return str(event["id"]) if event and event.get("id") else None
 
 
-Ack = tuple[str, str, str, str | float | int, str | float | bytes, str]
-
-
 class Worker:
     def __init__(
         self,
@@ -197,8 +205,8 @@ class Worker:
             # once, not per job as RQ's UnixSignalDeathPenalty does: its two signal() calls
             # cost a no-op job a tenth of its run (the alarm itself is set per job, in _call)
             signal.signal(signal.SIGALRM, self._job_timed_out)
-        ctx = context.WorkerContext(self.client, self.keys, self.settings, metrics=self.metrics)
-        context.install(ctx)
+        job_context = context.JobContext(self.client, self.keys, self.settings, metrics=self.metrics)
+        context.install(job_context)
         self._waiting_out_outages(lambda: self._maintain(self.client))  # registered and alive first
         self._maintainer = threading.Thread(
             target=self._maintenance_loop, name="b24pipe-heartbeat", daemon=True
@@ -206,7 +214,7 @@ class Worker:
         self._maintainer.start()
         log(logger, logging.INFO, "worker started", worker=self.name, queues=",".join(self.queue_names))
         try:
-            self._loop(ctx)
+            self._loop(job_context)
         finally:
             self._maintainer_stop.set()
             self._maintainer_nudge.set()
@@ -328,10 +336,10 @@ class Worker:
         return float(next_due) if next_due else None
 
     # --- the loop --------------------------------------------------------------------------
-    def _loop(self, ctx: context.WorkerContext) -> None:
+    def _loop(self, job_context: context.JobContext) -> None:
         while not self.stopping.is_set():
             try:
-                if not self._round(ctx):
+                if not self._round(job_context):
                     return
             except OUTAGE_ERRORS as exc:
                 self._reclaim = True
@@ -339,7 +347,7 @@ class Worker:
                 continue
             self.outage.recovered()
 
-    def _round(self, ctx: context.WorkerContext) -> bool:
+    def _round(self, job_context: context.JobContext) -> bool:
         """The last batch's acknowledgements (or those left over from an outage) and the next
         fetch, then that batch; False when a burst worker found the queues empty or the
         workers are suspended."""
@@ -363,7 +371,7 @@ class Worker:
             jobs = self._fetch(claimed.decode() if isinstance(claimed, bytes) else str(claimed))
             if self.suspended:  # the claimed job went back to the front of its queue
                 return True
-        self._run_batch(jobs, ctx)
+        self._run_batch(jobs, job_context)
         return True
 
     def _give_back_orphans(self) -> None:
@@ -380,7 +388,7 @@ class Worker:
                 pipe.hget(rqkeys.job(job_id), "origin")
             queues = pipe.execute()
         self._acks.extend(
-            ("back", job_id, as_text(queue) if queue else self.keys.events_queue, "", "", "")
+            FrontAck(job_id, as_text(queue) if queue else self.keys.events_queue)
             for job_id, queue in zip(ids, queues, strict=True)
         )
         log(logger, logging.WARNING, "jobs given back after an outage", worker=self.name, jobs=len(ids))
@@ -454,19 +462,19 @@ class Worker:
         self.metrics.in_progress.set(len(jobs))
         return jobs
 
-    def _run_batch(self, jobs: list[Taken], ctx: context.WorkerContext) -> None:
+    def _run_batch(self, jobs: list[Taken], job_context: context.JobContext) -> None:
         self._note_taken(jobs)
         for position, job in enumerate(jobs):
             if self.stopping.is_set():
                 for rest in reversed(jobs[position:]):
-                    self._acks.append(("back", rest.id, rest.queue, "", "", ""))
+                    self._acks.append(FrontAck(rest.id, rest.queue))
                 break
             try:
-                self._acks.append(self._run_one(job, ctx))
+                self._acks.append(self._run_one(job, job_context))
             except OUTAGE_ERRORS:
                 # the handler met the outage: this job and the rest go back, no attempt used
                 for rest in reversed(jobs[position:]):
-                    self._acks.append(("back", rest.id, rest.queue, "", "", ""))
+                    self._acks.append(FrontAck(rest.id, rest.queue))
                 raise
             self.processed += 1
             self.metrics.in_progress.dec()
@@ -508,15 +516,11 @@ class Worker:
 
     def _ack_call(self) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the ack.lua call writing the pending acknowledgements."""
-        now = time.time()
-        args: list[Any] = [self.name, now, rq_time(now), rqkeys.LUA_ARG]
-        for entry in self._acks:
-            args.extend(entry)
-        return [self.inflight, self.keys.defer_horizon, self.keys.parked_portals], args
+        return ack_call(self._acks, self.keys, worker=self.name, inflight=self.inflight, now=time.time())
 
     def _acked(self) -> None:
         """The pending acknowledgements were written."""
-        if any(entry[0] in _SCHEDULING for entry in self._acks):
+        if any(schedules(ack) for ack in self._acks):
             self._maintainer_nudge.set()  # its due time may come before the next tick
         self._acks.clear()
         self._last_flush = time.monotonic()
@@ -528,7 +532,7 @@ class Worker:
             found = self._functions[name] = import_attribute(LEGACY_PATHS.get(name, name))
         return found
 
-    def _run_one(self, job: Taken, ctx: context.WorkerContext) -> Ack:
+    def _run_one(self, job: Taken, job_context: context.JobContext) -> Ack:
         now = time.time()
         label = "job"
         try:
@@ -539,51 +543,14 @@ class Worker:
                 member = str(event.get("member_id", ""))
                 if should_wait_behind(self.horizons.get(member), job.slot, now):
                     self.metrics.deferrals.labels(label, "portal_waiting").inc()
-                    return ("defer", job.id, job.queue, member, 0, "skip")
+                    return DeferAck(job.id, job.queue, member, 0, Spacing.SKIP)
             if job.enqueued_at is not None:
                 self.metrics.queue_wait.labels(job.queue).observe(max(0.0, now - job.enqueued_at))
-            ctx.runs, ctx.job_id = job.runs, job.id
+            job_context.runs, job_context.id = job.runs, job.id
             function = getattr(instance, func_name) if instance is not None else self._function(func_name)
-            outcome = self._call(function, args, kwargs, job)
-        except Hold as exc:
-            self.metrics.deferrals.labels(label, "coalescing").inc()
-            self.metrics.jobs.labels(label, "deferred").inc()
-            if exc.after <= 0:
-                return ("tail", job.id, job.queue, "", "", "")
-            return ("sched", job.id, job.queue, time.time() + exc.after, "", "")
-        except Reschedule as exc:
-            self.metrics.retries.labels(label).inc()
-            self.metrics.jobs.labels(label, "retry").inc()
-            return ("sched", job.id, job.queue, time.time() + exc.after, "", "")
-        except Defer as exc:
-            self.metrics.deferrals.labels(
-                label, "rate_limited" if exc.rate_limited else "operating_limit"
-            ).inc()
-            self.metrics.jobs.labels(label, "deferred").inc()
-            if exc.rate_limited and job.slot is None:
-                self.horizons[exc.member_id] = max(self.horizons.get(exc.member_id, 0.0), now + 2 * exc.after)
-                return ("defer", job.id, job.queue, exc.member_id, exc.after, "first")
-            return ("defer", job.id, job.queue, exc.member_id, exc.after, "again")
-        except Park as exc:
-            self.metrics.jobs.labels(label, "parked").inc()
-            log(
-                logger,
-                logging.WARNING,
-                "job parked: portal needs re-authorization",
-                job=job.id,
-                event_id=job.event_id or "",
-                member_id=exc.member_id,
-            )
-            return (
-                "park",
-                job.id,
-                job.queue,
-                exc.member_id,
-                self.keys.portal(exc.member_id),
-                self.keys.parked(exc.member_id),
-            )
-        except GiveUp as exc:
-            return self._fail(job, label, str(exc))
+            returned = self._call(function, args, kwargs, job)
+        except JobOutcome as exc:
+            return self._ack_for(job, label, exc.outcome, now)
         except OUTAGE_ERRORS:
             raise
         except Exception as exc:  # any other job error: generic retry with backoff, then failed
@@ -594,9 +561,46 @@ class Worker:
             self.metrics.retries.labels(label).inc()
             self.metrics.jobs.labels(label, "retry").inc()
             delay = backoff(attempts, self.policy.base, self.policy.cap, _rand())
-            return ("sched", job.id, job.queue, time.time() + delay, str(attempts), "")
-        self.metrics.jobs.labels(label, outcome if outcome in OUTCOMES else "ok").inc()
-        return ("ok", job.id, job.queue, self._finished_ttl(job), "", "")
+            return RetryAck(job.id, job.queue, time.time() + delay, attempts)
+        # what the job function returned ("ok", "echo", "merged"...) is the reason it is done
+        return self._ack_for(job, label, Outcome(Action.DONE, reason=str(returned)), now)
+
+    def _ack_for(self, job: Taken, label: str, outcome: Outcome, now: float) -> Ack:
+        """The acknowledgement of the job's `outcome` (its action is the ack's verb), counted."""
+        action = outcome.action
+        if action is Action.DONE:
+            self.metrics.jobs.labels(label, outcome.reason if outcome.reason in OUTCOMES else "ok").inc()
+            return DoneAck(job.id, job.queue, self._finished_ttl(job))
+        if action is Action.HOLD:
+            self.metrics.deferrals.labels(label, "coalescing").inc()
+            self.metrics.jobs.labels(label, "deferred").inc()
+            return HoldAck(job.id, job.queue, time.time() + outcome.after if outcome.after > 0 else None)
+        if action is Action.RETRY:
+            self.metrics.retries.labels(label).inc()
+            self.metrics.jobs.labels(label, "retry").inc()
+            return RetryAck(job.id, job.queue, time.time() + outcome.after)
+        member = outcome.member_id
+        if action is Action.DEFER:
+            self.metrics.deferrals.labels(
+                label, "rate_limited" if outcome.rate_limited else "operating_limit"
+            ).inc()
+            self.metrics.jobs.labels(label, "deferred").inc()
+            if outcome.rate_limited and job.slot is None:
+                self.horizons[member] = max(self.horizons.get(member, 0.0), now + 2 * outcome.after)
+                return DeferAck(job.id, job.queue, member, outcome.after, Spacing.FIRST)
+            return DeferAck(job.id, job.queue, member, outcome.after, Spacing.AGAIN)
+        if action is Action.PARK:
+            self.metrics.jobs.labels(label, "parked").inc()
+            log(
+                logger,
+                logging.WARNING,
+                "job parked: portal needs re-authorization",
+                job=job.id,
+                event_id=job.event_id or "",
+                member_id=member,
+            )
+            return ParkAck(job.id, job.queue, member)
+        return self._fail(job, label, outcome.reason)
 
     def _finished_ttl(self, job: Taken) -> int:
         """How long a handled job stays in RQ's FinishedJobRegistry: its result TTL, or
@@ -637,9 +641,9 @@ class Worker:
             queue=job.queue,
             error=scrub(text.strip().splitlines()[-1]),
         )
-        blob = zlib.compress(scrub(text).encode("utf-8"))
-        # the same bytes, base64 as RQ's result record wants them (exc_string: rq info, rq-dashboard)
-        return ("fail", job.id, job.queue, self.settings.failed_ttl, blob, base64.b64encode(blob).decode())
+        return FailAck(
+            job.id, job.queue, self.settings.failed_ttl, zlib.compress(scrub(text).encode("utf-8"))
+        )
 
 
 def periodic_every(settings: Settings) -> float:

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from shared.events import Event, entity_of
 from shared.keys import Keys
 from shared.settings import Settings, load_settings
-from workers.guards.coalesce import Coalescer, Grouping, Verdict, merge_slot, order_key
+from workers.guards.coalesce import ArrivalVerdict, Coalescer, Grouping, merge_slot, order_key
 
 PER_ENTITY = Grouping("h", batch=False, coalesce=True, delay=0.0)
 
@@ -51,7 +51,7 @@ def coalescer(r: redis.Redis, settings: Settings) -> Coalescer:
 def test_adds_deletes_and_entityless_events_always_run(coalescer: Coalescer, event: Event) -> None:
     for job in ("j1", "j2", "j3"):
         arrival = coalescer.arrive(job, event, PER_ENTITY)
-        assert arrival.verdict is Verdict.RUN and arrival.events == (event,)
+        assert arrival.verdict is ArrivalVerdict.RUN and arrival.events == (event,)
 
 
 def test_without_a_job_id_nothing_is_grouped(coalescer: Coalescer) -> None:
@@ -65,24 +65,26 @@ def test_burst_runs_once_on_the_latest_and_the_claim_survives_a_rerun(
     before = _merged()
     burst = [_event("ONCRMDEALUPDATE", 5, ts, received_at=ts / 10) for ts in (3, 1, 7, 2, 7, 5)]
     jobs = [f"job{i}" for i in range(len(burst))]
-    assert coalescer.arrive(jobs[0], burst[0], PER_ENTITY).verdict is Verdict.HOLD
+    assert coalescer.arrive(jobs[0], burst[0], PER_ENTITY).verdict is ArrivalVerdict.HOLD
     # the same event delivered twice is two jobs: the second one is merged, not a second leader
-    assert coalescer.arrive("dup", burst[0], PER_ENTITY).verdict is Verdict.MERGED
+    assert coalescer.arrive("dup", burst[0], PER_ENTITY).verdict is ArrivalVerdict.MERGED
     assert [coalescer.arrive(j, e, PER_ENTITY).verdict for j, e in zip(jobs[1:], burst[1:], strict=True)] == [
-        Verdict.MERGED
+        ArrivalVerdict.MERGED
     ] * 5
     assert _merged() == before + 6
     assert r.pttl(keys.coalesce_group("m1", "h", "ONCRMDEALUPDATE:deal:5")) > 0
 
     leader = burst[0].model_copy(update={"attempt": 2})
     run = coalescer.arrive(jobs[0], leader, PER_ENTITY)
-    assert run.verdict is Verdict.RUN and len(run.events) == 1
+    assert run.verdict is ArrivalVerdict.RUN and len(run.events) == 1
     assert (run.events[0].ts, run.events[0].id) == (7, burst[2].id)  # newest by ts; a tie: first seen
     assert run.events[0].attempt == 2  # the job's attempt, not the payload's
     assert r.exists(keys.coalesce_group("m1", "h", "ONCRMDEALUPDATE:deal:5")) == 0
 
     # a new change after the claim opens a new group ...
-    assert coalescer.arrive("later", _event("ONCRMDEALUPDATE", 5, 8), PER_ENTITY).verdict is Verdict.HOLD
+    assert (
+        coalescer.arrive("later", _event("ONCRMDEALUPDATE", 5, 8), PER_ENTITY).verdict is ArrivalVerdict.HOLD
+    )
     # ... while the leader's job, run again (killed worker, retry), still gets its claim
     assert coalescer.arrive(jobs[0], leader, PER_ENTITY).events == run.events
     coalescer.release("m1", ["h"], jobs[0])
@@ -93,16 +95,18 @@ def test_leader_waits_for_quiet_but_no_longer_than_max_wait(r: redis.Redis, sett
     coalescer = Coalescer(r, settings.model_copy(update={"coalesce_max_wait": 1.0}))
     how = Grouping("h", batch=False, coalesce=True, delay=5.0)  # never quiet for 5 s: max wait decides
     first = coalescer.arrive("lead", _event("ONCRMDEALUPDATE", 5, 0), how)
-    assert first.verdict is Verdict.HOLD and first.after == 5.0
+    assert first.verdict is ArrivalVerdict.HOLD and first.after == 5.0
     started = time.monotonic()
     ts = 1
     held = first
-    while held.verdict is Verdict.HOLD:  # a busy entity: a new event every 0.1 s, forever
-        assert coalescer.arrive(f"j{ts}", _event("ONCRMDEALUPDATE", 5, ts), how).verdict is Verdict.MERGED
+    while held.verdict is ArrivalVerdict.HOLD:  # a busy entity: a new event every 0.1 s, forever
+        assert (
+            coalescer.arrive(f"j{ts}", _event("ONCRMDEALUPDATE", 5, ts), how).verdict is ArrivalVerdict.MERGED
+        )
         ts += 1
         time.sleep(0.1)
         held = coalescer.arrive("lead", _event("ONCRMDEALUPDATE", 5, 0), how)
-        assert held.verdict is Verdict.RUN or 0 < held.after <= 1.0  # held no longer than what is left
+        assert held.verdict is ArrivalVerdict.RUN or 0 < held.after <= 1.0  # held no longer than what is left
         assert time.monotonic() - started < 30
     assert held.events[0].ts == ts - 1  # the newest merged event
     assert time.monotonic() - started >= 0.9
@@ -110,26 +114,26 @@ def test_leader_waits_for_quiet_but_no_longer_than_max_wait(r: redis.Redis, sett
 
 def test_a_quiet_group_runs_after_its_delay(coalescer: Coalescer) -> None:
     how = Grouping("h", batch=False, coalesce=True, delay=0.2)
-    assert coalescer.arrive("lead", _event("ONCRMDEALUPDATE", 5, 0), how).verdict is Verdict.HOLD
-    assert coalescer.arrive("other", _event("ONCRMDEALUPDATE", 5, 1), how).verdict is Verdict.MERGED
+    assert coalescer.arrive("lead", _event("ONCRMDEALUPDATE", 5, 0), how).verdict is ArrivalVerdict.HOLD
+    assert coalescer.arrive("other", _event("ONCRMDEALUPDATE", 5, 1), how).verdict is ArrivalVerdict.MERGED
     time.sleep(0.3)
     run = coalescer.arrive("lead", _event("ONCRMDEALUPDATE", 5, 0), how)
-    assert run.verdict is Verdict.RUN and run.events[0].ts == 1
+    assert run.verdict is ArrivalVerdict.RUN and run.events[0].ts == 1
 
 
 def test_groups_are_per_handler_portal_event_and_entity(coalescer: Coalescer) -> None:
     other = Grouping("other", batch=False, coalesce=True, delay=0.0)
-    assert coalescer.arrive("a", _event("ONCRMDEALUPDATE", 5, 1), PER_ENTITY).verdict is Verdict.HOLD
-    assert coalescer.arrive("a", _event("ONCRMDEALUPDATE", 5, 1), other).verdict is Verdict.HOLD
-    assert coalescer.arrive("b", _event("ONCRMDEALUPDATE", 6, 1), PER_ENTITY).verdict is Verdict.HOLD
+    assert coalescer.arrive("a", _event("ONCRMDEALUPDATE", 5, 1), PER_ENTITY).verdict is ArrivalVerdict.HOLD
+    assert coalescer.arrive("a", _event("ONCRMDEALUPDATE", 5, 1), other).verdict is ArrivalVerdict.HOLD
+    assert coalescer.arrive("b", _event("ONCRMDEALUPDATE", 6, 1), PER_ENTITY).verdict is ArrivalVerdict.HOLD
     assert (
         coalescer.arrive("c", _event("ONCRMDEALUPDATE", 5, 1, member="m2"), PER_ENTITY).verdict
-        is Verdict.HOLD
+        is ArrivalVerdict.HOLD
     )
-    assert coalescer.arrive("d", _event("ONCRMLEADUPDATE", 5, 1), PER_ENTITY).verdict is Verdict.HOLD
-    assert coalescer.arrive("e", _event("ONCRMDEALUPDATE", 5, 2), PER_ENTITY).verdict is Verdict.MERGED
+    assert coalescer.arrive("d", _event("ONCRMLEADUPDATE", 5, 1), PER_ENTITY).verdict is ArrivalVerdict.HOLD
+    assert coalescer.arrive("e", _event("ONCRMDEALUPDATE", 5, 2), PER_ENTITY).verdict is ArrivalVerdict.MERGED
     before = _merged("other")
-    assert coalescer.arrive("f", _event("ONCRMLEADUPDATE", 5, 2), PER_ENTITY).verdict is Verdict.MERGED
+    assert coalescer.arrive("f", _event("ONCRMLEADUPDATE", 5, 2), PER_ENTITY).verdict is ArrivalVerdict.MERGED
     # an event name the dispatcher did not declare is never a label value
     assert _merged("other") == before + 1
 
@@ -148,14 +152,14 @@ def test_batch_group_gives_the_portals_waiting_events_as_one_list(
         _event("ONCRMDEALDELETE", 3, 15, received_at=6),
         _event("ONCRMDEALUPDATE", 1, 9, received_at=7),  # reordered: older than ts 13
     ]
-    assert coalescer.arrive("j0", events[0], how).verdict is Verdict.HOLD
+    assert coalescer.arrive("j0", events[0], how).verdict is ArrivalVerdict.HOLD
     for index, event in enumerate(events[1:], start=1):
-        assert coalescer.arrive(f"j{index}", event, how).verdict is Verdict.MERGED
+        assert coalescer.arrive(f"j{index}", event, how).verdict is ArrivalVerdict.MERGED
     assert coalescer.arrive("other-portal", _event("ONCRMDEALUPDATE", 1, 1, member="m2"), how).verdict is (
-        Verdict.HOLD
+        ArrivalVerdict.HOLD
     )
     run = coalescer.arrive("j0", events[0], how)
-    assert run.verdict is Verdict.RUN
+    assert run.verdict is ArrivalVerdict.RUN
     if coalesce:  # the newest update per deal, every add, delete and entityless event, arrival order
         assert [e.ts for e in run.events] == [11, 12, 13, 14, 15]
     else:
@@ -179,9 +183,9 @@ def _dispatch_worker(url: str, ns: str, queue_key: str, runs_key: str) -> None:
         idle = 0
         item: dict[str, Any] = orjson.loads(raw)
         arrival = coalescer.arrive(item["job"], Event.model_validate(item["event"]), PER_ENTITY)
-        if arrival.verdict is Verdict.HOLD:
+        if arrival.verdict is ArrivalVerdict.HOLD:
             client.rpush(queue_key, raw)
-        elif arrival.verdict is Verdict.RUN:
+        elif arrival.verdict is ArrivalVerdict.RUN:
             client.rpush(runs_key, *(event.id for event in arrival.events))
             coalescer.release(arrival.events[0].member_id, ["h"], item["job"])
 

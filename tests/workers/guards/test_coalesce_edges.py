@@ -10,7 +10,7 @@ import redis
 from shared.events import Event, entity_of
 from shared.keys import Keys
 from shared.settings import Settings
-from workers.guards.coalesce import Coalescer, Grouping, Verdict
+from workers.guards.coalesce import ArrivalVerdict, Coalescer, Grouping
 
 PER_ENTITY = Grouping("h", batch=False, coalesce=True, delay=0.0)
 BATCH = Grouping("b", batch=True, coalesce=True, delay=0.0)
@@ -34,10 +34,10 @@ def _event(name: str, entity: int, ts: int, received_at: float = 0.0, eid: str |
 def test_group_and_claim_lifetimes(r: redis.Redis, settings: Settings, keys: Keys) -> None:
     coalescer = Coalescer(r, settings)
     event = _event("ONCRMDEALUPDATE", 5, 1)
-    assert coalescer.arrive("lead", event, PER_ENTITY).verdict is Verdict.HOLD
+    assert coalescer.arrive("lead", event, PER_ENTITY).verdict is ArrivalVerdict.HOLD
     group_ttl = r.pttl(keys.coalesce_group("m1", "h", "ONCRMDEALUPDATE:deal:5"))
     assert settings.coalesce_ttl * 1000 - 10_000 < group_ttl <= settings.coalesce_ttl * 1000
-    assert coalescer.arrive("lead", event, PER_ENTITY).verdict is Verdict.RUN
+    assert coalescer.arrive("lead", event, PER_ENTITY).verdict is ArrivalVerdict.RUN
     claim = keys.coalesce_claim("m1", "h", "lead")
     claim_ttl_ms = (settings.failed_ttl + int(settings.retry_max) + 3600) * 1000
     assert claim_ttl_ms - 10_000 < r.pttl(claim) <= claim_ttl_ms  # outlives the failed registry
@@ -51,15 +51,15 @@ def test_a_busy_group_is_held_no_longer_than_max_wait(r: redis.Redis, settings: 
     event = _event("ONCRMDEALUPDATE", 5, 1)
     assert coalescer.arrive("lead", event, how).after == 3000.0
     held = coalescer.arrive("lead", event, how)
-    assert held.verdict is Verdict.HOLD and 990.0 < held.after <= 1000.0
+    assert held.verdict is ArrivalVerdict.HOLD and 990.0 < held.after <= 1000.0
 
 
 def test_on_a_ts_tie_the_later_arrival_wins(r: redis.Redis, settings: Settings) -> None:
     coalescer = Coalescer(r, settings)
     early = _event("ONCRMDEALUPDATE", 5, 7, received_at=100.0, eid="z-early")
     late = _event("ONCRMDEALUPDATE", 5, 7, received_at=200.0, eid="a-late")  # smaller id: not the tiebreak
-    assert coalescer.arrive("lead", early, PER_ENTITY).verdict is Verdict.HOLD
-    assert coalescer.arrive("other", late, PER_ENTITY).verdict is Verdict.MERGED
+    assert coalescer.arrive("lead", early, PER_ENTITY).verdict is ArrivalVerdict.HOLD
+    assert coalescer.arrive("other", late, PER_ENTITY).verdict is ArrivalVerdict.MERGED
     assert coalescer.arrive("lead", early, PER_ENTITY).events == (late,)
 
 
@@ -67,10 +67,10 @@ def test_batch_items_are_per_event_name_and_entity(r: redis.Redis, settings: Set
     coalescer = Coalescer(r, settings)
     deal = _event("ONCRMDEALUPDATE", 5, 1)
     other = _event("ONCRMDEALMOVETOCATEGORY", 5, 2)  # the same deal, another event: both stay
-    assert coalescer.arrive("lead", deal, BATCH).verdict is Verdict.HOLD
-    assert coalescer.arrive("other", other, BATCH).verdict is Verdict.MERGED
+    assert coalescer.arrive("lead", deal, BATCH).verdict is ArrivalVerdict.HOLD
+    assert coalescer.arrive("other", other, BATCH).verdict is ArrivalVerdict.MERGED
     run = coalescer.arrive("lead", deal, BATCH)
-    assert run.verdict is Verdict.RUN and {e.id for e in run.events} == {deal.id, other.id}
+    assert run.verdict is ArrivalVerdict.RUN and {e.id for e in run.events} == {deal.id, other.id}
 
 
 def test_a_decoding_client_and_releasing_nothing(redis_url: str, settings: Settings, keys: Keys) -> None:
@@ -78,7 +78,7 @@ def test_a_decoding_client_and_releasing_nothing(redis_url: str, settings: Setti
     try:
         coalescer = Coalescer(client, settings)
         event = _event("ONCRMDEALUPDATE", 6, 1)
-        assert coalescer.arrive("lead", event, PER_ENTITY).verdict is Verdict.HOLD
+        assert coalescer.arrive("lead", event, PER_ENTITY).verdict is ArrivalVerdict.HOLD
         assert coalescer.arrive("lead", event, PER_ENTITY).events == (event,)
         coalescer.release("m1", [], "lead")  # no handler succeeded: nothing to forget
         assert client.exists(keys.coalesce_claim("m1", "h", "lead"))

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from shared.portals import Portal, Status
 from shared.settings import Settings
 from workers import errors
-from workers.portals.binding import binding_plan, desired_bindings, spread
+from workers.portals.binding import binding_diff, desired_bindings, spread
 from workers.rest.operating import Report, pause_for, report_from
 from workers.rest.params import changed_fields
 from workers.rest.tokens import keepalive_due, needs_refresh
@@ -78,7 +78,7 @@ def test_refresh_decisions() -> None:
     )
 
 
-def test_binding_plan_is_a_diff() -> None:
+def test_binding_diff_is_what_to_change() -> None:
     url = "https://app.example/b24/events"
     existing: list[dict[str, str | int]] = [
         {"event": "ONCRMDEALUPDATE", "handler": url, "offline": 0},
@@ -88,16 +88,16 @@ def test_binding_plan_is_a_diff() -> None:
         {"event": "ONAPPINSTALL", "handler": url},  # an installation handler: never ours to drop
     ]
     desired = desired_bindings(["ONCRMDEALUPDATE", "oncrmdealadd"], url, Settings())
-    plan = binding_plan(existing, desired, url)
-    assert [b.event for b in plan.bind] == ["ONAPPTEST", "ONAPPUPDATE", "ONCRMDEALADD"]
-    assert all(b.bind_params() == {"event": b.event, "handler": url} for b in plan.bind)
-    assert [b.event for b in plan.unbind] == ["ONCRMLEADADD"]
-    assert plan.unbind[0].unbind_params() == {"event": "ONCRMLEADADD", "handler": url}
+    diff = binding_diff(existing, desired, url)
+    assert [b.event for b in diff.bind] == ["ONAPPTEST", "ONAPPUPDATE", "ONCRMDEALADD"]
+    assert all(b.bind_params() == {"event": b.event, "handler": url} for b in diff.bind)
+    assert [b.event for b in diff.unbind] == ["ONCRMLEADADD"]
+    assert diff.unbind[0].unbind_params() == {"event": "ONCRMLEADADD", "handler": url}
     applied = [row for row in existing if row["event"] != "ONCRMLEADADD" or row["handler"] != url]
-    again = binding_plan([*applied, *({"event": b.event, "handler": url} for b in plan.bind)], desired, url)
+    again = binding_diff([*applied, *({"event": b.event, "handler": url} for b in diff.bind)], desired, url)
     assert not again.changed
     # another app's binding of a wanted event is not ours: ours is still missing
-    assert binding_plan([{"event": "ONAPPTEST", "handler": "https://x/"}], desired, url).bind[0].event == (
+    assert binding_diff([{"event": "ONAPPTEST", "handler": "https://x/"}], desired, url).bind[0].event == (
         "ONAPPTEST"
     )
 

@@ -16,7 +16,7 @@ from b24pipe.sim.client import SimClient
 from shared.crypto import TokenCipher
 from shared.keys import Keys
 from shared.portals import Portal
-from shared.rateplan import Plan
+from shared.rateplan import RatePlan
 from shared.settings import load_settings
 from tests.support.clientkit import install, stored
 from workers.errors import (
@@ -129,9 +129,9 @@ def test_operating_reports_of_a_call_and_of_a_batch() -> None:
 
 
 def test_a_portal_without_a_plan_of_its_own_uses_the_default() -> None:
-    default = Plan(2.0, 50)
+    default = RatePlan(2.0, 50)
     assert plan_of(Portal(member_id="m", domain="d"), default) is default
-    assert plan_of(Portal(member_id="m", domain="d", plan="custom:9/90"), default) == Plan(9.0, 90)
+    assert plan_of(Portal(member_id="m", domain="d", plan="custom:9/90"), default) == RatePlan(9.0, 90)
     assert plan_of(Portal(member_id="m", domain="d", plan="nonsense"), default) is default
 
 
@@ -341,7 +341,7 @@ def test_limiting_fills_the_bucket_after_a_503_and_waits_its_turn(
     simulator: SimClient, r: redis.Redis, env: dict[str, str]
 ) -> None:
     member, ctx, sending, portal = _installed(simulator, r, env, "custom:0.5/10", drain=0.5, burst=10)
-    plan = Plan(0.5, 10)  # a slot every 2 s: the bucket stays full between the two calls
+    plan = RatePlan(0.5, 10)  # a slot every 2 s: the bucket stays full between the two calls
     simulator.faults(member, foreign_burst=10)  # another app on our IP used the whole bucket
     exchange = _run(ctx, Limiting(ctx.limiter, plan, 5.0, sending).send(_call(member), portal))
     assert exchange.payload["result"]["ID"]

@@ -15,15 +15,15 @@ from hypothesis import strategies as st
 from shared.keys import Keys
 from tests.support.propcoverage import branch, reaches
 from workers.errors import RateLimited
-from workers.rest.ratelimit import Limiter, Plan, PlanError, parse_plan
+from workers.rest.ratelimit import Limiter, PlanError, RatePlan, parse_plan
 
 
 def test_named_and_custom_plans() -> None:
-    assert parse_plan("standard") == Plan(2.0, 50)
-    assert parse_plan("Enterprise") == Plan(5.0, 250)
-    assert parse_plan("custom:20/100") == Plan(20.0, 100)
-    assert parse_plan("custom:0.5/10") == Plan(0.5, 10)
-    assert Plan(2.0, 50).limit < 50
+    assert parse_plan("standard") == RatePlan(2.0, 50)
+    assert parse_plan("Enterprise") == RatePlan(5.0, 250)
+    assert parse_plan("custom:20/100") == RatePlan(20.0, 100)
+    assert parse_plan("custom:0.5/10") == RatePlan(0.5, 10)
+    assert RatePlan(2.0, 50).limit < 50
 
 
 _plans = st.one_of(
@@ -45,7 +45,9 @@ def test_bad_plans_are_refused_by_name(text: str) -> None:
         branch("accepted")
 
 
-def _sends(redis_url: str, ns: str, plan: Plan, count: int, out: multiprocessing.Queue[list[float]]) -> None:
+def _sends(
+    redis_url: str, ns: str, plan: RatePlan, count: int, out: multiprocessing.Queue[list[float]]
+) -> None:
     async def main() -> list[float]:
         client = aioredis.Redis.from_url(redis_url)
         limiter = Limiter(client, Keys(ns), scope="namespace")
@@ -72,7 +74,7 @@ def _max_level(times: list[float], drain: float) -> float:
 
 
 def test_eight_processes_never_overfill_the_bucket(redis_url: str, ns: str, r: redis.Redis) -> None:
-    plan = Plan(drain=40.0, burst=20)
+    plan = RatePlan(drain=40.0, burst=20)
     ctx = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue[list[float]] = ctx.Queue()
     procs = [ctx.Process(target=_sends, args=(redis_url, ns, plan, 15, out)) for _ in range(8)]
@@ -100,7 +102,7 @@ def test_long_waits_raise_without_reserving(redis_url: str, ns: str, r: redis.Re
 async def _long_waits(redis_url: str, ns: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     limiter = Limiter(client, Keys(ns), scope="namespace")
-    plan = Plan(drain=1.0, burst=4)
+    plan = RatePlan(drain=1.0, burst=4)
     waits = [await limiter.reserve("p", plan, max_wait=0.5) for _ in range(plan.limit)]
     assert waits == [0.0] * plan.limit
     with pytest.raises(RateLimited) as caught:
@@ -121,7 +123,7 @@ def test_saturate_makes_everyone_wait(redis_url: str, ns: str, r: redis.Redis) -
 async def _saturate(redis_url: str, ns: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     limiter = Limiter(client, Keys(ns), scope="namespace")
-    plan = Plan(drain=2.0, burst=50)
+    plan = RatePlan(drain=2.0, burst=50)
     assert await limiter.reserve("p", plan, max_wait=0) == 0
     await limiter.saturate("p", plan)
     with pytest.raises(RateLimited):

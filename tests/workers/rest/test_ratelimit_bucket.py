@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from shared.keys import Keys
 from workers.errors import RateLimited
-from workers.rest.ratelimit import Limiter, Plan, PlanError, parse_plan
+from workers.rest.ratelimit import Limiter, PlanError, RatePlan, parse_plan
 
 
 def run(redis_url: str, ns: str, scenario: Callable[[Limiter], Awaitable[None]]) -> None:
@@ -59,9 +59,9 @@ def test_a_worker_refuses_a_zero_plan_at_start(base_env: dict[str, str], tmp_pat
 
 
 def test_the_smallest_plan_is_accepted_and_keeps_one_slot() -> None:
-    assert parse_plan("custom:1/1") == Plan(1.0, 1)
-    assert Plan(1.0, 1).limit == 1
-    assert Plan(2.0, 50).limit == 48 and Plan(5.0, 250).limit == 240 and Plan(1.0, 4).limit == 3
+    assert parse_plan("custom:1/1") == RatePlan(1.0, 1)
+    assert RatePlan(1.0, 1).limit == 1
+    assert RatePlan(2.0, 50).limit == 48 and RatePlan(5.0, 250).limit == 240 and RatePlan(1.0, 4).limit == 3
 
 
 def test_the_default_scope_is_the_bucket_every_app_shares() -> None:
@@ -70,7 +70,7 @@ def test_the_default_scope_is_the_bucket_every_app_shares() -> None:
 
 
 def test_exact_limit_then_one_slot_per_drain_interval(redis_url: str, ns: str, r: redis.Redis) -> None:
-    plan = Plan(drain=0.5, burst=4)  # limit 3; a slot every 2 s
+    plan = RatePlan(drain=0.5, burst=4)  # limit 3; a slot every 2 s
 
     async def scenario(limiter: Limiter) -> None:
         assert [await limiter.reserve("p", plan, max_wait=0) for _ in range(plan.limit)] == [0.0] * 3
@@ -89,7 +89,7 @@ def test_exact_limit_then_one_slot_per_drain_interval(redis_url: str, ns: str, r
 def test_the_level_drains_at_the_plan_rate_and_never_below_zero(
     redis_url: str, ns: str, r: redis.Redis
 ) -> None:
-    plan = Plan(drain=10.0, burst=20)
+    plan = RatePlan(drain=10.0, burst=20)
 
     async def scenario(limiter: Limiter) -> None:
         key = limiter.key("p")
@@ -104,7 +104,7 @@ def test_the_level_drains_at_the_plan_rate_and_never_below_zero(
 
 
 def test_the_bucket_key_expires_once_drained(redis_url: str, ns: str, r: redis.Redis) -> None:
-    plan = Plan(drain=0.5, burst=10)
+    plan = RatePlan(drain=0.5, burst=10)
 
     async def scenario(limiter: Limiter) -> None:
         for _ in range(3):
@@ -118,7 +118,7 @@ def test_the_bucket_key_expires_once_drained(redis_url: str, ns: str, r: redis.R
 def test_saturate_fills_to_the_limit_and_never_lowers_the_level(
     redis_url: str, ns: str, r: redis.Redis
 ) -> None:
-    plan = Plan(drain=0.1, burst=10)  # limit 9
+    plan = RatePlan(drain=0.1, burst=10)  # limit 9
 
     async def scenario(limiter: Limiter) -> None:
         await limiter.reserve("p", plan, max_wait=0)
@@ -137,7 +137,7 @@ def test_saturate_fills_to_the_limit_and_never_lowers_the_level(
 
 
 def test_acquire_sleeps_out_the_reserved_wait(redis_url: str, ns: str, r: redis.Redis) -> None:
-    plan = Plan(drain=4.0, burst=2)  # limit 1; the second slot is 0.25 s away
+    plan = RatePlan(drain=4.0, burst=2)  # limit 1; the second slot is 0.25 s away
 
     async def scenario(limiter: Limiter) -> None:
         loop = asyncio.get_running_loop()

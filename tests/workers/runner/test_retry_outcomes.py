@@ -19,9 +19,8 @@ from workers.errors import (
 from workers.runner.outcome import (
     Action,
     Defer,
-    HandlerResult,
-    Hold,
     JobOutcome,
+    Outcome,
     Park,
     Policy,
     Reschedule,
@@ -39,60 +38,58 @@ def reason(exc: BaseException) -> str:
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        (RateLimited(0.5), HandlerResult(Action.DEFER, 0.5, reason(RateLimited(0.5)), rate_limited=True)),
-        (RateLimited(-2), HandlerResult(Action.DEFER, 0.0, reason(RateLimited(-2)), rate_limited=True)),
-        (OperatingLimit(3), HandlerResult(Action.DEFER, 3.0, reason(OperatingLimit(3)))),
+        (RateLimited(0.5), Outcome(Action.DEFER, 0.5, reason(RateLimited(0.5)), rate_limited=True)),
+        (RateLimited(-2), Outcome(Action.DEFER, 0.0, reason(RateLimited(-2)), rate_limited=True)),
+        (OperatingLimit(3), Outcome(Action.DEFER, 3.0, reason(OperatingLimit(3)))),
         (
             ReauthRequired("invalid_grant"),
-            HandlerResult(Action.PARK, 0.0, reason(ReauthRequired("invalid_grant"))),
+            Outcome(Action.PARK, 0.0, reason(ReauthRequired("invalid_grant"))),
         ),
-        (AuthRevoked("invalid_token"), HandlerResult(Action.PARK, 0.0, reason(AuthRevoked("invalid_token")))),
-        (Permanent("no"), HandlerResult(Action.FAIL, 0.0, "Permanent: no")),
+        (AuthRevoked("invalid_token"), Outcome(Action.PARK, 0.0, reason(AuthRevoked("invalid_token")))),
+        (Permanent("no"), Outcome(Action.FAIL, 0.0, "Permanent: no")),
         # a setting that no retry can mend
-        (ConfigurationError("unset"), HandlerResult(Action.FAIL, 0.0, "ConfigurationError: unset")),
+        (ConfigurationError("unset"), Outcome(Action.FAIL, 0.0, "ConfigurationError: unset")),
         (
             AccessDenied("ACCESS_DENIED"),
-            HandlerResult(Action.FAIL, 0.0, reason(AccessDenied("ACCESS_DENIED"))),
+            Outcome(Action.FAIL, 0.0, reason(AccessDenied("ACCESS_DENIED"))),
         ),
-        (Retry(after=0.5), HandlerResult(Action.RETRY, 0.5, reason(Retry(after=0.5)))),
+        (Retry(after=0.5), Outcome(Action.RETRY, 0.5, reason(Retry(after=0.5)))),
         # no delay given: the backoff, never an immediate retry (a hot loop)
-        (Retry(), HandlerResult(Action.RETRY, 4.0, reason(Retry()))),
-        (RuntimeError("x"), HandlerResult(Action.RETRY, 4.0, "RuntimeError: x")),
+        (Retry(), Outcome(Action.RETRY, 4.0, reason(Retry()))),
+        (RuntimeError("x"), Outcome(Action.RETRY, 4.0, "RuntimeError: x")),
     ],
 )
-def test_classify_gives_every_field(exc: BaseException, expected: HandlerResult) -> None:
+def test_classify_gives_every_field(exc: BaseException, expected: Outcome) -> None:
     assert classify(exc, 2, POLICY, 1.0) == expected
 
 
 def test_attempts_used_up_fail_with_the_count() -> None:
-    assert classify(RuntimeError("x"), 3, POLICY, 0.5) == HandlerResult(
+    assert classify(RuntimeError("x"), 3, POLICY, 0.5) == Outcome(
         Action.FAIL, 0.0, "RuntimeError: x (after 3 attempts)"
     )
 
 
 def test_combine_gives_every_field() -> None:
-    retry = HandlerResult(Action.RETRY, 2.0, "a")
-    silent = HandlerResult(Action.RETRY, 1.0, "")
-    defer = HandlerResult(Action.DEFER, 5.0, "limited", rate_limited=True)
-    operating = HandlerResult(Action.DEFER, 1.0, "operating")
-    hold = HandlerResult(Action.HOLD, 7.0, "coalescing")
-    fail_a, fail_b = HandlerResult(Action.FAIL, 0.0, "x"), HandlerResult(Action.FAIL, 0.0, "y")
-    assert combine([retry, silent, defer]) == HandlerResult(Action.RETRY, 5.0, "a; limited")
-    assert combine([operating, defer]) == HandlerResult(Action.DEFER, 5.0, "operating", rate_limited=True)
-    assert combine([operating]) == HandlerResult(Action.DEFER, 1.0, "operating", rate_limited=False)
-    assert combine([hold, HandlerResult(Action.HOLD, 3.0, "coalescing")]) == HandlerResult(
-        Action.HOLD, 7.0, "coalescing"
-    )
-    assert combine([fail_a, HandlerResult(Action.DONE), fail_b]) == HandlerResult(Action.FAIL, 0.0, "x; y")
-    assert combine([HandlerResult(Action.DONE)]) == HandlerResult(Action.DONE)
+    retry = Outcome(Action.RETRY, 2.0, "a")
+    silent = Outcome(Action.RETRY, 1.0, "")
+    defer = Outcome(Action.DEFER, 5.0, "limited", rate_limited=True)
+    operating = Outcome(Action.DEFER, 1.0, "operating")
+    hold = Outcome(Action.HOLD, 7.0, "coalescing")
+    fail_a, fail_b = Outcome(Action.FAIL, 0.0, "x"), Outcome(Action.FAIL, 0.0, "y")
+    assert combine([retry, silent, defer]) == Outcome(Action.RETRY, 5.0, "a; limited")
+    assert combine([operating, defer]) == Outcome(Action.DEFER, 5.0, "operating", rate_limited=True)
+    assert combine([operating]) == Outcome(Action.DEFER, 1.0, "operating", rate_limited=False)
+    assert combine([hold, Outcome(Action.HOLD, 3.0, "coalescing")]) == Outcome(Action.HOLD, 7.0, "coalescing")
+    assert combine([fail_a, Outcome(Action.DONE), fail_b]) == Outcome(Action.FAIL, 0.0, "x; y")
+    assert combine([Outcome(Action.DONE)]) == Outcome(Action.DONE)
 
 
-def test_outcome_exceptions_carry_what_the_worker_reads() -> None:
+def test_outcome_exceptions_carry_the_job_s_outcome() -> None:
     reschedule = Reschedule(3.0, "why")
-    assert isinstance(reschedule, JobOutcome) and reschedule.after == 3.0 and str(reschedule) == "why"
+    assert isinstance(reschedule, JobOutcome) and str(reschedule) == "why"
+    assert reschedule.outcome == Outcome(Action.RETRY, 3.0, "why")
     defer = Defer("m1", 4.0, True, "limited")
-    assert (defer.member_id, defer.after, defer.rate_limited, str(defer)) == ("m1", 4.0, True, "limited")
-    hold = Hold(2.5)
-    assert hold.after == 2.5 and str(hold) == "coalescing"
+    assert defer.outcome == Outcome(Action.DEFER, 4.0, "limited", rate_limited=True, member_id="m1")
+    assert str(defer) == "limited"
     park = Park("m2", "reauth")
-    assert park.member_id == "m2" and str(park) == "reauth"
+    assert park.outcome == Outcome(Action.PARK, reason="reauth", member_id="m2") and str(park) == "reauth"

@@ -17,7 +17,7 @@ from workers.errors import (
     ScopeMissing,
 )
 from workers.runner.fairness import should_wait_behind
-from workers.runner.outcome import Action, HandlerResult, Policy, classify, combine
+from workers.runner.outcome import Action, Outcome, Policy, classify, combine
 from workers.runner.worker import next_wait
 
 POLICY = Policy(max_attempts=5, base=2.0, cap=60.0)
@@ -25,9 +25,7 @@ POLICY = Policy(max_attempts=5, base=2.0, cap=60.0)
 
 def test_classification_follows_the_contract() -> None:
     assert classify(None, 1, POLICY, 0.5).action is Action.DONE
-    assert classify(Retry(after=7), 1, POLICY, 0.5) == HandlerResult(
-        Action.RETRY, 7.0, "Retry: retry after 7s"
-    )
+    assert classify(Retry(after=7), 1, POLICY, 0.5) == Outcome(Action.RETRY, 7.0, "Retry: retry after 7s")
     assert classify(RuntimeError("x"), 1, POLICY, 0.5).action is Action.RETRY
     assert classify(RuntimeError("x"), 5, POLICY, 0.5).action is Action.FAIL  # attempts used up
     assert classify(ApiError("INTERNAL"), 2, POLICY, 0.5).action is Action.RETRY
@@ -42,12 +40,12 @@ def test_classification_follows_the_contract() -> None:
 
 
 results = st.builds(
-    HandlerResult, st.sampled_from(list(Action)), st.floats(min_value=0, max_value=100), st.text(max_size=5)
+    Outcome, st.sampled_from(list(Action)), st.floats(min_value=0, max_value=100), st.text(max_size=5)
 )
 
 
 @given(st.lists(results, max_size=6))
-def test_combine_parks_first_then_reschedules_then_fails(items: list[HandlerResult]) -> None:
+def test_combine_parks_first_then_reschedules_then_fails(items: list[Outcome]) -> None:
     decision = combine(items)
     actions = {item.action for item in items}
     if Action.PARK in actions:
