@@ -1,7 +1,9 @@
-"""The ingress application: routes, and the event path read → parse → validate → check →
-enqueue. The body is read first, bounded in time and size and never inflated
-(`ingress.edge`), and only then does the request take one of the in-flight slots; the
-install page goes through the same reading, parser bounds and slots.
+"""The ingress application: routes, and the event path read → parse → validate → admit →
+check → enqueue. The body is read first, bounded in time and size and never inflated
+(`ingress.edge`), then parsed and validated (no await: no slot is needed for that), and
+only then does the request take one of the in-flight slots, as its portal's
+(`ingress.admission`: a portal flooding a busy process is refused first); the install page
+goes through the same reading, parser bounds and slots.
 
 `create_app(settings)` builds an aiohttp app whose startup opens Redis, starts the token
 cache's version poller and the enqueuer; cleanup writes out held jobs and closes. Answers
@@ -17,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -27,6 +31,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from ingress import install_page
+from ingress.admission import Slots
 from ingress.delivery import Delivery, Plain
 from ingress.edge import CLIENT_DISCONNECTED, ClientGone, EdgeLog, Refusal, read_body
 from ingress.enqueuer import Enqueuer, Unavailable
@@ -86,6 +91,20 @@ def _validation_detail(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"[:200]
 
 
+_INSTALL_PAGE = ""  # the install page's requests take their slots under this key, not a portal's
+
+
+@dataclass(slots=True)
+class _Read:
+    """A parsed and validated event body: `plain` (the fast path) or `delivery` (the model)."""
+
+    payload: dict[str, Any]
+    plain: Plain | None
+    delivery: Delivery | None
+    name: str
+    member_id: str
+
+
 class EventPath:
     """POST /b24/events, with the per-process state it needs bound once."""
 
@@ -96,7 +115,7 @@ class EventPath:
         self.max_body = settings.max_body_bytes
         self.max_keys = settings.max_form_keys
         self.max_depth = settings.max_form_depth
-        self.max_inflight = settings.max_inflight
+        self.slots = Slots(settings.max_inflight)
         self.read_timeout = settings.read_timeout
         self.timeout = settings.enqueue_timeout
         self.metrics = app[METRICS_KEY]
@@ -114,33 +133,43 @@ class EventPath:
             return self._refuse("", _REFUSAL_OUTCOME[refusal.code], refusal.code, refusal.detail)
         except ClientGone:
             return self._gone()
-        if not self._take_slot():
-            return answer(503, UNAVAILABLE)
         metrics = self.metrics
         loop = asyncio.get_running_loop()
         started = loop.time()
+        read = self._read(request, body)
+        if isinstance(read, web.Response):
+            metrics.observe_latency(loop.time() - started)
+            return read
+        member_id = read.member_id
+        if not self._take_slot(member_id):
+            metrics.request(read.name, "overloaded")
+            return answer(503, UNAVAILABLE)
         try:
             # one deadline for everything this request waits for: the token read and the write
             if not tracing.enabled():
-                return await self._handle(request, body, started + self.timeout)
+                return await self._handle(request, read, started + self.timeout)
             with tracing.span("POST /b24/events", _ROUTE, carrier=request.headers, kind="server") as current:
-                response = await self._handle(request, body, started + self.timeout)
+                response = await self._handle(request, read, started + self.timeout)
                 current.set_attribute("http.response.status_code", response.status)
                 return response
         finally:
-            metrics.inflight -= 1
+            self._give_back(member_id)
             metrics.observe_latency(loop.time() - started)
 
-    def _take_slot(self) -> bool:
-        """One of the in-flight slots, taken only once the body is read: a client still
-        sending (at most `B24PIPE_READ_TIMEOUT`) holds a connection, never a slot."""
-        metrics = self.metrics
-        if metrics.inflight >= self.max_inflight:
-            metrics.request("", "overloaded")
-            metrics.reject("overloaded")
+    def _take_slot(self, member_id: str) -> bool:
+        """One of the in-flight slots, taken once the body is read and parsed: a client
+        still sending (at most `B24PIPE_READ_TIMEOUT`) holds a connection, never a slot, and
+        the portal is known, so a flooding one is refused first (`ingress.admission`)."""
+        slots = self.slots
+        if not slots.take(member_id):
+            self.metrics.reject("overloaded")
             return False
-        metrics.inflight += 1
+        self.metrics.inflight = slots.total
         return True
+
+    def _give_back(self, member_id: str) -> None:
+        self.slots.give_back(member_id)
+        self.metrics.inflight = self.slots.total
 
     def _gone(self) -> web.Response:
         """The client left mid-body: counted for the edge log; the answer reaches nobody."""
@@ -156,7 +185,8 @@ class EventPath:
             return install_page.refused(refusal.status, install_page.MALFORMED)
         except ClientGone:
             return self._gone()
-        if not self._take_slot():
+        if not self._take_slot(_INSTALL_PAGE):
+            self.metrics.request("", "overloaded")
             return install_page.refused(503, install_page.TRY_AGAIN)
         try:
             try:
@@ -175,10 +205,10 @@ class EventPath:
             query = dict(request.query)
             return await self.app[LIFECYCLE_KEY].on_install_page(form, query, _remote(request))
         finally:
-            self.metrics.inflight -= 1
+            self._give_back(_INSTALL_PAGE)
 
-    async def _handle(self, request: web.Request, body: bytes, deadline: float) -> web.Response:
-        metrics = self.metrics
+    def _read(self, request: web.Request, body: bytes) -> _Read | web.Response:
+        """The body parsed and validated, or the 400/415 that refuses it."""
         try:
             content_type, charset = media_type(request.headers.get(CONTENT_TYPE))
             payload = parse_body(
@@ -191,7 +221,14 @@ class EventPath:
             return self._refuse("", outcome, exc.code, exc.detail, _remote(request))
         except ValidationError as exc:
             return self._refuse("", "invalid", "invalid_request", _validation_detail(exc), _remote(request))
+        if plain is not None:
+            return _Read(payload, plain, delivery, plain.event, plain.member_id)
+        assert delivery is not None  # the model read what the fast path did not
+        return _Read(payload, plain, delivery, delivery.event, delivery.auth.member_id)
 
+    async def _handle(self, request: web.Request, read: _Read, deadline: float) -> web.Response:
+        metrics = self.metrics
+        payload, delivery = read.payload, read.delivery
         if delivery is not None:
             if delivery.event == "ONAPPINSTALL":
                 metrics.request(delivery.event, "lifecycle")
@@ -199,7 +236,7 @@ class EventPath:
             if delivery.event == "ONAPPUPDATE":
                 metrics.request(delivery.event, "lifecycle")
                 return self._counted(await self.app[LIFECYCLE_KEY].on_update(delivery, _remote(request)))
-            plain = delivery.plain()
+        plain = delivery.plain() if delivery is not None else read.plain
         assert plain is not None  # one of the two read it
 
         name = plain.event

@@ -13,6 +13,10 @@ noise such clients make is logged.
 - Client disconnects, malformed HTTP and `accept()` failures (out of file descriptors)
   are counted and logged once per interval with the count, never a traceback per
   occurrence (`EdgeLog`): a flood of them cannot flood the log.
+- Connections are budgeted to what the open-file limit leaves (`budgeted`): one more is
+  closed at once and counted as an `accept()` failure. At the limit itself uvloop's
+  libuv would close them silently (and asyncio's loop stops accepting for a second), so
+  the process never gets there with connections.
 - The open-file limit is raised at start-up to what the caps need (`raise_open_file_limit`):
   systemd and container runtimes often start a process with a soft limit of 1,024 and a
   much higher hard limit, and a Kubernetes pod spec has no field to set it.
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -42,6 +48,9 @@ MALFORMED_HTTP = "malformed_http"
 
 
 LINGER = 1.0  # seconds an unread body is still drained after a refusal, so the client sees it
+# descriptors kept free for what opens after start-up besides connections: Redis
+# connections (token reads of uncached portals), the outbound session of installs, logs
+FD_RESERVE = 32
 
 
 def open_files_needed(settings: Settings) -> int:
@@ -78,6 +87,40 @@ def runner_options(settings: Settings) -> dict[str, Any]:
     return {"auto_decompress": False, "keepalive_timeout": settings.read_timeout, "lingering_time": LINGER}
 
 
+def connection_budget(soft_limit: int, open_now: int) -> int:
+    """Connections one process holds at once: what the open-file limit leaves after the
+    descriptors open now and `FD_RESERVE`."""
+    return max(1, soft_limit - open_now - FD_RESERVE)
+
+
+def open_descriptors() -> int:
+    """Descriptors this process has open (0 where /proc is not there to say)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # pragma: no cover - not Linux
+        return 0
+
+
+class _Closed(asyncio.Protocol):
+    """A connection beyond the budget: closed as soon as it is made."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+def budgeted(server: web.Server, budget: int, edge_log: EdgeLog) -> Callable[[], asyncio.BaseProtocol]:
+    """The listening socket's protocol factory: `server`'s, while it holds fewer than
+    `budget` connections; beyond, a connection that closes at once, counted."""
+
+    def factory() -> asyncio.BaseProtocol:
+        if len(server.connections) >= budget:
+            edge_log.note(ACCEPT_FAILED)
+            return _Closed()
+        return server()
+
+    return factory
+
+
 class Refusal(B24PipeError):
     """The body is not read: answer `status` with the contract's error `code`."""
 
@@ -101,6 +144,8 @@ async def read_body(request: web.Request, max_body: int, read_timeout: float) ->
     if length is not None and length > max_body:
         raise Refusal(413, "payload_too_large", f"body exceeds {max_body} bytes")
     try:
+        if request.content.is_eof():  # the whole body came with the headers: no wait, no timer
+            return await request.read()
         async with asyncio.timeout(read_timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

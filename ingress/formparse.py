@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import functools
 import re
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.parser import HeaderParser
 from email.policy import HTTP
@@ -231,9 +232,39 @@ def parse_form(body: bytes, *, max_keys: int, max_depth: int, charset: str = "ut
     """Decode a PHP-style form body into nested data (see the module docstring)."""
     if _BAD_ESCAPE.search(body):
         raise FormError("form body has an invalid percent-escape")
+    fields = _fields(body, charset, max_keys)
+    names = tuple(split for split, _ in fields)
+    values = [value for _, value in fields]
+    if len(body) <= _PLANNED_BODY:
+        filled: dict[str, Any] = _fill(_plan(names, max_depth), values)
+        return filled
+    return _build(names, values, max_depth)
+
+
+# The shape of the result depends on the names alone, in their order; the values only fill
+# its leaves. Bitrix24 sends the same few sequences of names, so each one's shape is built
+# once (`_plan`, its leaves the positions of the values) and then filled for every body
+# that has it. Only small bodies are planned: the cache's memory stays bounded.
+_PLANNED_BODY = 8192
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(names: tuple[_Name, ...], max_depth: int) -> dict[str, Any]:
+    return _build(names, range(len(names)), max_depth)
+
+
+def _fill(node: Any, values: list[str]) -> Any:
+    """A fresh copy of a plan's `node`, each leaf (a position) replaced by the value there."""
+    if type(node) is dict:
+        return {key: values[leaf] if type(leaf) is int else _fill(leaf, values) for key, leaf in node.items()}
+    return [values[leaf] if type(leaf) is int else _fill(leaf, values) for leaf in node]
+
+
+def _build(names: Sequence[_Name], values: Sequence[Any], max_depth: int) -> dict[str, Any]:
+    """The nested data of the fields `names` with `values`, PHP's way."""
     tree = _Tree()
     root, tracked = tree.root, tree.next_index
-    for split, value in _fields(body, charset, max_keys):
+    for split, value in zip(names, values, strict=True):
         if split is None:
             continue
         base, indexes = split

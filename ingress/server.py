@@ -19,11 +19,14 @@ import gc
 import logging
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from aiohttp import web
 
@@ -35,10 +38,27 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client at impor
 GC_YOUNG_THRESHOLD = 20_000
 
 
+def event_loop() -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The event loop the ingress runs on, and its name: uvloop (its transports and timers
+    are C, so a request costs less CPU), asyncio's where uvloop is not installed. The
+    ingress benchmark runs its bare aiohttp app on the same loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return "asyncio", asyncio.new_event_loop
+    return "uvloop", uvloop.new_event_loop
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run(main)` on the ingress's event loop."""
+    with asyncio.Runner(loop_factory=event_loop()[1]) as runner:
+        runner.run(main)
+
+
 async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return."""
-    from ingress.app import create_app  # after PROMETHEUS_MULTIPROC_DIR is set
-    from ingress.edge import runner_options
+    from ingress.app import EDGE_LOG_KEY, create_app  # after PROMETHEUS_MULTIPROC_DIR is set
+    from ingress.edge import budgeted, connection_budget, open_descriptors, runner_options
 
     app = create_app(settings, verify_installs=True)
     runner = web.AppRunner(
@@ -55,16 +75,29 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     # still starts a young-generation pass every few dozen requests, each walking the young
     # objects of every request in flight: a few per cent of the CPU under load.
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=2048)
-    await site.start()
-    log(_logger, logging.INFO, "ingress listening", host=host, port=port, pid=os.getpid())
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    assert runner.server is not None  # set up above
+    soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    budget = connection_budget(soft_limit, open_descriptors())
+    listener = await loop.create_server(
+        budgeted(runner.server, budget, app[EDGE_LOG_KEY]), host, port, reuse_port=reuse_port, backlog=2048
+    )
+    log(
+        _logger,
+        logging.INFO,
+        "ingress listening",
+        host=host,
+        port=port,
+        pid=os.getpid(),
+        loop=event_loop()[0],
+    )
+    stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await _leave_rotation(app, settings.shutdown_delay)
     log(_logger, logging.INFO, "ingress stopping: draining", pid=os.getpid())
+    listener.close()  # no new connections; the runner then drains the open ones
     await runner.cleanup()
     log(_logger, logging.INFO, "ingress stopped", pid=os.getpid())
 
@@ -89,7 +122,7 @@ async def _leave_rotation(app: web.Application, delay: float) -> None:
 
 def _child(host: str, port: int) -> None:
     configure_logging()
-    asyncio.run(serve(load_settings(), host, port, reuse_port=True))
+    run_loop(serve(load_settings(), host, port, reuse_port=True))
 
 
 def run(settings: Settings, host: str, port: int, processes: int) -> int:
@@ -98,7 +131,7 @@ def run(settings: Settings, host: str, port: int, processes: int) -> int:
 
     raise_open_file_limit(settings)  # the children inherit it
     if processes <= 1:
-        asyncio.run(serve(settings, host, port))
+        run_loop(serve(settings, host, port))
         return 0
     own_dir = None
     if not os.environ.get(MULTIPROC_ENV):

@@ -18,9 +18,10 @@ FORM = "application/x-www-form-urlencoded"
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> None:
-    """The parser caches decoded names and Content-Type headers for the life of the process:
+    """The parser caches decoded names, shapes and Content-Type headers for the life of the process:
     clear them, so every test runs the decoding it names instead of an earlier test's answer."""
     formparse._short_name.cache_clear()
+    formparse._plan.cache_clear()
     media_type.cache_clear()
 
 

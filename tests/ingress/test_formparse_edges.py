@@ -21,6 +21,7 @@ INT_MIN = "-9223372036854775808"
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> None:
     formparse._short_name.cache_clear()
+    formparse._plan.cache_clear()
     media_type.cache_clear()
 
 
@@ -175,3 +176,25 @@ def test_json_depth_bound_counts_only_levels_with_content() -> None:
 )
 def test_media_type(header: str | None, expected: tuple[str, str | None]) -> None:
     assert media_type(header) == expected
+
+
+def test_bodies_with_the_same_names_share_a_shape_not_their_values() -> None:
+    """The second body is filled into the shape the first one built; neither result is the
+    other's, and a body past the planned size gives what the plan would."""
+    first = form("event=A&data[FIELDS][ID]=1&data[list][]=x&data[list][]=y&auth[member_id]=m1")
+    second = form("event=B&data[FIELDS][ID]=2&data[list][]=z&data[list][]=w&auth[member_id]=m2")
+    assert first == {
+        "event": "A",
+        "data": {"FIELDS": {"ID": "1"}, "list": ["x", "y"]},
+        "auth": {"member_id": "m1"},
+    }
+    assert second == {
+        "event": "B",
+        "data": {"FIELDS": {"ID": "2"}, "list": ["z", "w"]},
+        "auth": {"member_id": "m2"},
+    }
+    second["data"]["FIELDS"]["ID"] = "changed"
+    assert form("event=A&data[FIELDS][ID]=1&data[list][]=x&data[list][]=y&auth[member_id]=m1") == first
+    padding = "p=" + "x" * formparse._PLANNED_BODY
+    large = form(f"event=A&data[FIELDS][ID]=1&{padding}")
+    assert large == {"event": "A", "data": {"FIELDS": {"ID": "1"}}, "p": "x" * formparse._PLANNED_BODY}

@@ -365,9 +365,12 @@ def test_shipped_unit_sizes_open_files_for_the_default_cap() -> None:
 def test_install_page_takes_a_slot_like_events(
     private_redis: PrivateRedis, private_env: dict[str, str], keys: Keys, tmp_path: Path
 ) -> None:
-    """Every slot held (Redis stalled under 4 events): the install page gets the 503 page at
-    once instead of a slot of its own."""
-    seed_portal(private_redis.client(), keys, "m1", TOKEN)
+    """Every slot held (Redis stalled under 4 events of 4 portals: one portal alone would
+    stop at half the slots): the install page gets the 503 page at once instead of a slot
+    of its own."""
+    members = [f"m{n}" for n in range(1, 5)]
+    for member in members:
+        seed_portal(private_redis.client(), keys, member, TOKEN)
     port = free_port()
     env = {**private_env, "B24PIPE_MAX_INFLIGHT": "4", "B24PIPE_ENQUEUE_TIMEOUT": "5"}
 
@@ -377,8 +380,8 @@ def test_install_page_takes_a_slot_like_events(
             private_redis.pause()
             try:
                 held = [
-                    asyncio.create_task(post_event(session, port, body("m1", TOKEN, entity=10 + n)))
-                    for n in range(4)
+                    asyncio.create_task(post_event(session, port, body(member, TOKEN, entity=10)))
+                    for member in members
                 ]
                 async with asyncio.timeout(30):
                     while "b24pipe_ingress_inflight 4.0" not in await metrics_text(session, port):

@@ -199,3 +199,16 @@ def test_a_revocation_reaches_every_process(
         wait_logged(process, "ingress listening", count=2)
         statuses = asyncio.run(scenario())
     assert statuses == [401] * 40
+
+
+def test_a_bad_process_count_is_one_line_and_exit_status_2(base_env: dict[str, str]) -> None:
+    for count in ("0", "-1", "two", "1000"):
+        done = subprocess.run(
+            [sys.executable, "-m", "b24pipe", "ingress", "--port", str(free_port()), "--processes", count],
+            env=base_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, (count, done.stderr)
+        assert len(done.stderr.splitlines()) == 1 and "--processes" in done.stderr, (count, done.stderr)

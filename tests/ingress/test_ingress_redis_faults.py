@@ -154,8 +154,11 @@ def test_in_flight_requests_are_capped(
     private_redis: PrivateRedis, private_env: dict[str, str], keys: Keys
 ) -> None:
     """With Redis stalled, requests wait for their deadline; past the cap the ingress
-    answers 503 at once instead of holding more."""
-    seed_portal(private_redis.client(), keys, "m1", TOKEN)
+    answers 503 at once instead of holding more. (Ten portals: one portal alone would stop
+    at half the cap, `ingress.admission`.)"""
+    members = [f"m{n}" for n in range(10)]
+    for member in members:
+        seed_portal(private_redis.client(), keys, member, TOKEN)
     port = free_port()
     env = {**private_env, "B24PIPE_MAX_INFLIGHT": "4", "B24PIPE_ENQUEUE_TIMEOUT": "3"}
 
@@ -165,7 +168,7 @@ def test_in_flight_requests_are_capped(
             private_redis.pause()
             try:
                 answers = await asyncio.gather(
-                    *(post_event(session, port, body("m1", TOKEN, entity=10 + n)) for n in range(10))
+                    *(post_event(session, port, body(member, TOKEN, entity=10)) for member in members)
                 )
                 metrics = await metrics_text(session, port)
             finally:
@@ -175,7 +178,9 @@ def test_in_flight_requests_are_capped(
     with ingress_process(env, port):
         statuses, metrics = asyncio.run(scenario())
     assert statuses == [503] * 10
-    assert re.search(r'b24pipe_ingress_requests_total\{event="other",outcome="overloaded"\} 6\.0', metrics)
+    assert re.search(
+        r'b24pipe_ingress_requests_total\{event="ONCRMDEALUPDATE",outcome="overloaded"\} 6\.0', metrics
+    )
     assert re.search(
         r'b24pipe_ingress_requests_total\{event="ONCRMDEALUPDATE",outcome="unavailable"\} 4\.0', metrics
     )
