@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 
+from shared import lua
 from shared.events import Event
 from shared.redisconn import sync_redis
 from shared.settings import load_settings
@@ -91,4 +92,13 @@ def catch_all(event: Event, b24: object) -> None:
 def plain_job(key: str) -> str:
     """An ordinary RQ job (not an event): the worker runs any job function."""
     _client.rpush(key, "ran")
+    return "done"
+
+
+def forget_scripts(keep: str) -> str:
+    """An RQ job that makes Redis forget every Lua script, as a restart does, then load
+    `keep` (a script's path, '' for none) again."""
+    _client.script_flush()
+    if keep:
+        _client.script_load(lua.source(keep))
     return "done"

@@ -151,11 +151,18 @@ class Context:
 
 
 _contexts: dict[tuple[int, str], Context] = {}
+# Each Settings object's identity in `_contexts`, worked out once: a worker asks for the
+# context of every handler run, and dumping the settings cost more than the rest of a
+# no-op job's run. The object is kept with it, so its id is never reused for another.
+_settings_keys: dict[int, tuple[Settings, str]] = {}
 
 
 def context_for(settings: Settings) -> Context:
     runtime = Runtime.get()
-    key = (runtime.pid, repr(settings.model_dump()))
+    known = _settings_keys.get(id(settings))
+    if known is None:
+        known = _settings_keys[id(settings)] = (settings, repr(settings.model_dump()))
+    key = (runtime.pid, known[1])
     ctx = _contexts.get(key)
     if ctx is None:
         ctx = runtime.run(Context.build(settings, runtime))

@@ -9,7 +9,8 @@ event, RQ's job hashes and registries, so `rq info`, `rq requeue` and rq-dashboa
   each id into this worker's in-flight list (lifecycle queue first), registered as started;
   when the queues are empty it blocks on BLMOVE (still a reliable move, into the same list);
 - acknowledges finished, failed, rescheduled, deferred and parked jobs together with
-  `ack.lua` (at least every 0.1 s, and at the end of each batch);
+  `ack.lua` (at least every 0.1 s, and at the end of each batch in the same round trip as
+  the next fetch);
 - a heartbeat thread (`maintain.lua`) keeps this worker alive in `Keys.workers`, puts the
   jobs of workers silent for 3/4 of B24PIPE_RECOVERY_AFTER back on their queues, and moves
   due scheduled jobs back to their queues (no `rq worker --with-scheduler` needed) as they
@@ -38,7 +39,7 @@ import time
 import traceback
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from types import FrameType
@@ -46,9 +47,10 @@ from typing import Any
 
 import redis
 from pydantic import ValidationError
+from redis.exceptions import NoScriptError
 from rq.exceptions import DeserializationError
 from rq.serializers import DefaultSerializer
-from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+from rq.timeouts import JobTimeoutException
 from rq.utils import import_attribute
 
 from shared import rqkeys
@@ -89,6 +91,7 @@ FLUSH_EVERY = 0.1  # seconds between acknowledgement writes inside a long batch
 MAX_SKIP = 2000  # jobs of waiting portals one fetch may defer server-side (bounds the script's run time)
 IDLE_BLOCK = 1  # seconds one BLMOVE waits on an empty queue (also the longest shutdown delay when idle)
 MIN_TICK = 0.1  # seconds between two maintenance ticks at the least
+_PICKLE_PROTO = b"\x80"  # the first byte of a pickle of protocol 2 or later; never of zlib data
 _PERMANENT_JOB_ERRORS = (ValidationError, DeserializationError, ImportError, AttributeError)
 
 
@@ -187,6 +190,7 @@ class Worker:
         self._keepalive_thread: threading.Thread | None = None
         self.processed = 0
         self.suspended = False  # `rq suspend` seen at the last fetch
+        self._timed: Taken | None = None  # the job whose timeout the alarm is set for
 
     # --- lifecycle -------------------------------------------------------------------------
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -198,6 +202,9 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
+            # once, not per job as RQ's UnixSignalDeathPenalty does: its two signal() calls
+            # cost a no-op job a tenth of its run (the alarm itself is set per job, in _call)
+            signal.signal(signal.SIGALRM, self._job_timed_out)
         job_context = context.JobContext(self.client, self.keys, self.settings, metrics=self.metrics)
         context.install(job_context)
         self._waiting_out_outages(lambda: self._maintain(self.client))  # registered and alive first
@@ -341,13 +348,14 @@ class Worker:
             self.outage.recovered()
 
     def _round(self, job_context: context.JobContext) -> bool:
-        """Acknowledgements left over from an outage first, then one batch; False when a
-        burst worker found the queues empty or the workers are suspended."""
-        self._flush()
+        """The last batch's acknowledgements (or those left over from an outage) and the next
+        fetch, then that batch; False when a burst worker found the queues empty or the
+        workers are suspended."""
         if self._reclaim:
+            self._flush()
             self._give_back_orphans()
             self._reclaim = False
-        jobs = self._fetch(None)
+        jobs = self._flush_and_fetch()
         if self.suspended:  # `rq suspend`: take nothing until `rq resume` (burst: stop, as RQ does)
             if self.burst:
                 return False
@@ -387,10 +395,46 @@ class Worker:
         self._flush()
 
     def _fetch(self, claimed: str | None) -> list[Taken]:
+        return self._taken(self.scripts.fetch(*self._fetch_call(claimed)))
+
+    def _flush_and_fetch(self) -> list[Taken]:
+        """Write the acknowledgements and fetch the next batch in one round trip: a job queued
+        while the last batch ran is taken one round trip sooner. ack.lua runs first, so the
+        fetch sees the horizons the batch's deferrals moved (fairness)."""
+        if not self._acks:
+            return self._fetch(None)
+        ack_keys, ack_args = self._ack_call()
+        fetch_keys, fetch_args = self._fetch_call(None)
+        with self.client.pipeline(transaction=False) as pipe:
+            # EVALSHA, not the Script objects: a pipeline of those sends SCRIPT EXISTS first,
+            # the round trip this saves. A script Redis does not have yet (never run since it
+            # started) answers NoScriptError and is loaded below.
+            pipe.evalsha(self.scripts.ack.sha, len(ack_keys), *ack_keys, *ack_args)
+            pipe.evalsha(self.scripts.fetch.sha, len(fetch_keys), *fetch_keys, *fetch_args)
+            acked, fetched = pipe.execute(raise_on_error=False)
+        if isinstance(acked, NoScriptError):
+            self._flush()
+        elif isinstance(acked, Exception):  # an outage: the acknowledgements are sent again
+            raise acked
+        else:
+            self._acked()
+        if isinstance(fetched, NoScriptError):
+            return self._fetch(None)
+        if isinstance(fetched, Exception):
+            raise fetched
+        jobs = self._taken(fetched)
+        if isinstance(acked, NoScriptError):
+            # that fetch ran before the acknowledgements: the horizons it saw may miss the
+            # batch's deferrals, which the worker-side check (should_wait_behind) needs
+            self.horizons = _horizons(self.client.hgetall(self.keys.defer_horizon))
+        return jobs
+
+    def _fetch_call(self, claimed: str | None) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of one fetch.lua call (`claimed`: the id BLMOVE already moved)."""
         now = time.time()
-        rows, horizons, skipped, suspended = self.scripts.fetch(
-            keys=[self.inflight, self.keys.defer_horizon, *map(rqkeys.queue, self.queue_names)],
-            args=[
+        return (
+            [self.inflight, self.keys.defer_horizon, *map(rqkeys.queue, self.queue_names)],
+            [
                 self.settings.fetch_batch,
                 self.name,
                 now,
@@ -406,13 +450,13 @@ class Worker:
                 *self.queue_names,
             ],
         )
+
+    def _taken(self, reply: list[Any]) -> list[Taken]:
+        """The jobs of a fetch.lua reply; notes the horizons and `rq suspend` it saw."""
+        rows, horizons, skipped, suspended = reply
         if skipped:
             self.metrics.deferrals.labels("other", "portal_waiting").inc(int(skipped))
-        self.horizons = {
-            horizons[i].decode(): float(horizons[i + 1])
-            for i in range(0, len(horizons), 2)
-            if not horizons[i].endswith(b":s")
-        }
+        self.horizons = _horizons(dict(zip(horizons[::2], horizons[1::2], strict=True)))
         self.suspended = bool(suspended)
         jobs = [Taken.from_row(row, self.settings.job_timeout) for row in rows]
         self.metrics.in_progress.set(len(jobs))
@@ -435,9 +479,8 @@ class Worker:
             self.processed += 1
             self.metrics.in_progress.dec()
             if time.monotonic() - self._last_flush >= FLUSH_EVERY:
-                with contextlib.suppress(*OUTAGE_ERRORS):  # kept for the batch's last flush
+                with contextlib.suppress(*OUTAGE_ERRORS):  # kept for the next round's flush
                     self._flush()
-        self._flush()
 
     def _note_taken(self, jobs: list[Taken]) -> None:
         """Two notes per batch, in one round trip.
@@ -468,9 +511,15 @@ class Worker:
     def _flush(self) -> None:
         if not self._acks:
             return
-        now = time.time()
-        keys, args = ack_call(self._acks, self.keys, worker=self.name, inflight=self.inflight, now=now)
-        self.scripts.ack(keys=keys, args=args)
+        self.scripts.ack(*self._ack_call())
+        self._acked()
+
+    def _ack_call(self) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the ack.lua call writing the pending acknowledgements."""
+        return ack_call(self._acks, self.keys, worker=self.name, inflight=self.inflight, now=time.time())
+
+    def _acked(self) -> None:
+        """The pending acknowledgements were written."""
         if any(schedules(ack) for ack in self._acks):
             self._maintainer_nudge.set()  # its due time may come before the next tick
         self._acks.clear()
@@ -562,10 +611,23 @@ class Worker:
         return job.result_ttl
 
     def _call(self, function: Callable[..., Any], args: Any, kwargs: Any, job: Taken) -> Any:
+        """Run the job function, stopped by JobTimeoutException after the job's timeout (as RQ
+        does, with SIGALRM: only on the main thread)."""
         if threading.current_thread() is not threading.main_thread():
             return function(*args, **kwargs)
-        with UnixSignalDeathPenalty(job.timeout, JobTimeoutException, job_id=job.id):  # type: ignore[no-untyped-call]
+        self._timed = job
+        signal.alarm(job.timeout)
+        try:
             return function(*args, **kwargs)
+        finally:
+            self._timed = None  # first: an alarm going off now stops nothing
+            signal.alarm(0)
+
+    def _job_timed_out(self, signum: int, frame: FrameType | None) -> None:
+        """SIGALRM: the running job is over its timeout. Between jobs (an alarm that went off
+        as it was cancelled) there is nothing to stop."""
+        if self._timed is not None:
+            raise JobTimeoutException(f"Task exceeded maximum timeout value ({self._timed.timeout} seconds)")
 
     def _fail(self, job: Taken, label: str, text: str) -> Ack:
         self.metrics.failures.labels(label).inc()
@@ -599,8 +661,16 @@ def next_wait(now: float, next_due: float | None, tick: float) -> float:
     return max(0.0, min(tick, next_due - now))
 
 
+def _horizons(fields: Mapping[bytes | str, bytes | str]) -> dict[str, float]:
+    """Each portal's defer horizon from `Keys.defer_horizon` (without the spacing fields)."""
+    named = ((as_text(member), at) for member, at in fields.items())
+    return {member: float(at) for member, at in named if not member.endswith(":s")}
+
+
 def _unpack(data: bytes) -> bytes:
-    """RQ stores job data zlib-compressed (older jobs raw)."""
+    """RQ stores job data zlib-compressed, the ingress (shared/jobs.py) and older RQ raw."""
+    if data[:1] == _PICKLE_PROTO:  # raw: no failed decompress (an exception) per job
+        return data
     try:
         return zlib.decompress(data)
     except zlib.error:

@@ -3,6 +3,7 @@ registries stay right, lifecycle first, any RQ job function runs."""
 
 from __future__ import annotations
 
+import pytest
 import redis
 from prometheus_client import generate_latest
 from rq import Queue
@@ -48,6 +49,30 @@ def test_burst_worker_runs_each_handler_once_and_keeps_rq_registries(
         assert r.ttl(job.key) > 0  # kept for RQ's result ttl, then gone
     assert not r.exists(keys.workers) or r.hlen(keys.workers) == 0  # deregistered on exit
     assert not any(text(key).startswith(f"{ns}:inflight:") for key in r.keys(f"{ns}:*"))
+
+
+@pytest.mark.parametrize("kept", ["", "workers/lua/fetch.lua"])
+def test_a_redis_that_forgot_the_scripts_costs_no_job(
+    r: redis.Redis, keys: Keys, ns: str, base_env: dict[str, str], kept: str
+) -> None:
+    """Redis forgets the worker's scripts mid-run (a restart, SCRIPT FLUSH) while a batch's
+    acknowledgements and the next fetch are on their way in one round trip; with fetch.lua
+    alone loaded again, that fetch runs before the acknowledgements. Each event still runs
+    once and every job ends finished."""
+    ids = [enqueue(r, keys, "ONTESTRECORD") for _ in range(3)]
+    forget = Queue(keys.events_queue, connection=r).enqueue(
+        "tests.support.worker_handlers.forget_scripts", kept
+    )
+    ids += [enqueue(r, keys, "ONTESTRECORD") for _ in range(10)]
+
+    worker = start_worker(worker_env(base_env, B24PIPE_FETCH_BATCH="4"), "--burst")  # the 4th job forgets
+    assert worker.wait(60) == 0, worker.stderr.read() if worker.stderr else ""
+
+    runs = seen(r, ns, "record")
+    assert len(runs) == len({row[0] for row in runs}) == 13
+    queue = Queue(keys.events_queue, connection=r)
+    assert {*ids, forget.id} <= set(FinishedJobRegistry(queue=queue).get_job_ids())
+    assert len(queue) == 0 and StartedJobRegistry(queue=queue).get_job_ids() == []
 
 
 def test_lifecycle_queue_is_served_first(

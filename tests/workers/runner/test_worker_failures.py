@@ -62,6 +62,17 @@ def test_attempts_run_out_into_the_failed_registry_with_configured_retention(
 
 
 @pytest.mark.usefixtures("worker")
+def test_a_job_over_its_timeout_is_stopped_and_the_next_job_runs(r: redis.Redis, keys: Keys, ns: str) -> None:
+    slow = Queue(keys.events_queue, connection=r).enqueue("time.sleep", 60, job_timeout=1)
+    assert wait_for(lambda: slow.id in _failed(r, keys), timeout=30)  # 3 attempts, 1 s each
+    stored = zlib.decompress(cast(bytes, r.hget(f"rq:job:{slow.id}", "exc_info"))).decode()
+    assert "JobTimeoutException: Task exceeded maximum timeout value (1 seconds)" in stored
+    after = enqueue(r, keys, "ONTESTRECORD")
+    assert wait_for(lambda: after in _finished(r, keys), timeout=30)
+    assert len(seen(r, ns, "record")) == 1
+
+
+@pytest.mark.usefixtures("worker")
 def test_retries_are_per_handler(r: redis.Redis, keys: Keys, ns: str) -> None:
     job_id = enqueue(r, keys, "ONTESTPARTIAL")
     assert wait_for(lambda: job_id in _finished(r, keys), timeout=30)
