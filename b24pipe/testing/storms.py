@@ -12,6 +12,7 @@ the handler read each deal's final title.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ import orjson
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from b24pipe.redisserver import free_port
+from b24pipe.redisserver import free_port, free_ports
 from b24pipe.sim.client import SimClient
 from shared import rqkeys
 from shared.keys import Keys
@@ -94,18 +95,24 @@ def pipeline(env: dict[str, str]) -> Iterator[Pipeline]:
     from b24pipe.testing.ingress import ingress_process
     from b24pipe.testing.workers import start_worker, stop
 
-    port, metrics = free_port(), free_port()
+    port, metrics = free_port(), free_ports(WORKER_PROCESSES)
     with ingress_process(env, port):
         workers = start_worker(env, "--concurrency", str(WORKER_PROCESSES), "--metrics-port", str(metrics))
         try:
             ports = [metrics + i for i in range(WORKER_PROCESSES)]
             running = Pipeline(f"http://127.0.0.1:{port}", ports)
-            wait_until(lambda: _answers(running), 60, "the workers' metrics")
+            wait_until(lambda: _answers(running) or workers.poll() is not None, 60, "the workers' metrics")
+            if workers.poll() is not None:
+                raise AssertionError(f"the workers exited ({workers.returncode}): {_stderr(workers)}")
             yield running
         finally:
             stop(workers)
             if workers.stderr is not None:
                 workers.stderr.close()
+
+
+def _stderr(process: subprocess.Popen[bytes]) -> str:
+    return process.stderr.read().decode(errors="replace")[-2000:] if process.stderr is not None else ""
 
 
 def _answers(running: Pipeline) -> bool:
