@@ -53,7 +53,7 @@ from rq.serializers import DefaultSerializer
 from rq.timeouts import JobTimeoutException
 from rq.utils import import_attribute
 
-from shared import rqkeys
+from shared import lua, rqkeys
 from shared.backoff import backoff
 from shared.jobs import LEGACY_PATHS, rq_time
 from shared.keys import Keys
@@ -305,7 +305,9 @@ class Worker:
         """One maintenance tick; returns when the earliest scheduled job falls due (None:
         nothing is scheduled)."""
         now = time.time()
-        script = self.scripts.maintain if client is self.client else Scripts.register(client).maintain
+        script = (
+            self.scripts.maintain if client is self.client else lua.script(client, "workers/lua/maintain.lua")
+        )
         recovered, _promoted, next_due = script(
             keys=[self.keys.workers, self.keys.defer_horizon, self.keys.workers_clock],
             args=[
