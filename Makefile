@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-workers bench-limiter bench-storm bench-offline bench-writes bench-hostile bench-failover mutate simulator clean
+.PHONY: run test tools lint typecheck pytest install bench bench-ingress bench-ingress-steps bench-workers bench-limiter bench-storm bench-offline bench-writes bench-hostile bench-failover mutate simulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,10 +44,13 @@ pytest: $(STAMP)
 simulator: $(STAMP)
 	$(BIN)/python -m b24pipe.sim
 
-bench: bench-ingress bench-workers bench-limiter bench-storm bench-offline bench-writes bench-failover
+bench: bench-ingress bench-ingress-steps bench-workers bench-limiter bench-storm bench-offline bench-writes bench-failover
 
 bench-ingress: $(STAMP)
 	$(BIN)/python -m bench.ingress
+
+bench-ingress-steps: $(STAMP)
+	$(BIN)/python -m bench.ingress_steps
 
 bench-workers: $(STAMP)
 	$(BIN)/python -m bench.workers

@@ -28,6 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
         ),
         ("bench.ingress", {"BENCH_ROUNDS": "1", "BENCH_SECONDS": "1", "BENCH_PORTALS": "20"}, ": OK"),
         (
+            "bench.ingress_steps",
+            {"BENCH_ROUNDS": "1", "BENCH_SECONDS": "1", "BENCH_PORTALS": "20"},
+            "x1.00 of bare",
+        ),
+        (
             "bench.offline",
             {"BENCH_CHANGES": "100", "BENCH_DEALS": "10", "BENCH_OUTAGE": "1", "BENCH_POLL": "1"},
             "verdict: OK",
@@ -84,7 +89,7 @@ def _load_result(ok: int, statuses: dict[str, int]) -> dict[str, Any]:
 
 
 def test_vacuous_results_are_problems() -> None:
-    from bench import ingress, limiter, storm, workers
+    from bench import ingress, ingress_steps, limiter, storm, workers
 
     good = {"ingress": [_load_result(5, {"200": 5})], "bare": [_load_result(9, {"200": 9})]}
     assert ingress.problems(good, jobs=5) == []
@@ -94,6 +99,11 @@ def test_vacuous_results_are_problems() -> None:
         "the ingress side answered non-200: {'401': 7}",
     ]
     assert ingress.problems(good, jobs=4) == ["4 jobs in Redis for 5 200s"]
+    assert ingress_steps.problems(good) == []
+    assert ingress_steps.problems({**good, "parse": [_load_result(0, {"400": 3})]}) == [
+        "the parse side accepted no event",
+        "the parse side answered non-200: {'400': 3}",
+    ]
 
     assert workers.problems(10, [5.0], [6.0], 0, 0, 0.01) == []
     assert workers.problems(10, [5.0], [6.0], 1, 0, float("nan")) == [
