@@ -22,6 +22,7 @@ def _fresh_caches() -> None:
     clear them, so every test runs the decoding it names instead of an earlier test's answer."""
     formparse._short_name.cache_clear()
     formparse._plan.cache_clear()
+    formparse._shapes.clear()
     media_type.cache_clear()
 
 
@@ -176,6 +177,51 @@ def test_decodes_what_http_build_query_produces(data: dict[str, Any]) -> None:
     if isinstance(expected, list):  # the top level is always an object (the request's fields)
         expected = {str(i): v for i, v in enumerate(expected)}
     assert form(encoded) == expected
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("a=1&b[c]=2", "a=x&b[c]=y"),  # the names known: the short way
+        ("a=1&b=2", "a=1&b"),  # a pair without `=`: fewer values than pairs
+        ("a=1&b=2", "a&b=2"),
+        ("=1&b=2", "&b=2"),  # an empty name, then an empty pair
+        ("a=1&b=2", "a=1=2&b=3"),  # `=` in a value
+        ("a=1&&b=2", "a=1&=x&b"),  # an empty pair: never recorded (the same names, cut)
+        ("a=1&b", "a=1&b=2"),  # a pair without `=` recorded: its name is all of it
+        ("a[]=1&a[]=2", "a[]=3&a[]=4&a[]=5"),
+        ("a%5Bb%5D=1&c=%26", "a%5Bb%5D=2&c=3"),  # an escaped `&`: decoded pair by pair
+    ],
+)
+def test_a_body_with_known_names_reads_as_the_first_time(first: str, second: str) -> None:
+    form(first)  # its names are now known
+    known = form(second)
+    formparse._shapes.clear()
+    formparse._plan.cache_clear()
+    assert known == form(second)
+
+
+def test_known_names_keep_the_bounds_and_a_bounded_memory() -> None:
+    form("a=1&b=2&c=3")
+    with pytest.raises(FormError, match="more than 2 fields"):
+        form("a=4&b=5&c=6", max_keys=2)
+    for n in range(formparse._MAX_SHAPES * 2):
+        form(f"n{n}=1")
+    assert 0 < len(formparse._shapes) <= formparse._MAX_SHAPES
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_top_key, _tree, max_size=6), st.lists(_text, min_size=30, max_size=30))
+def test_known_names_with_other_values_read_the_long_way(data: dict[str, Any], values: list[str]) -> None:
+    first = http_build_query(data)
+    names = [pair.partition("=")[0] for pair in first.split("&")]
+    second = "&".join(
+        f"{name}={quote_plus(value, safe='')}" for name, value in zip(names, values, strict=False)
+    )
+    form(first)
+    known = form(second)
+    formparse._shapes.clear()
+    assert known == form(second)
 
 
 @reaches(parsed=0.05, refused=0.05)
