@@ -4,7 +4,7 @@
 re-seal themselves on each refresh, but a portal idle for weeks keeps its old ciphertexts,
 and so the old key, until its keep-alive refresh. `rekey` re-seals every portal record and
 pending install at once (`b24pipe portals rekey`), each record atomically and never under a
-running refresh (`shared/lua/rekey.lua` says why).
+running refresh (`shared/lua/portalstore_reseal.lua` says why).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from shared import lua
+from shared import portalstore as store
 from shared.crypto import DecryptError, TokenCipher
 from shared.keys import Keys
 from shared.portals import Portal, as_text
@@ -56,7 +56,6 @@ def _records(client: redis.Redis, keys: Keys) -> Iterator[tuple[str, str]]:
 
 
 def rekey(client: redis.Redis, keys: Keys, cipher: TokenCipher) -> RekeyReport:
-    script = lua.script(client, "shared/lua/rekey.lua")
     report = RekeyReport()
     for member_id, key in _records(client, keys):
         for _ in range(_ATTEMPTS):
@@ -71,8 +70,7 @@ def rekey(client: redis.Redis, keys: Keys, cipher: TokenCipher) -> RekeyReport:
             if not changes:
                 report.current += 1
                 break
-            args = [value for change in changes for value in change]
-            written = int(script(keys=[key, keys.refresh_lock(member_id)], args=args))
+            written = store.run(client, store.write_resealed(keys, member_id, key, changes))
             if written == 1:
                 report.resealed += 1
                 break

@@ -267,6 +267,22 @@ def set_app_token(keys: Keys, member_id: str, token_digest: str, grace_until: in
     )
 
 
+def give_connector(keys: Keys, member_id: str, connector: str) -> Transaction[str]:
+    """The portal's `auth_connector`: `connector` given to a portal record that has none (one
+    installed before offline events were configured); "" when there is no record."""
+    return Transaction((Lua("connector", (keys.portal(member_id),), (connector,)),), lambda r: _text(r[0]))
+
+
+def write_resealed(
+    keys: Keys, member_id: str, record: str, changes: Iterable[tuple[str, str, str]]
+) -> Transaction[int]:
+    """Write (field, ciphertext read, new ciphertext) `changes` to `record` (a portal record or
+    a pending install): 1 when written, 0 when a ciphertext changed since it was read, -1
+    while a token refresh holds the portal's lock (`portalstore_reseal.lua` says why)."""
+    argv = tuple(value for change in changes for value in change)
+    return Transaction((Lua("reseal", (record, keys.refresh_lock(member_id)), argv),), lambda r: int(r[0]))
+
+
 def add_token(keys: Keys, member_id: str, token_digest: str, token: AcceptedToken) -> Transaction[None]:
     """Accept one more token (an outgoing webhook's) beside the app's."""
     return Transaction(

@@ -10,7 +10,7 @@ import json
 import redis
 
 from b24pipe.rekey import SEALED_FIELDS
-from shared import lua
+from shared import portalstore as store
 from shared.crypto import TokenCipher, generate_key
 from shared.keys import Keys
 from shared.portals import Portal
@@ -78,11 +78,13 @@ def test_a_record_under_refresh_or_with_an_unknown_key_is_left_alone(
 
 
 def test_the_script_writes_nothing_when_a_ciphertext_moved_on(r: redis.Redis, keys: Keys) -> None:
-    script = lua.script(r, "shared/lua/rekey.lua")
     r.hset(keys.portal("m1"), mapping={"access_token": "v1:a:now", "refresh_token": "v1:a:r"})
-    stale = ["access_token", "v1:a:before", "v1:b:x", "refresh_token", "v1:a:r", "v1:b:y"]
-    assert script(keys=[keys.portal("m1"), keys.refresh_lock("m1")], args=stale) == 0
+    stale = [("access_token", "v1:a:before", "v1:b:x"), ("refresh_token", "v1:a:r", "v1:b:y")]
+    assert store.run(r, store.write_resealed(keys, "m1", keys.portal("m1"), stale)) == 0
     assert r.hmget(keys.portal("m1"), "access_token", "refresh_token") == [b"v1:a:now", b"v1:a:r"]
-    fresh = ["access_token", "v1:a:now", "v1:b:x", "refresh_token", "v1:a:r", "v1:b:y"]
-    assert script(keys=[keys.portal("m1"), keys.refresh_lock("m1")], args=fresh) == 1
+    fresh = [("access_token", "v1:a:now", "v1:b:x"), ("refresh_token", "v1:a:r", "v1:b:y")]
+    r.set(keys.refresh_lock("m1"), "someone")
+    assert store.run(r, store.write_resealed(keys, "m1", keys.portal("m1"), fresh)) == -1
+    r.delete(keys.refresh_lock("m1"))
+    assert store.run(r, store.write_resealed(keys, "m1", keys.portal("m1"), fresh)) == 1
     assert r.hmget(keys.portal("m1"), "access_token", "refresh_token") == [b"v1:b:x", b"v1:b:y"]

@@ -199,6 +199,17 @@ def test_purge_deletes_only_that_portal(r: redis.Redis, keys: Keys) -> None:
     assert store.run(r, store.list_members(keys)) == ["other"]
 
 
+def test_a_portal_without_a_connector_is_given_one_and_one_it_has_is_kept(r: redis.Redis, keys: Keys) -> None:
+    assert store.run(r, store.give_connector(keys, "nobody", "b24pipe-x")) == ""
+    assert not r.exists(keys.portal("nobody"))  # no record is created
+    r.hset(keys.portal("m1"), "domain", "p1.bitrix24.test")
+    assert store.run(r, store.give_connector(keys, "m1", "b24pipe-x")) == "b24pipe-x"
+    assert store.run(r, store.give_connector(keys, "m1", "b24pipe-y")) == "b24pipe-x"
+    r.hset(keys.portal("m2"), mapping={"domain": "p2.bitrix24.test", "auth_connector": ""})
+    assert store.run(r, store.give_connector(keys, "m2", "b24pipe-y")) == "b24pipe-y"
+    assert r.hget(keys.portal("m2"), "auth_connector") == b"b24pipe-y"
+
+
 def test_async_runner_gives_the_same_results(redis_url: str, r: redis.Redis, keys: Keys) -> None:
     async def scenario() -> tuple[bool, dict[str, AcceptedToken], bool]:
         client = aioredis.Redis.from_url(redis_url)

@@ -44,6 +44,7 @@ import redis
 from prometheus_client import Counter
 
 from shared import lua
+from shared import portalstore as store
 from shared.jobs import ENQUEUE, JobTemplate, QueuedJob, queue_for, script_call
 from shared.keys import Keys
 from shared.logs import log
@@ -85,18 +86,7 @@ def ensure_connector(settings: Settings, member_id: str) -> str:
 
     keys, client = Keys(settings.namespace), sync_redis(settings)
     try:
-        record = keys.portal(member_id)
-        with client.pipeline() as pipe:
-            try:
-                pipe.watch(record)  # type: ignore[no-untyped-call]
-                current = as_text(pipe.hget(record, "auth_connector") or b"")
-                if not current and pipe.exists(record):
-                    current = namespace_connector(settings)
-                    pipe.multi()
-                    pipe.hset(record, "auth_connector", current)
-                    pipe.execute()
-            except redis.WatchError:  # the record was rewritten meanwhile: read what it says
-                current = as_text(client.hget(record, "auth_connector") or b"")
+        current = store.run(client, store.give_connector(keys, member_id, namespace_connector(settings)))
         schedule(client, keys, settings, member_id, time.time())
         return current
     finally:

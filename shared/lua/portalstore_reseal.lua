@@ -2,6 +2,7 @@
 -- nothing changed them since they were read, and never while a token refresh is under way.
 --
 -- KEYS[1] the record hash (portal or pending install)   KEYS[2] the portal's refresh lock
+-- (b24pipe/rekey.py computes the triples; shared/portalstore.py `write_resealed` runs this)
 -- ARGV    triples: field, ciphertext read, new ciphertext
 --
 -- The refresh saves its new pair with compare-and-set on the refresh-token ciphertext it read
