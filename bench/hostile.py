@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -36,9 +35,8 @@ from typing import Any
 import orjson
 
 from b24pipe.redisserver import free_port
-from bench.ingress import _clean_redis, _seed, _wait_port
+from bench.ingress import _wait_port, prepare
 from shared import rqkeys
-from shared.crypto import generate_key
 from shared.keys import Keys
 
 NAMESPACE = "bench-hostile"
@@ -165,18 +163,9 @@ def main() -> int:
     portals = int(os.environ.get("BENCH_PORTALS", "200"))
     slow = int(os.environ.get("BENCH_SLOW", "2000"))
     bomb_mb = int(os.environ.get("BENCH_BOMB_MB", "256"))
-    seed = secrets.token_hex(8)
     workdir = Path(tempfile.mkdtemp(prefix="b24pipe-bench-hostile-"))
-    url, server, client = _clean_redis(workdir)
+    server, client, env = prepare(workdir, portals, NAMESPACE)
     keys = Keys(NAMESPACE)
-    _seed(client, keys, portals, seed)
-    env = {
-        **os.environ,
-        "REDIS_URL": url,
-        "B24PIPE_NAMESPACE": NAMESPACE,
-        "B24PIPE_TOKEN_KEYS": generate_key(),
-        "BENCH_SEED": seed,
-    }
     port = free_port()
     log_path = workdir / "ingress.log"
     with open(log_path, "wb") as log_file:

@@ -415,23 +415,43 @@ def _seed(client: redis.Redis, keys: Keys, portals: int, seed: str) -> None:
     pipe.execute()
 
 
-def _clean_redis(workdir: Path) -> tuple[str, LocalServer | None, redis.Redis]:
+def _clean_redis(workdir: Path, namespace: str) -> tuple[str, LocalServer | None, redis.Redis]:
     """The Redis at `REDIS_URL`, else a server of the bench's own under `workdir`, with the
-    bench namespace's keys and queued jobs of an earlier run gone."""
+    `namespace`'s keys and queued jobs of an earlier run gone."""
     server: LocalServer | None = None
     url = os.environ.get("REDIS_URL")
     if not url:
         server = start_server(workdir / "redis")
         url = server.url
     client = redis.Redis.from_url(url)
-    keys = Keys(NAMESPACE)
-    for key in client.scan_iter(match=f"{NAMESPACE}:*", count=1000):
+    keys = Keys(namespace)
+    for key in client.scan_iter(match=f"{namespace}:*", count=1000):
         client.delete(key)
     for queue in keys.queues:
         for job_id in client.lrange(rqkeys.queue(queue), 0, -1):
             client.delete(rqkeys.job(job_id.decode() if isinstance(job_id, bytes) else job_id))
         client.delete(rqkeys.queue(queue))
     return url, server, client
+
+
+def prepare(
+    workdir: Path, portals: int, namespace: str = NAMESPACE
+) -> tuple[LocalServer | None, redis.Redis, dict[str, str]]:
+    """A clean Redis (`_clean_redis`) seeded with `portals` portals of `namespace` and their
+    tokens, and the environment the ingress processes and the load generators run with."""
+    seed = secrets.token_hex(8)
+    url, server, client = _clean_redis(workdir, namespace)
+    _seed(client, Keys(namespace), portals, seed)
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "B24PIPE_NAMESPACE": namespace,
+        "B24PIPE_TOKEN_KEYS": generate_key(),
+        "B24PIPE_DEDUPE_WINDOW": "300",
+        "BENCH_SEED": seed,
+        "BENCH_PORTALS": str(portals),
+    }
+    return server, client, env
 
 
 def main() -> int:
@@ -442,19 +462,9 @@ def main() -> int:
     flood_cap = int(os.environ.get("BENCH_FLOOD_CAP", "256"))
     flood_connections = int(os.environ.get("BENCH_FLOOD_CONNECTIONS", "512"))
     quiet, quiet_rate = min(50, portals - 1), float(os.environ.get("BENCH_QUIET_RATE", "10"))
-    seed = secrets.token_hex(8)
     workdir = Path(tempfile.mkdtemp(prefix="b24pipe-bench-"))
-    url, server, client = _clean_redis(workdir)
+    server, client, env = prepare(workdir, portals)
     keys = Keys(NAMESPACE)
-    _seed(client, keys, portals, seed)
-    env = {
-        **os.environ,
-        "REDIS_URL": url,
-        "B24PIPE_NAMESPACE": NAMESPACE,
-        "B24PIPE_TOKEN_KEYS": generate_key(),
-        "B24PIPE_DEDUPE_WINDOW": "300",
-        "BENCH_SEED": seed,
-    }
     default_ack = os.environ.get("B24PIPE_ACK", "written")
     ingress_port, bare_port, two_port, flood_port = free_port(), free_port(), free_port(), free_port()
 

@@ -23,7 +23,6 @@ BENCH_ROUNDS (3), BENCH_SECONDS (3), BENCH_CONNECTIONS (64), BENCH_PORTALS (500)
 from __future__ import annotations
 
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -35,14 +34,13 @@ from typing import Any
 import orjson
 
 from b24pipe.redisserver import free_port
-from bench.ingress import OK, _clean_redis, _cpu_seconds, _seed, _wait_port, member_of, token_of
+from bench.ingress import NAMESPACE, OK, _cpu_seconds, _wait_port, member_of, prepare, token_of
 from bench.verdict import non_200, verdict
 from ingress.server import event_loop
-from shared.crypto import digest, generate_key
+from shared.crypto import digest
 from shared.keys import Keys
 from shared.portals import AcceptedToken
 
-NAMESPACE = "bench"
 STEPS = ("bare", "parse", "check", "job")
 REFERENCE = "post"
 
@@ -100,18 +98,7 @@ def main() -> int:
     seconds = float(os.environ.get("BENCH_SECONDS", "3"))
     connections = int(os.environ.get("BENCH_CONNECTIONS", "64"))
     portals = int(os.environ.get("BENCH_PORTALS", "500"))
-    seed = secrets.token_hex(8)
-    url, server, client = _clean_redis(Path(tempfile.mkdtemp(prefix="b24pipe-bench-")))
-    _seed(client, Keys(NAMESPACE), portals, seed)
-    env = {
-        **os.environ,
-        "REDIS_URL": url,
-        "B24PIPE_NAMESPACE": NAMESPACE,
-        "B24PIPE_TOKEN_KEYS": generate_key(),
-        "B24PIPE_DEDUPE_WINDOW": "300",
-        "BENCH_SEED": seed,
-        "BENCH_PORTALS": str(portals),
-    }
+    server, _, env = prepare(Path(tempfile.mkdtemp(prefix="b24pipe-bench-")), portals)
     sides = (*STEPS, "ingress", REFERENCE)
     ports = {side: free_port() for side in sides}
     commands = {side: [sys.executable, "-m", "bench.ingress_steps", "serve", side] for side in sides}
