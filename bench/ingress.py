@@ -49,7 +49,7 @@ import orjson
 import redis
 
 from b24pipe.redisserver import LocalServer, free_port, start_server
-from bench.verdict import non_200, verdict
+from bench.verdict import side_problems, verdict
 from ingress.server import event_loop
 from shared import rqkeys
 from shared.ackmode import ACK_MODES
@@ -674,14 +674,8 @@ def problems(
     results: dict[str, list[dict[str, Any]]], jobs: int, modes: dict[str, list[dict[str, Any]]] | None = None
 ) -> list[str]:
     """Why this run's figures mean nothing (empty: they stand)."""
-    found = []
     runs = {**results, **{f"{mode} mode": rounds for mode, rounds in (modes or {}).items() if rounds}}
-    for side, rounds in runs.items():
-        if not sum(r["ok"] for r in rounds):
-            found.append(f"the {side} side accepted no event")
-        others = non_200({k: v for r in rounds for k, v in r["statuses"].items()})
-        if others:
-            found.append(f"the {side} side answered non-200: {others}")
+    found = side_problems(runs)
     accepted = sum(r["ok"] for side, rounds in runs.items() if side != "bare" for r in rounds)
     if jobs != accepted:
         found.append(f"{jobs} jobs in Redis for {accepted} 200s")

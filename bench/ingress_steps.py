@@ -35,7 +35,7 @@ import orjson
 
 from b24pipe.redisserver import free_port
 from bench.ingress import NAMESPACE, OK, _cpu_seconds, _wait_port, member_of, prepare, token_of
-from bench.verdict import non_200, verdict
+from bench.verdict import side_problems, verdict
 from ingress.server import event_loop
 from shared.crypto import digest
 from shared.keys import Keys
@@ -137,7 +137,7 @@ def main() -> int:
         if server is not None:
             server.stop()
     print(report(results, cpu, rounds, seconds, connections, portals))
-    return verdict(problems(results))
+    return verdict(side_problems(results))
 
 
 def report(
@@ -162,18 +162,6 @@ def report(
             f"   CPU {cpu[side] * 1e6 / events:5.0f} us/event"
         )
     return "\n".join(lines)
-
-
-def problems(results: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Why the figures mean nothing: a side that accepted nothing or answered other than 200."""
-    found = []
-    for side, runs in results.items():
-        if not sum(r["ok"] for r in runs):
-            found.append(f"the {side} side accepted no event")
-        others = non_200({k: v for r in runs for k, v in r["statuses"].items()})
-        if others:
-            found.append(f"the {side} side answered non-200: {others}")
-    return found
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def _load_result(ok: int, statuses: dict[str, int]) -> dict[str, Any]:
 
 
 def test_vacuous_results_are_problems() -> None:
-    from bench import ingress, ingress_steps, limiter, storm, workers
+    from bench import ingress, limiter, storm, workers
+    from bench.verdict import side_problems
 
     good = {"ingress": [_load_result(5, {"200": 5})], "bare": [_load_result(9, {"200": 9})]}
     assert ingress.problems(good, jobs=5) == []
@@ -99,8 +100,8 @@ def test_vacuous_results_are_problems() -> None:
         "the ingress side answered non-200: {'401': 7}",
     ]
     assert ingress.problems(good, jobs=4) == ["4 jobs in Redis for 5 200s"]
-    assert ingress_steps.problems(good) == []
-    assert ingress_steps.problems({**good, "parse": [_load_result(0, {"400": 3})]}) == [
+    assert side_problems(good) == []
+    assert side_problems({**good, "parse": [_load_result(0, {"400": 3})]}) == [
         "the parse side accepted no event",
         "the parse side answered non-200: {'400': 3}",
     ]
