@@ -96,13 +96,12 @@ _INSTALL_PAGE = ""  # the install page's requests take their slots under this ke
 
 @dataclass(slots=True)
 class _Read:
-    """A parsed and validated event body: `plain` (the fast path) or `delivery` (the model)."""
+    """A parsed and validated event body: what the event path needs (`plain`), and the model
+    (`delivery`) where the fast path could not read it or a lifecycle hook takes it."""
 
     payload: dict[str, Any]
-    plain: Plain | None
+    plain: Plain
     delivery: Delivery | None
-    name: str
-    member_id: str
 
 
 class EventPath:
@@ -140,9 +139,9 @@ class EventPath:
         if isinstance(read, web.Response):
             metrics.observe_latency(loop.time() - started)
             return read
-        member_id = read.member_id
+        member_id = read.plain.member_id
         if not self._take_slot(member_id):
-            metrics.request(read.name, "overloaded")
+            metrics.request(read.plain.event, "overloaded")
             return answer(503, UNAVAILABLE)
         try:
             # one deadline for everything this request waits for: the token read and the write
@@ -221,10 +220,10 @@ class EventPath:
             return self._refuse("", outcome, exc.code, exc.detail, _remote(request))
         except ValidationError as exc:
             return self._refuse("", "invalid", "invalid_request", _validation_detail(exc), _remote(request))
-        if plain is not None:
-            return _Read(payload, plain, delivery, plain.event, plain.member_id)
-        assert delivery is not None  # the model read what the fast path did not
-        return _Read(payload, plain, delivery, delivery.event, delivery.auth.member_id)
+        if plain is None:
+            assert delivery is not None  # the model read what the fast path did not
+            plain = delivery.plain()
+        return _Read(payload, plain, delivery)
 
     async def _handle(self, request: web.Request, read: _Read, deadline: float) -> web.Response:
         metrics = self.metrics
@@ -236,9 +235,7 @@ class EventPath:
             if delivery.event == "ONAPPUPDATE":
                 metrics.request(delivery.event, "lifecycle")
                 return self._counted(await self.app[LIFECYCLE_KEY].on_update(delivery, _remote(request)))
-        plain = delivery.plain() if delivery is not None else read.plain
-        assert plain is not None  # one of the two read it
-
+        plain = read.plain
         name = plain.event
         member_id = plain.member_id
         token = plain.application_token
