@@ -204,13 +204,16 @@ def _cached_name(decoded: str) -> _Name:
     return _short_name(decoded) if len(decoded) <= _CACHED_NAME_LENGTH else _name(decoded)
 
 
-def _fields(body: bytes, charset: str, max_keys: int) -> list[tuple[_Name, str]]:
-    """The (name, decoded value) pairs of a body, in order; `a` alone is ("a", "")."""
-    if charset != "utf-8":
-        pairs = [pair.partition(b"=") for pair in body.split(b"&") if pair]
-        _count(len(pairs), max_keys)
-        return [(_cached_name(_decode(name, charset)), _decode(value, charset)) for name, _, value in pairs]
-    text, decoded = _utf8_text(body)
+def _charset_fields(body: bytes, charset: str, max_keys: int) -> list[tuple[_Name, str]]:
+    """The (name, decoded value) pairs of a body in another charset than UTF-8, in order;
+    `a` alone is ("a", "")."""
+    pairs = [pair.partition(b"=") for pair in body.split(b"&") if pair]
+    _count(len(pairs), max_keys)
+    return [(_cached_name(_decode(name, charset)), _decode(value, charset)) for name, _, value in pairs]
+
+
+def _utf8_fields(text: str, decoded: bool, max_keys: int) -> list[tuple[_Name, str]]:
+    """`_charset_fields` of a UTF-8 body's text (`_utf8_text`)."""
     parts = _parts(text, max_keys)
     if decoded:
         return [(_cached_name(name), value) for name, _, value in parts]
@@ -245,11 +248,13 @@ def parse_form(body: bytes, *, max_keys: int, max_depth: int, charset: str = "ut
     """Decode a PHP-style form body into nested data (see the module docstring)."""
     if _BAD_ESCAPE.search(body):
         raise FormError("form body has an invalid percent-escape")
-    if charset == "utf-8" and len(body) <= _PLANNED_BODY:
+    if charset == "utf-8":
         text, decoded = _utf8_text(body)
-        if decoded:
+        if decoded and len(body) <= _PLANNED_BODY:
             return _planned(text, max_keys, max_depth)
-    fields = _fields(body, charset, max_keys)
+        fields = _utf8_fields(text, decoded, max_keys)
+    else:
+        fields = _charset_fields(body, charset, max_keys)
     names = tuple(split for split, _ in fields)
     values = [value for _, value in fields]
     if len(body) <= _PLANNED_BODY:
