@@ -1,5 +1,7 @@
-"""The worker's Lua scripts (workers/lua/*.lua), read from the package and registered once per
-Redis client: redis-py then calls them by SHA (EVALSHA) and reloads them if the server forgot."""
+"""The job loop's Lua scripts (workers/lua/fetch.lua, ack.lua), registered on the worker's
+client: redis-py then calls them by SHA (EVALSHA) and reloads them if the server forgot, and
+the worker puts their SHAs in its pipelines. The heartbeat's maintain.lua is registered on
+the client that runs it (`shared.lua.script`)."""
 
 from __future__ import annotations
 
@@ -15,12 +17,10 @@ from shared import lua
 class Scripts:
     fetch: Script
     ack: Script
-    maintain: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
         return cls(
             fetch=lua.script(client, "workers/lua/fetch.lua"),
             ack=lua.script(client, "workers/lua/ack.lua"),
-            maintain=lua.script(client, "workers/lua/maintain.lua"),
         )

@@ -305,9 +305,7 @@ class Worker:
         """One maintenance tick; returns when the earliest scheduled job falls due (None:
         nothing is scheduled)."""
         now = time.time()
-        script = (
-            self.scripts.maintain if client is self.client else lua.script(client, "workers/lua/maintain.lua")
-        )
+        script = lua.script(client, "workers/lua/maintain.lua")  # the heartbeat thread has its own client
         recovered, _promoted, next_due = script(
             keys=[self.keys.workers, self.keys.defer_horizon, self.keys.workers_clock],
             args=[
@@ -324,7 +322,6 @@ class Worker:
                 rqkeys.LUA_ARG,
                 *self.queue_names,
             ],
-            client=client,
         )
         if recovered:
             self.metrics.recovered.inc(int(recovered))
