@@ -40,9 +40,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
@@ -56,6 +56,9 @@ from shared.ackmode import ACK_MODES
 from shared.crypto import digest, generate_key
 from shared.keys import Keys
 from shared.portals import AcceptedToken, Portal
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 NAMESPACE = "bench"
 OK = b'{"status":"ok","message":"event accepted"}'
@@ -71,6 +74,16 @@ def member_of(index: int) -> str:
 
 
 # --- the bare app ------------------------------------------------------------------------
+def serve_events(port: int, events: Callable[[web.Request], Awaitable[web.Response]]) -> None:
+    """An aiohttp app answering POST /b24/events with `events`, on the ingress's event loop
+    (aiohttp is imported here: the load generator runs without it)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/b24/events", events)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=event_loop()[1]())
+
+
 def bare(port: int) -> None:
     from aiohttp import web
 
@@ -78,9 +91,7 @@ def bare(port: int) -> None:
         await request.read()
         return web.Response(body=OK, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/b24/events", events)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=event_loop()[1]())
+    serve_events(port, events)
 
 
 # --- the load generator ------------------------------------------------------------------

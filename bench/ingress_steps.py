@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from b24pipe.redisserver import free_port
-from bench.ingress import NAMESPACE, OK, _cpu_seconds, _wait_port, member_of, prepare, token_of
+from bench.ingress import NAMESPACE, OK, _cpu_seconds, _wait_port, member_of, prepare, serve_events, token_of
 from bench.verdict import side_problems, verdict
 from ingress.server import event_loop
 from shared.crypto import digest
@@ -88,9 +88,7 @@ def serve(step: str, port: int) -> None:
                 QueuedJob.of(keys, plain.queued_form())
         return web.Response(body=OK, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/b24/events", events)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=event_loop()[1]())
+    serve_events(port, events)
 
 
 def main() -> int:
