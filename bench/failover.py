@@ -21,7 +21,6 @@ other than 200/503 was seen, the worker exited, or a scenario acknowledged nothi
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import tempfile
 import time
@@ -36,6 +35,7 @@ from b24pipe.redisserver import LocalServer, free_port, start_server
 from b24pipe.testing.ingress import event_id, ingress_process, seed_portal
 from b24pipe.testing.outages import TOKEN, Load, ids_handled, restart, start_sentinel_set, steady_load, until
 from b24pipe.testing.workers import start_worker, stop, wait_for, worker_env
+from bench.knobs import knob
 from shared.crypto import generate_key
 from shared.keys import Keys
 
@@ -194,8 +194,8 @@ def stall_scenario(workdir: Path, seconds: float) -> Figures:
 
 
 def main() -> int:
-    outage = float(os.environ.get("BENCH_OUTAGE", "1"))
-    stall = float(os.environ.get("BENCH_STALL", "60"))
+    outage = knob("BENCH_OUTAGE", 1.0)
+    stall = knob("BENCH_STALL", 60.0)
     workdir = Path(tempfile.mkdtemp(prefix="b24pipe-failover-"))
     print(
         f"failover benchmark: steady load (4 clients), restart after {outage:g}s, failover, stall {stall:g}s"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import orjson
 
 from b24pipe.redisserver import free_port
 from bench.ingress import _wait_port, prepare
+from bench.knobs import knob
 from shared import rqkeys
 from shared.keys import Keys
 
@@ -158,11 +158,11 @@ def _acceptance(result: dict[str, Any]) -> float:
 
 
 def main() -> int:
-    seconds = float(os.environ.get("BENCH_SECONDS", "5"))
-    connections = int(os.environ.get("BENCH_CONNECTIONS", "16"))
-    portals = int(os.environ.get("BENCH_PORTALS", "200"))
-    slow = int(os.environ.get("BENCH_SLOW", "2000"))
-    bomb_mb = int(os.environ.get("BENCH_BOMB_MB", "256"))
+    seconds = knob("BENCH_SECONDS", 5.0, 0.1)
+    connections = knob("BENCH_CONNECTIONS", 16, 1)
+    portals = knob("BENCH_PORTALS", 200, 1)
+    slow = knob("BENCH_SLOW", 2000)
+    bomb_mb = knob("BENCH_BOMB_MB", 256, 1)
     workdir = Path(tempfile.mkdtemp(prefix="b24pipe-bench-hostile-"))
     server, client, env = prepare(workdir, portals, NAMESPACE)
     keys = Keys(NAMESPACE)

@@ -49,6 +49,7 @@ import orjson
 import redis
 
 from b24pipe.redisserver import LocalServer, free_port, start_server
+from bench.knobs import knob
 from bench.verdict import side_problems, verdict
 from ingress.server import event_loop
 from shared import rqkeys
@@ -466,13 +467,13 @@ def prepare(
 
 
 def main() -> int:
-    rounds = int(os.environ.get("BENCH_ROUNDS", "5"))
-    seconds = float(os.environ.get("BENCH_SECONDS", "3"))
-    connections = int(os.environ.get("BENCH_CONNECTIONS", "64"))
-    portals = int(os.environ.get("BENCH_PORTALS", "500"))
-    flood_cap = int(os.environ.get("BENCH_FLOOD_CAP", "256"))
-    flood_connections = int(os.environ.get("BENCH_FLOOD_CONNECTIONS", "512"))
-    quiet, quiet_rate = min(50, portals - 1), float(os.environ.get("BENCH_QUIET_RATE", "10"))
+    rounds = knob("BENCH_ROUNDS", 5, 1)
+    seconds = knob("BENCH_SECONDS", 3.0, 0.1)
+    connections = knob("BENCH_CONNECTIONS", 64, 1)
+    portals = knob("BENCH_PORTALS", 500, 2)
+    flood_cap = knob("BENCH_FLOOD_CAP", 256, 2)
+    flood_connections = knob("BENCH_FLOOD_CONNECTIONS", 512, 1)
+    quiet, quiet_rate = min(50, portals - 1), knob("BENCH_QUIET_RATE", 10.0, 0.1)
     workdir = Path(tempfile.mkdtemp(prefix="b24pipe-bench-"))
     server, client, env = prepare(workdir, portals)
     keys = Keys(NAMESPACE)

@@ -35,6 +35,7 @@ import orjson
 
 from b24pipe.redisserver import free_port
 from bench.ingress import NAMESPACE, OK, _cpu_seconds, _wait_port, member_of, prepare, serve_events, token_of
+from bench.knobs import knob
 from bench.verdict import side_problems, verdict
 from ingress.server import event_loop
 from shared.crypto import digest
@@ -92,10 +93,10 @@ def serve(step: str, port: int) -> None:
 
 
 def main() -> int:
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
-    seconds = float(os.environ.get("BENCH_SECONDS", "3"))
-    connections = int(os.environ.get("BENCH_CONNECTIONS", "64"))
-    portals = int(os.environ.get("BENCH_PORTALS", "500"))
+    rounds = knob("BENCH_ROUNDS", 3, 1)
+    seconds = knob("BENCH_SECONDS", 3.0, 0.1)
+    connections = knob("BENCH_CONNECTIONS", 64, 1)
+    portals = knob("BENCH_PORTALS", 500, 1)
     server, _, env = prepare(Path(tempfile.mkdtemp(prefix="b24pipe-bench-")), portals)
     sides = (*STEPS, "ingress", REFERENCE)
     ports = {side: free_port() for side in sides}

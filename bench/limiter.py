@@ -24,6 +24,7 @@ import orjson
 import redis
 
 from b24pipe.redisserver import start_server
+from bench.knobs import knob
 from bench.verdict import verdict
 from shared.crypto import TokenCipher, generate_key
 from shared.keys import Keys
@@ -31,9 +32,9 @@ from shared.portals import Portal
 from shared.settings import load_settings
 
 # BENCH_PROCESSES, BENCH_SECONDS: a smaller run (the smoke test's)
-PROCESSES = int(os.environ.get("BENCH_PROCESSES", "8"))
+PROCESSES = knob("BENCH_PROCESSES", 8, 1)
 DRAIN, BURST = 10.0, 20
-SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
+SECONDS = knob("BENCH_SECONDS", 8.0, 0.1)
 METHOD = "profile"
 
 

@@ -31,16 +31,9 @@ from b24pipe.sim.client import SimClient
 from b24pipe.sim.fixture import start_simulator, stop
 from b24pipe.testing.offline import Lane, install_lane, lane_pipeline, offline_env, storm_with_outage
 from b24pipe.testing.storms import pipeline_env
+from bench.knobs import knob
 from shared.crypto import generate_key
 from shared.keys import Keys
-
-
-def _knob(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, not {raw!r}") from None
 
 
 def run_lane(
@@ -64,10 +57,8 @@ def run_lane(
 
 
 def main() -> int:
-    changes, deals = int(_knob("BENCH_CHANGES", 10_000)), int(_knob("BENCH_DEALS", 1000))
-    outage, poll = _knob("BENCH_OUTAGE", 30.0), _knob("BENCH_POLL", 5.0)
-    if changes < 1 or deals < 1 or outage < 0 or poll <= 0:
-        raise SystemExit("BENCH_CHANGES and BENCH_DEALS must be >= 1, BENCH_OUTAGE >= 0, BENCH_POLL > 0")
+    changes, deals = knob("BENCH_CHANGES", 10_000, 1), knob("BENCH_DEALS", 1000, 1)
+    outage, poll = knob("BENCH_OUTAGE", 30.0), knob("BENCH_POLL", 5.0, 0.001)
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "redis")
         process, simulator = start_simulator(Path(tmp) / "simulator.log")

@@ -47,15 +47,16 @@ from b24pipe.testing.storms import (
     runs,
     storm_changes,
 )
+from bench.knobs import knob
 from bench.verdict import non_200, verdict
 from ingress.formparse import parse_form
 from shared.crypto import generate_key
 from shared.keys import Keys
 
 # BENCH_EVENTS, BENCH_DEALS, BENCH_NAIVE_SECONDS: a smaller storm (the smoke test's)
-STORM_EVENTS = int(os.environ.get("BENCH_EVENTS", str(EVENTS)))
-STORM_DEALS = int(os.environ.get("BENCH_DEALS", str(DEALS)))
-NAIVE_FOR = float(os.environ.get("BENCH_NAIVE_SECONDS", "60"))  # the naive side never stops by itself
+STORM_EVENTS = knob("BENCH_EVENTS", EVENTS, 1)
+STORM_DEALS = knob("BENCH_DEALS", DEALS, 1)
+NAIVE_FOR = knob("BENCH_NAIVE_SECONDS", 60.0)  # the naive side never stops by itself
 NAIVE_CONSUMERS = 4
 NAMESPACE = "benchstorm"
 

@@ -31,6 +31,7 @@ from rq import Queue, SimpleWorker
 
 from b24pipe.redisserver import start_server
 from bench import noop
+from bench.knobs import knob
 from bench.verdict import verdict
 from shared import lua, rqkeys
 from shared.crypto import generate_key
@@ -160,9 +161,9 @@ def main() -> int:
     # A worker always runs with a token key (`b24pipe worker` refuses to start without one):
     # handlers get their REST client built from it, even the no-op that never calls it.
     os.environ.setdefault("B24PIPE_TOKEN_KEYS", generate_key())
-    n = int(os.environ.get("BENCH_N", "5000"))
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
-    seconds = float(os.environ.get("BENCH_SECONDS", "6"))
+    n = knob("BENCH_N", 5000)
+    rounds = knob("BENCH_ROUNDS", 3, 1)
+    seconds = knob("BENCH_SECONDS", 6.0, 0.1)
     server = None
     url = os.environ.get("REDIS_URL")
     tmp = tempfile.TemporaryDirectory(prefix="b24bench-")

@@ -39,6 +39,7 @@ from b24pipe.commands.run import stop_process
 from b24pipe.redisserver import free_port, start_server
 from b24pipe.sim.client import SimClient
 from b24pipe.sim.fixture import start_simulator, stop
+from bench.knobs import knob
 from bench.limiter import seed
 from bench.write_handlers import record_key
 from shared.crypto import TokenCipher, generate_key
@@ -244,11 +245,7 @@ def verdict(v3: Side, v2: Side, naive: Side) -> list[str]:
 
 
 def main() -> int:
-    raw = os.environ.get("BENCH_WRITES", "1000")
-    if not raw.isdigit() or int(raw) < 1:
-        print(f"BENCH_WRITES must be a positive integer, not {raw!r}", file=sys.stderr)
-        return 2
-    n = int(raw)
+    n = knob("BENCH_WRITES", 1000, 1)
     with tempfile.TemporaryDirectory() as tmp:
         v3, v2, naive = run(n, Path(tmp))
     print(f"writes bench: {n} crm.deal.add per side, {LOST_SHARE:.0%} of committed adds lose their answer")

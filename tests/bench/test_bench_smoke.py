@@ -84,6 +84,42 @@ def test_a_workers_run_with_nothing_to_handle_fails() -> None:
     assert "benchmark FAILED: no event was handled" in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("module", "knobs", "line"),
+    [
+        ("bench.ingress", {"BENCH_ROUNDS": "many"}, "BENCH_ROUNDS must be a whole number >= 1, not 'many'"),
+        ("bench.ingress_steps", {"BENCH_SECONDS": "-1"}, "BENCH_SECONDS must be a number >= 0.1, not '-1'"),
+        ("bench.workers", {"BENCH_N": "1.5"}, "BENCH_N must be a whole number >= 0, not '1.5'"),
+        ("bench.writes", {"BENCH_WRITES": "0"}, "BENCH_WRITES must be a whole number >= 1, not '0'"),
+        ("bench.offline", {"BENCH_POLL": "nan"}, "BENCH_POLL must be a number >= 0.001, not 'nan'"),
+        ("bench.limiter", {"BENCH_PROCESSES": "x"}, "BENCH_PROCESSES must be a whole number >= 1, not 'x'"),
+    ],
+)
+def test_a_bad_knob_is_one_line_and_exit_2(module: str, knobs: dict[str, str], line: str) -> None:
+    done = _bench(module, knobs)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", line + "\n")
+
+
+def test_knobs_read_their_type_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.knobs import knob
+
+    monkeypatch.setenv("BENCH_A", " 7 ")
+    monkeypatch.setenv("BENCH_B", "2.5")
+    monkeypatch.setenv("BENCH_EMPTY", "")
+    assert (
+        knob("BENCH_A", 3),
+        knob("BENCH_B", 1.0),
+        knob("BENCH_EMPTY", 4, 1),
+        knob("BENCH_UNSET", 0.5),
+    ) == (
+        7,
+        2.5,
+        4,
+        0.5,
+    )
+    assert type(knob("BENCH_A", 3.0)) is float
+
+
 def _load_result(ok: int, statuses: dict[str, int]) -> dict[str, Any]:
     return {"ok": ok, "statuses": statuses}
 
