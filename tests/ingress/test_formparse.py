@@ -207,7 +207,7 @@ def test_known_names_keep_the_bounds_and_a_bounded_memory() -> None:
         form("a=4&b=5&c=6", max_keys=2)
     for n in range(formparse._MAX_SHAPES * 2):
         form(f"n{n}=1")
-    assert 0 < len(formparse._shapes) <= formparse._MAX_SHAPES
+        assert 0 < len(formparse._shapes) <= formparse._MAX_SHAPES
 
 
 @settings(max_examples=300, deadline=None)

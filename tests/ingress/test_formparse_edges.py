@@ -198,3 +198,5 @@ def test_bodies_with_the_same_names_share_a_shape_not_their_values() -> None:
     padding = "p=" + "x" * formparse._PLANNED_BODY
     large = form(f"event=A&data[FIELDS][ID]=1&{padding}")
     assert large == {"event": "A", "data": {"FIELDS": {"ID": "1"}}, "p": "x" * formparse._PLANNED_BODY}
+    # a large body decoded in one pass is not decoded again: `%2541` is the text `%41`
+    assert form(f"a=100%25&b=%2541&{padding}")["b"] == "%41"

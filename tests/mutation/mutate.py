@@ -8,8 +8,8 @@ as equivalent in `tests/mutation/equivalent.toml` (matched by function and diff,
 list survives renumbering) and the score without them; then each equivalent mutant with its
 reason, and every other survivor with its diff.
 
-Exit status: 0 when every module scores at least `--min-score` (90 %), 1 otherwise, 2 on bad
-arguments. Not part of `make test`: it takes minutes per module.
+Exit status: 0 when every module scores at least `--min-score` (90 %) and every recorded
+equivalent of the mutated modules set a mutant aside, 1 otherwise, 2 on bad arguments. Not part of `make test`: it takes minutes per module.
 """
 
 from __future__ import annotations
@@ -198,6 +198,22 @@ def mark_equivalents(report: Report, equivalents: list[Equivalent]) -> None:
                 break
 
 
+def unused(reports: list[Report], equivalents: list[Equivalent]) -> list[Equivalent]:
+    """Entries of the mutated modules that set no mutant aside: the code moved on, or a test
+    now kills the mutant (then it was not equivalent)."""
+    matched = {
+        (rep.module, function_of(name), *changed_lines(rep.diffs[name]))
+        for rep in reports
+        for name in rep.equivalent
+    }
+    mutated = {rep.module for rep in reports}
+    return [
+        e
+        for e in equivalents
+        if e.module in mutated and (e.module, e.function, e.removed.strip(), e.added.strip()) not in matched
+    ]
+
+
 def print_report(reports: list[Report]) -> None:
     print("\n| module | mutants | killed | equivalent | survived | score |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -254,11 +270,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     print_report(reports)
+    left = unused([r for r in reports if r.statuses], equivalents)
+    for entry in left:
+        print(f"\nUNUSED equivalent in {entry.module} {entry.function}: {entry.removed} -> {entry.added}")
     failing = [r.module for r in reports if not r.statuses or r.score < args.min_score]
     if failing:
         print(f"\nbelow {args.min_score:.0f} %: {', '.join(failing)}", file=sys.stderr)
-        return 1
-    return 0
+    if left:
+        print(f"\n{len(left)} recorded equivalents set no mutant aside: drop them", file=sys.stderr)
+    return 1 if failing or left else 0
 
 
 if __name__ == "__main__":
