@@ -63,6 +63,13 @@ def test_classify_gives_every_field(exc: BaseException, expected: Outcome) -> No
     assert classify(exc, 2, POLICY, 1.0) == expected
 
 
+def test_the_retry_delay_is_jittered_by_the_draw() -> None:
+    # attempt 2 backs off 4 s; equal jitter keeps half of it and draws the rest
+    assert classify(RuntimeError("x"), 2, POLICY, 0.0).after == 2.0
+    assert classify(RuntimeError("x"), 2, POLICY, 0.5).after == 3.0
+    assert classify(RuntimeError("x"), 2, POLICY, 1.0).after == 4.0
+
+
 def test_attempts_used_up_fail_with_the_count() -> None:
     assert classify(RuntimeError("x"), 3, POLICY, 0.5) == Outcome(
         Action.FAIL, 0.0, "RuntimeError: x (after 3 attempts)"
