@@ -153,7 +153,8 @@ def storm_with_outage(
     """`lane.changes` title changes spread over 2 x `outage` seconds (at least 2 s), the
     ingress down for the last `outage` seconds of it; then wait until every deal is handled
     on its latest state and the portal's offline queue is empty, or until nothing moves any
-    more (what the online lane lost stays lost). `tag` makes this storm's titles differ from an earlier storm's on the same deals."""
+    more (what the online lane lost stays lost). `tag` makes this storm's titles differ from
+    an earlier storm's on the same deals."""
     changes = [
         {**c, "fields": {"TITLE": c["fields"]["TITLE"] + tag}} for c in storm_changes(ids, lane.changes)
     ]

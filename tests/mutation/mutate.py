@@ -9,7 +9,8 @@ list survives renumbering) and the score without them; then each equivalent muta
 reason, and every other survivor with its diff.
 
 Exit status: 0 when every module scores at least `--min-score` (90 %) and every recorded
-equivalent of the mutated modules set a mutant aside, 1 otherwise, 2 on bad arguments. Not part of `make test`: it takes minutes per module.
+equivalent of the mutated modules set a mutant aside, 1 otherwise, 2 on bad arguments. Not
+part of `make test`: it takes minutes per module.
 """
 
 from __future__ import annotations
